@@ -1,0 +1,142 @@
+//! `as_config` as C sees it, and its conversion to the safe [`Config`].
+
+use super::panic::guard;
+use super::status::as_status;
+use crate::config::{Config, Mode};
+use crate::error::Error;
+use core::ptr::addr_of;
+
+/// Attention mode of a handle.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum as_mode {
+    /// `as_push_token`: absorb token j, then answer q_j over tokens 0..=j.
+    AS_MODE_CAUSAL = 0,
+    /// `as_append_kv` first, then `as_push_query` over everything absorbed.
+    AS_MODE_NONCAUSAL = 1,
+}
+
+/// Configuration of one head. Fill it with `as_config_init`, then change
+/// fields. New fields are only ever added at the end; `struct_size` tells the
+/// library which ones the caller knows.
+#[repr(C)]
+pub struct as_config {
+    /// sizeof(as_config) as the caller compiled it.
+    pub struct_size: u32,
+    /// d (q and k length), 1..=4096.
+    pub head_dim: u32,
+    /// dv (v and output length), 1..=4096.
+    pub value_dim: u32,
+    /// g, polynomial degree; t = binom(d+g, g) features.
+    pub degree: u32,
+    /// s in exp(s q.k); finite and > 0. Default 1/sqrt(head_dim).
+    pub scale: f32,
+    /// AS_MODE_CAUSAL or AS_MODE_NONCAUSAL.
+    pub mode: as_mode,
+    /// All hashing and sketch randomness derives from it.
+    pub seed: u64,
+    /// 0: no output sketch; else sparsity k of recovery.
+    pub recovery_k: u32,
+    /// eps1 of the l2/l2 guarantee (default 0.5).
+    pub recovery_eps: f32,
+    /// 0: off; else keep the key-side sketch that finds the k heaviest past tokens of a query.
+    pub retrieval_k: u32,
+    /// First tokens kept exactly (default 0).
+    pub sink_tokens: u32,
+    /// Most recent tokens kept exactly (default 0).
+    pub window_tokens: u32,
+    /// Exact slots for heavy-hitter tokens (default 0).
+    pub heavy_tokens: u32,
+}
+
+/// Bytes of the fields every caller must provide (up to `heavy_tokens`).
+pub const CONFIG_BASE_SIZE: usize = core::mem::offset_of!(as_config, heavy_tokens) + 4;
+
+/// Fills defaults for a head of dimension `head_dim`: value_dim = head_dim,
+/// degree = 2, scale = 1/sqrt(head_dim), causal, seed 0, no output sketch,
+/// no exact tokens. Writes all `sizeof(as_config)` bytes of this version.
+#[no_mangle]
+pub unsafe extern "C" fn as_config_init(cfg: *mut as_config, head_dim: u32) -> as_status {
+    guard(|| {
+        if cfg.is_null() {
+            return Err(Error::Null);
+        }
+        if (cfg as usize) % core::mem::align_of::<as_config>() != 0 {
+            return Err(Error::InvalidArg);
+        }
+        if head_dim == 0 || head_dim > crate::config::MAX_DIM {
+            return Err(Error::InvalidArg);
+        }
+        let c = Config::new(head_dim);
+        // SAFETY: non-null, aligned; the caller provides sizeof(as_config) bytes.
+        unsafe { cfg.write(to_c(&c)) };
+        Ok(())
+    })
+}
+
+/// The C struct of a safe config.
+pub fn to_c(c: &Config) -> as_config {
+    as_config {
+        struct_size: core::mem::size_of::<as_config>() as u32,
+        head_dim: c.head_dim,
+        value_dim: c.value_dim,
+        degree: c.degree,
+        scale: c.scale,
+        mode: match c.mode {
+            Mode::Causal => as_mode::AS_MODE_CAUSAL,
+            Mode::NonCausal => as_mode::AS_MODE_NONCAUSAL,
+        },
+        seed: c.seed,
+        recovery_k: c.recovery_k,
+        recovery_eps: c.recovery_eps,
+        retrieval_k: c.retrieval_k,
+        sink_tokens: c.sink_tokens,
+        window_tokens: c.window_tokens,
+        heavy_tokens: c.heavy_tokens,
+    }
+}
+
+/// Reads a caller's config field by field (never as a typed `as_config`, so
+/// an out-of-range `mode` is a refused value, not undefined behaviour).
+///
+/// # Safety
+/// `cfg` is NULL or points to at least `struct_size` readable bytes.
+pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
+    if cfg.is_null() {
+        return Err(Error::Null);
+    }
+    if (cfg as usize) % core::mem::align_of::<as_config>() != 0 {
+        return Err(Error::InvalidArg);
+    }
+    // SAFETY: every read below lies within the CONFIG_BASE_SIZE bytes that
+    // struct_size (checked first) says the caller provides.
+    unsafe {
+        let size = addr_of!((*cfg).struct_size).read() as usize;
+        if size < CONFIG_BASE_SIZE {
+            return Err(Error::InvalidArg);
+        }
+        let mode = match (addr_of!((*cfg).mode) as *const u32).read() {
+            0 => Mode::Causal,
+            1 => Mode::NonCausal,
+            _ => return Err(Error::InvalidArg),
+        };
+        Ok(Config {
+            head_dim: addr_of!((*cfg).head_dim).read(),
+            value_dim: addr_of!((*cfg).value_dim).read(),
+            degree: addr_of!((*cfg).degree).read(),
+            scale: addr_of!((*cfg).scale).read(),
+            mode,
+            seed: addr_of!((*cfg).seed).read(),
+            recovery_k: addr_of!((*cfg).recovery_k).read(),
+            recovery_eps: addr_of!((*cfg).recovery_eps).read(),
+            retrieval_k: addr_of!((*cfg).retrieval_k).read(),
+            sink_tokens: addr_of!((*cfg).sink_tokens).read(),
+            window_tokens: addr_of!((*cfg).window_tokens).read(),
+            heavy_tokens: addr_of!((*cfg).heavy_tokens).read(),
+        })
+    }
+}
+
+// The contract's field order and sizes (C layout on LP64 and ILP32).
+const _: () = assert!(core::mem::offset_of!(as_config, seed) == 24);
+const _: () = assert!(CONFIG_BASE_SIZE == 56);

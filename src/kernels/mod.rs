@@ -1,0 +1,62 @@
+//! Compute kernels, one implementation per CPU [`Level`], all with the same
+//! signatures, collected in a [`Kernels`] table chosen once per handle.
+//!
+//! Shapes: `t` features, `dv` value columns; `M` halves `s`, `d` are `t x dv`
+//! row-major, `z` halves `zs`, `zd` have length `t`. The state value is
+//! `M = s + d` (see `sketch::state` for why it is split).
+//! Each kernel's math is stated on its field and checked against
+//! `crate::reference` in `tests/kernels.rs` for every level.
+
+mod level;
+pub mod portable;
+
+pub use level::Level;
+
+use crate::error::Result;
+use crate::poly::FeatureMap;
+
+/// The kernel set of one level. Slices must have the shapes stated; callers
+/// (the `sketch` module) guarantee them.
+pub struct Kernels {
+    /// Level these kernels belong to.
+    pub level: Level,
+    /// `out[..t] = x^a` for every monomial `a` in [`FeatureMap`] order.
+    pub expand: fn(map: &FeatureMap, x: &[f32], out: &mut [f32]),
+    /// `x[i] *= w[i] * alpha` (per-degree query weights).
+    pub weight: fn(x: &mut [f32], w: &[f32], alpha: f32),
+    /// Fused causal pass over the rows of M: for each feature `i`,
+    /// `d_i += phik_i v` and `acc += phiq_i (s_i + d_i)` (after the update).
+    pub absorb_query:
+        fn(s: &[f32], d: &mut [f32], phik: &[f32], v: &[f32], phiq: &[f32], acc: &mut [f32]),
+    /// `d_i += phik_i v` for each row `i` (non-causal append).
+    pub absorb: fn(d: &mut [f32], phik: &[f32], v: &[f32]),
+    /// `acc += sum_i phiq_i (s_i + d_i)` (read-only query).
+    pub query: fn(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]),
+    /// Fused z pass: `zd += phik`, then returns
+    /// `(den, mag) = (sum_i phiq_i (zs_i + zd_i), sum_i |phiq_i (zs_i + zd_i)|)`.
+    pub absorb_query_z: fn(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32),
+    /// `zd += phik`.
+    pub absorb_z: fn(zd: &mut [f32], phik: &[f32]),
+    /// `(den, mag)` of the current z, as in `absorb_query_z`, without update.
+    pub query_z: fn(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32),
+    /// Error-free transfer of the block accumulator into the total:
+    /// `(s, d) <- (fl(s + d), (s + d) - fl(s + d))` (TwoSum, elementwise).
+    pub flush: fn(s: &mut [f32], d: &mut [f32]),
+    /// `max_i |x_i|`, or +Inf/NaN if some element is not finite.
+    pub max_abs: fn(x: &[f32]) -> f32,
+}
+
+impl Kernels {
+    /// The kernel table of `level`, or `Unsupported` if the CPU lacks it.
+    pub fn for_level(level: Level) -> Result<&'static Kernels> {
+        let level = level.forced()?;
+        Ok(match level {
+            Level::Portable => &portable::KERNELS,
+        })
+    }
+
+    /// The kernel table of [`Level::detect`].
+    pub fn detect() -> &'static Kernels {
+        Kernels::for_level(Level::detect()).unwrap_or(&portable::KERNELS)
+    }
+}

@@ -1,0 +1,278 @@
+//! Portable kernels on `wide::f32x8` (8 lanes at whatever width the build's
+//! target features give: SSE2 pairs on baseline x86-64, one AVX register with
+//! `-C target-cpu=x86-64-v3`). Scalar tails handle every remainder.
+
+use super::{Kernels, Level};
+use crate::poly::FeatureMap;
+use wide::f32x8;
+
+/// The portable kernel table.
+pub static KERNELS: Kernels = Kernels {
+    level: Level::Portable,
+    expand,
+    weight,
+    absorb_query,
+    absorb,
+    query,
+    absorb_query_z,
+    absorb_z,
+    query_z,
+    flush,
+    max_abs,
+};
+
+const L: usize = 8;
+
+#[inline(always)]
+fn ld(x: &[f32]) -> f32x8 {
+    let a: [f32; L] = x[..L].try_into().unwrap();
+    f32x8::from(a)
+}
+
+#[inline(always)]
+fn st(x: &mut [f32], v: f32x8) {
+    x[..L].copy_from_slice(&v.to_array());
+}
+
+/// `dst = a * src` (equal lengths).
+#[inline(always)]
+fn scale_copy(a: f32, src: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    let va = f32x8::splat(a);
+    let mut i = 0;
+    while i + L <= n {
+        st(&mut dst[i..], va * ld(&src[i..]));
+        i += L;
+    }
+    while i < n {
+        dst[i] = a * src[i];
+        i += 1;
+    }
+}
+
+/// `out[..t] = x^a` (see [`FeatureMap`] for the order).
+pub fn expand(map: &FeatureMap, x: &[f32], out: &mut [f32]) {
+    let out = &mut out[..map.len()];
+    out[0] = 1.0;
+    map.for_each_copy(|i, src, dst, len| {
+        // src block lies strictly before dst block.
+        let (lo, hi) = out.split_at_mut(dst);
+        scale_copy(x[i], &lo[src..src + len], &mut hi[..len]);
+    });
+}
+
+/// `x[i] *= w[i] * alpha`.
+pub fn weight(x: &mut [f32], w: &[f32], alpha: f32) {
+    let n = x.len();
+    let w = &w[..n];
+    let va = f32x8::splat(alpha);
+    let mut i = 0;
+    while i + L <= n {
+        let r = ld(&x[i..]) * (ld(&w[i..]) * va);
+        st(&mut x[i..], r);
+        i += L;
+    }
+    while i < n {
+        x[i] *= w[i] * alpha;
+        i += 1;
+    }
+}
+
+/// One row of the fused pass: `d += a v; acc += b (s + d)`.
+#[inline(always)]
+fn row_absorb_query(s: &[f32], d: &mut [f32], a: f32, b: f32, v: &[f32], acc: &mut [f32]) {
+    let n = acc.len();
+    let (s, d, v) = (&s[..n], &mut d[..n], &v[..n]);
+    let (va, vb) = (f32x8::splat(a), f32x8::splat(b));
+    let mut c = 0;
+    while c + L <= n {
+        let nd = va.mul_add(ld(&v[c..]), ld(&d[c..]));
+        st(&mut d[c..], nd);
+        let r = vb.mul_add(ld(&s[c..]) + nd, ld(&acc[c..]));
+        st(&mut acc[c..], r);
+        c += L;
+    }
+    while c < n {
+        let nd = a.mul_add(v[c], d[c]);
+        d[c] = nd;
+        acc[c] = b.mul_add(s[c] + nd, acc[c]);
+        c += 1;
+    }
+}
+
+/// Fused causal pass over all rows.
+pub fn absorb_query(
+    s: &[f32],
+    d: &mut [f32],
+    phik: &[f32],
+    v: &[f32],
+    phiq: &[f32],
+    acc: &mut [f32],
+) {
+    let dv = acc.len();
+    for (((srow, drow), &a), &b) in s
+        .chunks_exact(dv)
+        .zip(d.chunks_exact_mut(dv))
+        .zip(phik)
+        .zip(phiq)
+    {
+        row_absorb_query(srow, drow, a, b, v, acc);
+    }
+}
+
+/// `d_i += phik_i v`.
+pub fn absorb(d: &mut [f32], phik: &[f32], v: &[f32]) {
+    let dv = v.len();
+    for (drow, &a) in d.chunks_exact_mut(dv).zip(phik) {
+        let va = f32x8::splat(a);
+        let mut c = 0;
+        while c + L <= dv {
+            let nd = va.mul_add(ld(&v[c..]), ld(&drow[c..]));
+            st(&mut drow[c..], nd);
+            c += L;
+        }
+        while c < dv {
+            drow[c] = a.mul_add(v[c], drow[c]);
+            c += 1;
+        }
+    }
+}
+
+/// `acc += sum_i phiq_i (s_i + d_i)`.
+pub fn query(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]) {
+    let dv = acc.len();
+    for ((srow, drow), &b) in s.chunks_exact(dv).zip(d.chunks_exact(dv)).zip(phiq) {
+        let vb = f32x8::splat(b);
+        let mut c = 0;
+        while c + L <= dv {
+            let r = vb.mul_add(ld(&srow[c..]) + ld(&drow[c..]), ld(&acc[c..]));
+            st(&mut acc[c..], r);
+            c += L;
+        }
+        while c < dv {
+            acc[c] = b.mul_add(srow[c] + drow[c], acc[c]);
+            c += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn z_pass<const UPDATE: bool>(
+    zs: &[f32],
+    zd: &mut [f32],
+    phik: &[f32],
+    phiq: &[f32],
+) -> (f32, f32) {
+    let n = zs.len();
+    let (zd, phiq) = (&mut zd[..n], &phiq[..n]);
+    let mut den = f32x8::ZERO;
+    let mut mag = f32x8::ZERO;
+    let mut i = 0;
+    while i + L <= n {
+        let mut nd = ld(&zd[i..]);
+        if UPDATE {
+            nd += ld(&phik[i..]);
+            st(&mut zd[i..], nd);
+        }
+        let term = ld(&phiq[i..]) * (ld(&zs[i..]) + nd);
+        den += term;
+        mag += term.abs();
+        i += L;
+    }
+    let mut den_s = den.reduce_add();
+    let mut mag_s = mag.reduce_add();
+    while i < n {
+        let mut nd = zd[i];
+        if UPDATE {
+            nd += phik[i];
+            zd[i] = nd;
+        }
+        let term = phiq[i] * (zs[i] + nd);
+        den_s += term;
+        mag_s += term.abs();
+        i += 1;
+    }
+    (den_s, mag_s)
+}
+
+/// Fused z pass: update then `(den, mag)`.
+pub fn absorb_query_z(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
+    z_pass::<true>(zs, zd, phik, phiq)
+}
+
+/// `zd += phik`.
+pub fn absorb_z(zd: &mut [f32], phik: &[f32]) {
+    let n = zd.len();
+    let phik = &phik[..n];
+    let mut i = 0;
+    while i + L <= n {
+        let r = ld(&zd[i..]) + ld(&phik[i..]);
+        st(&mut zd[i..], r);
+        i += L;
+    }
+    while i < n {
+        zd[i] += phik[i];
+        i += 1;
+    }
+}
+
+/// `(den, mag)` without update.
+pub fn query_z(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32) {
+    let n = zs.len();
+    let (zd, phiq) = (&zd[..n], &phiq[..n]);
+    let mut den = f32x8::ZERO;
+    let mut mag = f32x8::ZERO;
+    let mut i = 0;
+    while i + L <= n {
+        let term = ld(&phiq[i..]) * (ld(&zs[i..]) + ld(&zd[i..]));
+        den += term;
+        mag += term.abs();
+        i += L;
+    }
+    let mut den_s = den.reduce_add();
+    let mut mag_s = mag.reduce_add();
+    while i < n {
+        let term = phiq[i] * (zs[i] + zd[i]);
+        den_s += term;
+        mag_s += term.abs();
+        i += 1;
+    }
+    (den_s, mag_s)
+}
+
+/// TwoSum: `s' = fl(s + d)`, `d' = (s + d) - s'` exactly.
+pub fn flush(s: &mut [f32], d: &mut [f32]) {
+    let n = s.len();
+    let d = &mut d[..n];
+    let mut i = 0;
+    while i + L <= n {
+        let (a, b) = (ld(&s[i..]), ld(&d[i..]));
+        let sum = a + b;
+        let bb = sum - a;
+        let err = (a - (sum - bb)) + (b - bb);
+        st(&mut s[i..], sum);
+        st(&mut d[i..], err);
+        i += L;
+    }
+    while i < n {
+        let (a, b) = (s[i], d[i]);
+        let sum = a + b;
+        let bb = sum - a;
+        d[i] = (a - (sum - bb)) + (b - bb);
+        s[i] = sum;
+        i += 1;
+    }
+}
+
+/// `max |x_i|`; NaN and Inf propagate as +Inf.
+pub fn max_abs(x: &[f32]) -> f32 {
+    let mut m = 0.0f32;
+    for &v in x {
+        let a = v.abs();
+        // `!(a <= m)` is true for NaN, so NaN turns into +Inf.
+        if !(a <= m) {
+            m = if a.is_nan() { f32::INFINITY } else { a };
+        }
+    }
+    m
+}

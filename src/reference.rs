@@ -1,0 +1,141 @@
+//! Naive f64 references (for tests and tools): the math, written plainly.
+
+/// Plain monomials of `x` up to degree `g`, in feature order (see `poly`):
+/// `list(0) = [()]`, `list(l) = [ (i) ++ m : i in 0..d, m in list(l-1), min(m) >= i ]`.
+/// Returns the index tuples.
+pub fn monomials(d: usize, g: usize) -> Vec<Vec<usize>> {
+    let mut all: Vec<Vec<usize>> = vec![vec![]];
+    let mut prev: Vec<Vec<usize>> = vec![vec![]];
+    for _ in 1..=g {
+        let mut cur = Vec::new();
+        for i in 0..d {
+            for m in &prev {
+                if m.first().is_none_or(|&f| f >= i) {
+                    let mut t = vec![i];
+                    t.extend_from_slice(m);
+                    cur.push(t);
+                }
+            }
+        }
+        all.extend(cur.iter().cloned());
+        prev = cur;
+    }
+    all
+}
+
+/// `multinomial(|a|; a)` of an index tuple.
+pub fn multinomial(tuple: &[usize]) -> f64 {
+    let mut f = 1.0;
+    for k in 1..=tuple.len() {
+        f *= k as f64;
+    }
+    let mut i = 0;
+    while i < tuple.len() {
+        let mut j = i;
+        while j < tuple.len() && tuple[j] == tuple[i] {
+            j += 1;
+        }
+        for k in 1..=(j - i) {
+            f /= k as f64;
+        }
+        i = j;
+    }
+    f
+}
+
+/// `phi_k(x)` in f64.
+pub fn phi_k(x: &[f64], g: usize) -> Vec<f64> {
+    monomials(x.len(), g)
+        .iter()
+        .map(|m| m.iter().map(|&i| x[i]).product())
+        .collect()
+}
+
+/// `phi_q(x)_a = c_|a| s^|a| multinomial(a) x^a` in f64.
+pub fn phi_q(x: &[f64], coeffs: &[f64], s: f64, g: usize) -> Vec<f64> {
+    monomials(x.len(), g)
+        .iter()
+        .map(|m| {
+            let l = m.len();
+            coeffs.get(l).copied().unwrap_or(0.0)
+                * s.powi(l as i32)
+                * multinomial(m)
+                * m.iter().map(|&i| x[i]).product::<f64>()
+        })
+        .collect()
+}
+
+/// `P(x) = sum_l c_l x^l`.
+pub fn poly_eval(coeffs: &[f64], x: f64) -> f64 {
+    coeffs.iter().rev().fold(0.0, |a, &c| a * x + c)
+}
+
+/// Causal polynomial attention in f64:
+/// `o_j = sum_{i<=j} P(s q_j.k_i) v_i / sum_{i<=j} P(s q_j.k_i)`. Rows: n x d, n x dv.
+pub fn poly_attention_causal(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    d: usize,
+    dv: usize,
+    coeffs: &[f64],
+    s: f64,
+) -> Vec<f64> {
+    let n = q.len() / d;
+    let mut out = vec![0.0; n * dv];
+    for j in 0..n {
+        let mut den = 0.0;
+        for i in 0..=j {
+            let x: f64 = (0..d).map(|c| q[j * d + c] * k[i * d + c]).sum::<f64>() * s;
+            let w = poly_eval(coeffs, x);
+            den += w;
+            for c in 0..dv {
+                out[j * dv + c] += w * v[i * dv + c];
+            }
+        }
+        for c in 0..dv {
+            out[j * dv + c] /= den;
+        }
+    }
+    out
+}
+
+/// Exact causal softmax attention in f64 (log-sum-exp stable).
+pub fn softmax_attention_causal(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    d: usize,
+    dv: usize,
+    s: f64,
+) -> Vec<f64> {
+    let n = q.len() / d;
+    let mut out = vec![0.0; n * dv];
+    let mut sc = vec![0.0; n];
+    for j in 0..n {
+        let mut mx = f64::NEG_INFINITY;
+        for i in 0..=j {
+            sc[i] = (0..d).map(|c| q[j * d + c] * k[i * d + c]).sum::<f64>() * s;
+            mx = mx.max(sc[i]);
+        }
+        let mut den = 0.0;
+        for i in 0..=j {
+            let w = (sc[i] - mx).exp();
+            den += w;
+            for c in 0..dv {
+                out[j * dv + c] += w * v[i * dv + c];
+            }
+        }
+        for c in 0..dv {
+            out[j * dv + c] /= den;
+        }
+    }
+    out
+}
+
+/// Relative Frobenius error `||a - b|| / ||b||`.
+pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}

@@ -1,0 +1,505 @@
+//! One attention head: validation, then an all-or-nothing commit.
+//!
+//! Every public method first checks its inputs (shapes, finiteness, range)
+//! and only then mutates, so a refused call leaves the state bit-for-bit as
+//! it was. The per-token path allocates nothing: all scratch is sized at
+//! creation.
+
+use super::state::State;
+use crate::config::{Config, Mode};
+use crate::error::{try_vec, Error, Result};
+use crate::kernels::{Kernels, Level};
+use crate::poly::{FeatureMap, Polynomial};
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::cell::RefCell;
+
+/// Largest value any state element may reach (a running bound is kept and a
+/// token that could push past it is refused with [`Error::Range`]).
+pub const STATE_LIMIT: f64 = 1.2676506002282294e30; // 2^100
+/// Largest `|phi_q|_1 * state bound` accepted for a query, so the f32
+/// accumulations of the output can never overflow.
+pub const OUT_LIMIT: f64 = 1.329227995784916e36; // 2^120
+/// The normaliser `den = phi_q^T z` is trusted when
+/// `den > NORM_REL * sum_i |phi_q,i z_i|`; below that (or `den <= 0`) the
+/// output falls back to the plain mean of the values (see [`Sketch::fallbacks`]).
+pub const NORM_REL: f32 = 1.0 / 65536.0;
+
+/// Per-handle scratch, sized once.
+#[derive(Clone, Debug)]
+struct Scratch {
+    phik: Vec<f32>,
+    phiq: Vec<f32>,
+    sq: Vec<f32>,
+    acc: Vec<f32>,
+    /// Converted half-precision inputs: q (d), k (d), v (dv).
+    conv: Vec<f32>,
+}
+
+/// One attention head's sketch.
+pub struct Sketch {
+    cfg: Config,
+    map: FeatureMap,
+    poly: Polynomial,
+    /// `c_l` of the handle's polynomial as f32 (query weights per degree).
+    alphas: Vec<f32>,
+    kern: &'static Kernels,
+    state: State,
+    tokens: u64,
+    queries: u64,
+    /// Upper bound of every `|M|`, `|z|` element: `sum_j max(1,|k_j|_inf)^g max(1,|v_j|_inf)`.
+    bound: f64,
+    scratch: Scratch,
+    fallbacks: AtomicU64,
+    /// Set while a commit runs; left set if a panic interrupted one.
+    poisoned: bool,
+}
+
+impl Clone for Sketch {
+    fn clone(&self) -> Self {
+        Sketch {
+            cfg: self.cfg.clone(),
+            map: self.map.clone(),
+            poly: self.poly.clone(),
+            alphas: self.alphas.clone(),
+            kern: self.kern,
+            state: self.state.clone(),
+            tokens: self.tokens,
+            queries: self.queries,
+            bound: self.bound,
+            scratch: self.scratch.clone(),
+            fallbacks: AtomicU64::new(self.fallbacks.load(Ordering::Relaxed)),
+            poisoned: self.poisoned,
+        }
+    }
+}
+
+thread_local! {
+    /// Scratch of read-only queries (`&self`, may run on many threads at once).
+    static QUERY_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Sketch {
+    /// A new head at the detected CPU level.
+    pub fn new(cfg: &Config) -> Result<Self> {
+        Self::with_level(cfg, Level::detect())
+    }
+
+    /// A new head at a given CPU level (`Unsupported` if the CPU lacks it).
+    pub fn with_level(cfg: &Config, level: Level) -> Result<Self> {
+        cfg.validate()?;
+        let kern = Kernels::for_level(level)?;
+        let (d, dv, g) = (
+            cfg.head_dim as usize,
+            cfg.value_dim as usize,
+            cfg.degree as usize,
+        );
+        let map = FeatureMap::new(d, g)?;
+        let t = map.len();
+        let poly = Polynomial::taylor(g);
+        let mut alphas = try_vec(g + 1, 0.0f32)?;
+        poly.alphas(g, &mut alphas);
+        Ok(Sketch {
+            cfg: cfg.clone(),
+            state: State::new(t, dv)?,
+            scratch: Scratch {
+                phik: try_vec(t, 0.0)?,
+                phiq: try_vec(t, 0.0)?,
+                sq: try_vec(d, 0.0)?,
+                acc: try_vec(dv, 0.0)?,
+                conv: try_vec(2 * d + dv, 0.0)?,
+            },
+            map,
+            poly,
+            alphas,
+            kern,
+            tokens: 0,
+            queries: 0,
+            bound: 0.0,
+            fallbacks: AtomicU64::new(0),
+            poisoned: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// The CPU level of this handle's kernels.
+    pub fn level(&self) -> Level {
+        self.kern.level
+    }
+    /// The feature map.
+    pub fn feature_map(&self) -> &FeatureMap {
+        &self.map
+    }
+    /// The compensated state (M, z).
+    pub fn state(&self) -> &super::state::State {
+        &self.state
+    }
+    /// Tokens absorbed (`as_token_count`).
+    pub fn token_count(&self) -> u64 {
+        self.tokens
+    }
+    /// Queries recorded by `push_query` (non-causal output indices used).
+    pub fn query_count(&self) -> u64 {
+        self.queries
+    }
+    /// Outputs that fell back to the mean of the values because the
+    /// normaliser was not trustworthy (`den <= NORM_REL * mag`, or not finite).
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+    /// Every byte the handle owns: the struct and all its arrays. Fixed at
+    /// creation; it does not change with the number of tokens.
+    pub fn state_bytes(&self) -> usize {
+        core::mem::size_of::<Self>()
+            + self.map.heap_bytes()
+            + self.alphas.capacity() * 4
+            + self.poly.coeffs().len() * 8
+            + self.state.heap_bytes()
+            + (self.scratch.phik.capacity()
+                + self.scratch.phiq.capacity()
+                + self.scratch.sq.capacity()
+                + self.scratch.acc.capacity()
+                + self.scratch.conv.capacity())
+                * 4
+    }
+
+    fn dims(&self) -> (usize, usize) {
+        (self.cfg.head_dim as usize, self.cfg.value_dim as usize)
+    }
+
+    fn live(&self) -> Result<()> {
+        if self.poisoned {
+            Err(Error::Internal)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Shape and finiteness of one (k, v) pair; returns its bound increment
+    /// `max(1, |k|_inf)^g max(1, |v|_inf)` (no limit check).
+    pub(crate) fn kv_incr(&self, k: &[f32], v: &[f32]) -> Result<f64> {
+        let (d, dv) = self.dims();
+        if k.len() != d || v.len() != dv {
+            return Err(Error::InvalidArg);
+        }
+        let km = (self.kern.max_abs)(k);
+        let vm = (self.kern.max_abs)(v);
+        if !km.is_finite() || !vm.is_finite() {
+            return Err(Error::NonFinite);
+        }
+        Ok((km as f64).max(1.0).powi(self.cfg.degree as i32) * (vm as f64).max(1.0))
+    }
+
+    /// [`kv_incr`](Self::kv_incr) plus the state limit, given a bound.
+    pub(crate) fn check_kv(&self, k: &[f32], v: &[f32], bound: f64) -> Result<f64> {
+        let incr = self.kv_incr(k, v)?;
+        if !(bound + incr <= STATE_LIMIT) {
+            return Err(Error::Range);
+        }
+        Ok(incr)
+    }
+
+    /// Current state bound.
+    pub(crate) fn bound(&self) -> f64 {
+        self.bound
+    }
+
+    /// Checks one query against a state bound.
+    pub(crate) fn check_q(&self, q: &[f32], poly: &Polynomial, bound: f64) -> Result<()> {
+        let d = self.cfg.head_dim as usize;
+        if q.len() != d {
+            return Err(Error::InvalidArg);
+        }
+        let mut l1 = 0.0f64;
+        for &x in q {
+            if !x.is_finite() {
+                return Err(Error::NonFinite);
+            }
+            l1 += x.abs() as f64;
+        }
+        let b = poly.query_l1_bound(self.cfg.scale, l1, self.map.degree());
+        if !(b <= OUT_LIMIT && b * bound.max(1.0) <= OUT_LIMIT) {
+            return Err(Error::Range);
+        }
+        Ok(())
+    }
+
+    /// `phi_q(q)_a = c_|a| mult_a (s q)^a`. Expanding `s q` (not `q`) keeps
+    /// every intermediate below the bound checked in `check_q`.
+    fn query_features(
+        kern: &Kernels,
+        map: &FeatureMap,
+        alphas: &[f32],
+        scale: f32,
+        q: &[f32],
+        sq: &mut [f32],
+        phiq: &mut [f32],
+    ) {
+        for (o, &x) in sq.iter_mut().zip(q) {
+            *o = scale * x;
+        }
+        (kern.expand)(map, sq, phiq);
+        for (l, &a) in alphas.iter().enumerate().take(map.degree() + 1) {
+            let r = map.block(l);
+            (kern.weight)(&mut phiq[r.clone()], &map.mult()[r], a);
+        }
+    }
+
+    /// `out = acc / den`, or the mean of the values if `den` is not trustworthy.
+    fn normalise(&self, acc: &[f32], den: f32, mag: f32, out: &mut [f32]) {
+        let dv = out.len();
+        let ok = den.is_finite() && mag.is_finite() && den > 0.0 && den > NORM_REL * mag;
+        if ok {
+            let inv = 1.0 / den;
+            let mut finite = true;
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = a * inv;
+                finite &= o.is_finite();
+            }
+            if finite {
+                return;
+            }
+        }
+        if self.tokens == 0 {
+            out.fill(0.0);
+            return;
+        }
+        // Degree-0 row: M_0 = sum v, z_0 = n: the uniform-attention output.
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        let st = &self.state;
+        let n = st.zs[0] as f64 + st.zd[0] as f64;
+        for c in 0..dv {
+            out[c] = ((st.s[c] as f64 + st.d[c] as f64) / n) as f32;
+        }
+    }
+
+    /// Absorbs (k, v) and answers q in one fused pass (inputs already checked).
+    pub(crate) fn commit_token(
+        &mut self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        incr: f64,
+        out: &mut [f32],
+    ) {
+        self.poisoned = true;
+        let kern = self.kern;
+        let sc = &mut self.scratch;
+        (kern.expand)(&self.map, k, &mut sc.phik);
+        Self::query_features(
+            kern,
+            &self.map,
+            &self.alphas,
+            self.cfg.scale,
+            q,
+            &mut sc.sq,
+            &mut sc.phiq,
+        );
+        sc.acc.fill(0.0);
+        let st = &mut self.state;
+        (kern.absorb_query)(&st.s, &mut st.d, &sc.phik, v, &sc.phiq, &mut sc.acc);
+        let (den, mag) = (kern.absorb_query_z)(&st.zs, &mut st.zd, &sc.phik, &sc.phiq);
+        self.tokens += 1;
+        self.bound += incr;
+        let acc = core::mem::take(&mut self.scratch.acc);
+        self.normalise(&acc, den, mag, out);
+        self.scratch.acc = acc;
+        self.state.tick(kern);
+        self.poisoned = false;
+    }
+
+    /// Causal: absorb `(k, v)` as token j, then write the output of `q` over
+    /// tokens `0..=j` into `out` (length dv).
+    pub fn push_token(&mut self, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> Result<()> {
+        self.live()?;
+        if self.cfg.mode != Mode::Causal {
+            return Err(Error::WrongMode);
+        }
+        if out.len() != self.cfg.value_dim as usize {
+            return Err(Error::InvalidArg);
+        }
+        let incr = self.check_kv(k, v, self.bound)?;
+        self.check_q(q, &self.poly, self.bound + incr)?;
+        self.commit_token(q, k, v, incr, out);
+        Ok(())
+    }
+
+    /// Causal, `n` tokens stored row-major (`n x d`, `n x dv`), identical to
+    /// `n` calls of [`push_token`](Self::push_token). All tokens are checked
+    /// before any is absorbed.
+    pub fn push_tokens(
+        &mut self,
+        n: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.live()?;
+        if self.cfg.mode != Mode::Causal {
+            return Err(Error::WrongMode);
+        }
+        let (d, dv) = self.dims();
+        let nd = n.checked_mul(d).ok_or(Error::InvalidArg)?;
+        let ndv = n.checked_mul(dv).ok_or(Error::InvalidArg)?;
+        if q.len() != nd || k.len() != nd || v.len() != ndv || out.len() != ndv {
+            return Err(Error::InvalidArg);
+        }
+        let mut bound = self.bound;
+        for j in 0..n {
+            let incr = self.check_kv(&k[j * d..(j + 1) * d], &v[j * dv..(j + 1) * dv], bound)?;
+            bound += incr;
+            self.check_q(&q[j * d..(j + 1) * d], &self.poly, bound)?;
+        }
+        for j in 0..n {
+            let (kj, vj) = (&k[j * d..(j + 1) * d], &v[j * dv..(j + 1) * dv]);
+            // Checked above; the increment is recomputed, not re-judged.
+            let incr = self.kv_incr(kj, vj).unwrap_or(0.0);
+            self.commit_token(
+                &q[j * d..(j + 1) * d],
+                kj,
+                vj,
+                incr,
+                &mut out[j * dv..(j + 1) * dv],
+            );
+        }
+        Ok(())
+    }
+
+    /// Non-causal: absorb `(k, v)`.
+    pub fn append_kv(&mut self, k: &[f32], v: &[f32]) -> Result<()> {
+        self.live()?;
+        if self.cfg.mode != Mode::NonCausal {
+            return Err(Error::WrongMode);
+        }
+        let incr = self.check_kv(k, v, self.bound)?;
+        self.poisoned = true;
+        let kern = self.kern;
+        (kern.expand)(&self.map, k, &mut self.scratch.phik);
+        (kern.absorb)(&mut self.state.d, &self.scratch.phik, v);
+        (kern.absorb_z)(&mut self.state.zd, &self.scratch.phik);
+        self.tokens += 1;
+        self.bound += incr;
+        self.state.tick(kern);
+        self.poisoned = false;
+        Ok(())
+    }
+
+    /// Non-causal: answer `q` over every token absorbed so far and record it
+    /// as the next output index.
+    pub fn push_query(&mut self, q: &[f32], out: &mut [f32]) -> Result<()> {
+        self.live()?;
+        if self.cfg.mode != Mode::NonCausal {
+            return Err(Error::WrongMode);
+        }
+        self.query(q, out)?;
+        self.queries += 1;
+        Ok(())
+    }
+
+    /// Read-only: the output of `q` over the current state; records nothing.
+    /// An empty state gives zeros.
+    pub fn query(&self, q: &[f32], out: &mut [f32]) -> Result<()> {
+        self.query_impl(q, &self.poly, &self.alphas, out)
+    }
+
+    /// The handle's polynomial P.
+    pub fn polynomial(&self) -> &Polynomial {
+        &self.poly
+    }
+
+    /// Read-only query with a caller-chosen polynomial `P` (degree <= g): the
+    /// key-side state is a sufficient statistic for every such `P`.
+    pub fn query_with(&self, q: &[f32], poly: &Polynomial, out: &mut [f32]) -> Result<()> {
+        let g = self.map.degree();
+        if poly.degree() > g {
+            return Err(Error::InvalidArg);
+        }
+        let mut alphas = [0.0f32; crate::config::MAX_DEGREE as usize + 1];
+        poly.alphas(g, &mut alphas[..g + 1]);
+        self.query_impl(q, poly, &alphas[..g + 1], out)
+    }
+
+    fn query_impl(
+        &self,
+        q: &[f32],
+        poly: &Polynomial,
+        alphas: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.live()?;
+        let (_, dv) = self.dims();
+        if out.len() != dv {
+            return Err(Error::InvalidArg);
+        }
+        self.check_q(q, poly, self.bound)?;
+        let t = self.map.len();
+        QUERY_SCRATCH.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let d = self.cfg.head_dim as usize;
+            let need = t + dv + d;
+            if buf.len() < need {
+                let extra = need - buf.len();
+                buf.try_reserve_exact(extra).map_err(|_| Error::Alloc)?;
+                buf.resize(need, 0.0);
+            }
+            let (phiq, rest) = buf.split_at_mut(t);
+            let (acc, rest) = rest.split_at_mut(dv);
+            let sq = &mut rest[..d];
+            Self::query_features(self.kern, &self.map, alphas, self.cfg.scale, q, sq, phiq);
+            acc.fill(0.0);
+            let st = &self.state;
+            (self.kern.query)(&st.s, &st.d, phiq, acc);
+            let (den, mag) = (self.kern.query_z)(&st.zs, &st.zd, phiq);
+            self.normalise(acc, den, mag, out);
+            Ok(())
+        })
+    }
+
+    /// [`push_token`](Self::push_token) with IEEE binary16 inputs.
+    pub fn push_token_f16(
+        &mut self,
+        q: &[u16],
+        k: &[u16],
+        v: &[u16],
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.push_token_half(q, k, v, out, |h| half::f16::from_bits(h).to_f32())
+    }
+
+    /// [`push_token`](Self::push_token) with bfloat16 inputs.
+    pub fn push_token_bf16(
+        &mut self,
+        q: &[u16],
+        k: &[u16],
+        v: &[u16],
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.push_token_half(q, k, v, out, |h| half::bf16::from_bits(h).to_f32())
+    }
+
+    fn push_token_half(
+        &mut self,
+        q: &[u16],
+        k: &[u16],
+        v: &[u16],
+        out: &mut [f32],
+        cvt: impl Fn(u16) -> f32,
+    ) -> Result<()> {
+        let (d, dv) = self.dims();
+        if q.len() != d || k.len() != d || v.len() != dv {
+            return Err(Error::InvalidArg);
+        }
+        let mut conv = core::mem::take(&mut self.scratch.conv);
+        for (o, &h) in conv.iter_mut().zip(q.iter().chain(k).chain(v)) {
+            *o = cvt(h);
+        }
+        let (cq, rest) = conv.split_at(d);
+        let (ck, cv) = rest.split_at(d);
+        let r = self.push_token(cq, ck, cv, out);
+        self.scratch.conv = conv;
+        r
+    }
+}
