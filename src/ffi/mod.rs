@@ -9,6 +9,7 @@
 pub mod bank;
 pub mod config;
 pub mod handles;
+pub mod level;
 pub mod panic;
 pub mod sketch;
 pub mod status;
@@ -16,6 +17,7 @@ pub mod version;
 
 pub use bank::*;
 pub use config::*;
+pub use level::*;
 pub use sketch::*;
 pub use status::*;
 pub use version::*;

@@ -7,6 +7,10 @@
 //! Each kernel's math is stated on its field and checked against
 //! `crate::reference` in `tests/kernels.rs` for every level.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod level;
 pub mod portable;
 
@@ -42,8 +46,14 @@ pub struct Kernels {
     /// Error-free transfer of the block accumulator into the total:
     /// `(s, d) <- (fl(s + d), (s + d) - fl(s + d))` (TwoSum, elementwise).
     pub flush: fn(s: &mut [f32], d: &mut [f32]),
-    /// `max_i |x_i|`, or +Inf/NaN if some element is not finite.
+    /// `max_i |x_i|`, or +Inf if some element is not finite (NaN gives +Inf).
     pub max_abs: fn(x: &[f32]) -> f32,
+    /// `dst[i] = f32(binary16 bits src[i])` for `i < min(len)`, exact
+    /// (NaNs come out quiet, payload kept: as `half::f16::to_f32`).
+    pub f16_to_f32: fn(src: &[u16], dst: &mut [f32]),
+    /// `dst[i] = f32(bfloat16 bits src[i])` for `i < min(len)`, exact
+    /// (NaNs come out quiet: as `half::bf16::to_f32`).
+    pub bf16_to_f32: fn(src: &[u16], dst: &mut [f32]),
 }
 
 impl Kernels {
@@ -52,6 +62,12 @@ impl Kernels {
         let level = level.forced()?;
         Ok(match level {
             Level::Portable => &portable::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => &avx2::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => &avx512::KERNELS,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => return Err(crate::error::Error::Unsupported),
         })
     }
 

@@ -19,6 +19,8 @@ pub static KERNELS: Kernels = Kernels {
     query_z,
     flush,
     max_abs,
+    f16_to_f32,
+    bf16_to_f32,
 };
 
 const L: usize = 8;
@@ -275,4 +277,18 @@ pub fn max_abs(x: &[f32]) -> f32 {
         }
     }
     m
+}
+
+/// binary16 -> f32 via `half` (the reference of the SIMD conversions).
+pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
+    for (o, &h) in dst.iter_mut().zip(src) {
+        *o = half::f16::from_bits(h).to_f32();
+    }
+}
+
+/// bfloat16 -> f32 via `half`.
+pub fn bf16_to_f32(src: &[u16], dst: &mut [f32]) {
+    for (o, &h) in dst.iter_mut().zip(src) {
+        *o = half::bf16::from_bits(h).to_f32();
+    }
 }

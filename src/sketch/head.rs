@@ -466,7 +466,7 @@ impl Sketch {
         v: &[u16],
         out: &mut [f32],
     ) -> Result<()> {
-        self.push_token_half(q, k, v, out, |h| half::f16::from_bits(h).to_f32())
+        self.push_token_half(q, k, v, out, self.kern.f16_to_f32)
     }
 
     /// [`push_token`](Self::push_token) with bfloat16 inputs.
@@ -477,27 +477,29 @@ impl Sketch {
         v: &[u16],
         out: &mut [f32],
     ) -> Result<()> {
-        self.push_token_half(q, k, v, out, |h| half::bf16::from_bits(h).to_f32())
+        self.push_token_half(q, k, v, out, self.kern.bf16_to_f32)
     }
 
+    /// Converts q, k, v into the handle's scratch with the level's `cvt`
+    /// kernel (exact), then pushes them as f32.
     fn push_token_half(
         &mut self,
         q: &[u16],
         k: &[u16],
         v: &[u16],
         out: &mut [f32],
-        cvt: impl Fn(u16) -> f32,
+        cvt: fn(&[u16], &mut [f32]),
     ) -> Result<()> {
         let (d, dv) = self.dims();
         if q.len() != d || k.len() != d || v.len() != dv {
             return Err(Error::InvalidArg);
         }
         let mut conv = core::mem::take(&mut self.scratch.conv);
-        for (o, &h) in conv.iter_mut().zip(q.iter().chain(k).chain(v)) {
-            *o = cvt(h);
-        }
-        let (cq, rest) = conv.split_at(d);
-        let (ck, cv) = rest.split_at(d);
+        let (cq, rest) = conv.split_at_mut(d);
+        let (ck, cv) = rest.split_at_mut(d);
+        cvt(q, cq);
+        cvt(k, ck);
+        cvt(v, cv);
         let r = self.push_token(cq, ck, cv, out);
         self.scratch.conv = conv;
         r

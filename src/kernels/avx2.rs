@@ -1,0 +1,528 @@
+//! AVX2 + FMA + F16C kernels (8 f32 lanes, 16 ymm registers).
+//!
+//! Same math as `portable` (see the field docs of [`Kernels`]). Entry points
+//! carry `#[target_feature]`; everything below is `#[inline(always)]` so it
+//! compiles with those features. The entry points are private and reachable
+//! only through [`KERNELS`], which `Kernels::for_level` hands out only when
+//! the CPU has AVX2, FMA and F16C: that is the safety argument of every
+//! `unsafe` call in the safe wrappers.
+//!
+//! The M passes are column-blocked: a block of up to 64 columns (8 ymm) of
+//! `acc` stays in registers while the rows stream by, so each element of `s`
+//! and `d` is loaded once and `d` stored once per token. With `dv <= 64`
+//! there is one block and the rows are read contiguously.
+
+use super::{Kernels, Level};
+use crate::poly::FeatureMap;
+use core::arch::x86_64::*;
+
+/// The AVX2 kernel table.
+pub(super) static KERNELS: Kernels = Kernels {
+    level: Level::Avx2,
+    expand,
+    weight,
+    absorb_query,
+    absorb,
+    query,
+    absorb_query_z,
+    absorb_z,
+    query_z,
+    flush,
+    max_abs,
+    f16_to_f32,
+    bf16_to_f32,
+};
+
+/// Lanes per vector.
+const W: usize = 8;
+/// Vectors per column block.
+const NB: usize = 8;
+
+/// Declares a safe wrapper `$name` around the `#[target_feature]` entry `$imp`.
+macro_rules! safe {
+    ($(fn $name:ident => $imp:ident ($($a:ident : $t:ty),*) $(-> $r:ty)?;)*) => {$(
+        fn $name($($a: $t),*) $(-> $r)? {
+            // SAFETY: only reachable through KERNELS, handed out by
+            // `Kernels::for_level` only when the CPU supports this level.
+            unsafe { $imp($($a),*) }
+        }
+    )*};
+}
+
+safe! {
+    fn expand => expand_imp(map: &FeatureMap, x: &[f32], out: &mut [f32]);
+    fn weight => weight_imp(x: &mut [f32], w: &[f32], alpha: f32);
+    fn absorb_query => absorb_query_imp(s: &[f32], d: &mut [f32], phik: &[f32], v: &[f32], phiq: &[f32], acc: &mut [f32]);
+    fn absorb => absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]);
+    fn query => query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]);
+    fn absorb_query_z => absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32);
+    fn absorb_z => absorb_z_imp(zd: &mut [f32], phik: &[f32]);
+    fn query_z => query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32);
+    fn flush => flush_imp(s: &mut [f32], d: &mut [f32]);
+    fn max_abs => max_abs_imp(x: &[f32]) -> f32;
+    fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
+    fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
+}
+
+#[inline(always)]
+unsafe fn ld(p: *const f32) -> __m256 {
+    unsafe { _mm256_loadu_ps(p) }
+}
+#[inline(always)]
+unsafe fn st(p: *mut f32, x: __m256) {
+    unsafe { _mm256_storeu_ps(p, x) }
+}
+
+/// Lane mask of the first `n < 8` lanes.
+#[inline(always)]
+unsafe fn tail_mask(n: usize) -> __m256i {
+    unsafe {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+    }
+}
+
+/// Sum of the 8 lanes.
+#[inline(always)]
+unsafe fn hsum(x: __m256) -> f32 {
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// `|x|` per lane.
+#[inline(always)]
+unsafe fn vabs(x: __m256) -> __m256 {
+    unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
+}
+
+/// `dst[r] = a * src[r]`, `r < n` (non-overlapping).
+#[inline(always)]
+unsafe fn scale_copy(a: f32, src: *const f32, dst: *mut f32, n: usize) {
+    unsafe {
+        let va = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i + W <= n {
+            st(dst.add(i), _mm256_mul_ps(va, ld(src.add(i))));
+            i += W;
+        }
+        while i < n {
+            *dst.add(i) = a * *src.add(i);
+            i += 1;
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn expand_imp(map: &FeatureMap, x: &[f32], out: &mut [f32]) {
+    let t = map.len();
+    assert!(out.len() >= t && x.len() >= map.dim());
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    // SAFETY: every copy reads and writes inside out[..t]; src lies before dst.
+    unsafe {
+        *op = 1.0;
+        map.for_each_copy(|i, src, dst, len| scale_copy(*xp.add(i), op.add(src), op.add(dst), len));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weight_imp(x: &mut [f32], w: &[f32], alpha: f32) {
+    let n = x.len().min(w.len());
+    let (xp, wp) = (x.as_mut_ptr(), w.as_ptr());
+    unsafe {
+        let va = _mm256_set1_ps(alpha);
+        let mut i = 0;
+        while i + W <= n {
+            st(xp.add(i), _mm256_mul_ps(ld(xp.add(i)), _mm256_mul_ps(ld(wp.add(i)), va)));
+            i += W;
+        }
+        while i < n {
+            *xp.add(i) *= *wp.add(i) * alpha;
+            i += 1;
+        }
+    }
+}
+
+/// Pointers and shapes of one M pass.
+#[derive(Clone, Copy)]
+struct Pass {
+    s: *const f32,
+    d: *mut f32,
+    phik: *const f32,
+    v: *const f32,
+    phiq: *const f32,
+    acc: *mut f32,
+    /// Row stride (dv).
+    stride: usize,
+    rows: usize,
+}
+
+/// One column block of `N` full vectors (+ one masked vector if `TAIL`)
+/// over every row: `UPD`: `d_i += phik_i v`; `ACC`: `acc += phiq_i (s_i + d_i)`.
+/// Pointers are already offset to the block's first column.
+#[inline(always)]
+unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bool>(
+    p: Pass,
+    mask: __m256i,
+) {
+    unsafe {
+        let z = _mm256_setzero_ps();
+        let mut vv = [z; N];
+        let mut aa = [z; N];
+        let (mut vt, mut at) = (z, z);
+        for j in 0..N {
+            if UPD {
+                vv[j] = ld(p.v.add(j * W));
+            }
+            if ACC {
+                aa[j] = ld(p.acc.add(j * W));
+            }
+        }
+        if TAIL {
+            if UPD {
+                vt = _mm256_maskload_ps(p.v.add(N * W), mask);
+            }
+            if ACC {
+                at = _mm256_maskload_ps(p.acc.add(N * W), mask);
+            }
+        }
+        let (mut sp, mut dp) = (p.s, p.d);
+        for i in 0..p.rows {
+            let a = if UPD { _mm256_set1_ps(*p.phik.add(i)) } else { z };
+            let b = if ACC { _mm256_set1_ps(*p.phiq.add(i)) } else { z };
+            for j in 0..N {
+                let mut m = ld(dp.add(j * W));
+                if UPD {
+                    m = _mm256_fmadd_ps(a, vv[j], m);
+                    st(dp.add(j * W), m);
+                }
+                if ACC {
+                    let x = _mm256_add_ps(ld(sp.add(j * W)), m);
+                    aa[j] = _mm256_fmadd_ps(b, x, aa[j]);
+                }
+            }
+            if TAIL {
+                let mut m = _mm256_maskload_ps(dp.add(N * W), mask);
+                if UPD {
+                    m = _mm256_fmadd_ps(a, vt, m);
+                    _mm256_maskstore_ps(dp.add(N * W), mask, m);
+                }
+                if ACC {
+                    let x = _mm256_add_ps(_mm256_maskload_ps(sp.add(N * W), mask), m);
+                    at = _mm256_fmadd_ps(b, x, at);
+                }
+            }
+            sp = sp.add(p.stride);
+            dp = dp.add(p.stride);
+        }
+        if ACC {
+            for j in 0..N {
+                st(p.acc.add(j * W), aa[j]);
+            }
+            if TAIL {
+                _mm256_maskstore_ps(p.acc.add(N * W), mask, at);
+            }
+        }
+    }
+}
+
+/// Runs the pass over every column block of width `NB * W`.
+#[inline(always)]
+unsafe fn pass<const UPD: bool, const ACC: bool>(p: Pass) {
+    let dv = p.stride;
+    let mut c0 = 0;
+    while c0 < dv {
+        let wc = (dv - c0).min(NB * W);
+        let (n, rem) = (wc / W, wc % W);
+        // SAFETY: columns c0..c0+wc of every row lie inside the arrays.
+        unsafe {
+            let q = Pass {
+                s: p.s.add(c0),
+                d: p.d.add(c0),
+                v: p.v.add(c0),
+                acc: p.acc.add(c0),
+                ..p
+            };
+            let mask = tail_mask(rem);
+            macro_rules! go {
+                ($($k:literal)*) => {
+                    match (n, rem != 0) {
+                        $(
+                            ($k, false) => block::<$k, false, UPD, ACC>(q, mask),
+                            ($k, true) => block::<$k, true, UPD, ACC>(q, mask),
+                        )*
+                        _ => {}
+                    }
+                };
+            }
+            go!(0 1 2 3 4 5 6 7 8);
+        }
+        c0 += wc;
+    }
+}
+
+/// Rows of a pass: the largest `t` every slice can hold.
+#[inline(always)]
+fn rows(dv: usize, m: &[usize], v: &[usize]) -> usize {
+    let mut t = usize::MAX;
+    for &len in m {
+        t = t.min(len / dv.max(1));
+    }
+    for &len in v {
+        t = t.min(len);
+    }
+    t
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn absorb_query_imp(
+    s: &[f32],
+    d: &mut [f32],
+    phik: &[f32],
+    v: &[f32],
+    phiq: &[f32],
+    acc: &mut [f32],
+) {
+    let dv = acc.len();
+    if dv == 0 || v.len() < dv {
+        return;
+    }
+    let t = rows(dv, &[s.len(), d.len()], &[phik.len(), phiq.len()]);
+    let p = Pass {
+        s: s.as_ptr(),
+        d: d.as_mut_ptr(),
+        phik: phik.as_ptr(),
+        v: v.as_ptr(),
+        phiq: phiq.as_ptr(),
+        acc: acc.as_mut_ptr(),
+        stride: dv,
+        rows: t,
+    };
+    unsafe { pass::<true, true>(p) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]) {
+    let dv = v.len();
+    if dv == 0 {
+        return;
+    }
+    let t = rows(dv, &[d.len()], &[phik.len()]);
+    let p = Pass {
+        s: d.as_ptr(),
+        d: d.as_mut_ptr(),
+        phik: phik.as_ptr(),
+        v: v.as_ptr(),
+        phiq: phik.as_ptr(),
+        acc: core::ptr::null_mut(),
+        stride: dv,
+        rows: t,
+    };
+    unsafe { pass::<true, false>(p) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]) {
+    let dv = acc.len();
+    if dv == 0 {
+        return;
+    }
+    let t = rows(dv, &[s.len(), d.len()], &[phiq.len()]);
+    let p = Pass {
+        s: s.as_ptr(),
+        // Never written: UPD is false.
+        d: d.as_ptr() as *mut f32,
+        phik: phiq.as_ptr(),
+        v: acc.as_ptr(),
+        phiq: phiq.as_ptr(),
+        acc: acc.as_mut_ptr(),
+        stride: dv,
+        rows: t,
+    };
+    unsafe { pass::<false, true>(p) }
+}
+
+/// `(den, mag)` over `i < n`, optionally adding `phik` into `zd` first.
+#[inline(always)]
+unsafe fn z_pass<const UPD: bool>(
+    zs: *const f32,
+    zd: *mut f32,
+    phik: *const f32,
+    phiq: *const f32,
+    n: usize,
+) -> (f32, f32) {
+    unsafe {
+        let (mut den, mut mag) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + W <= n {
+            let mut nd = ld(zd.add(i));
+            if UPD {
+                nd = _mm256_add_ps(nd, ld(phik.add(i)));
+                st(zd.add(i), nd);
+            }
+            let term = _mm256_mul_ps(ld(phiq.add(i)), _mm256_add_ps(ld(zs.add(i)), nd));
+            den = _mm256_add_ps(den, term);
+            mag = _mm256_add_ps(mag, vabs(term));
+            i += W;
+        }
+        let (mut den_s, mut mag_s) = (hsum(den), hsum(mag));
+        while i < n {
+            let mut nd = *zd.add(i);
+            if UPD {
+                nd += *phik.add(i);
+                *zd.add(i) = nd;
+            }
+            let term = *phiq.add(i) * (*zs.add(i) + nd);
+            den_s += term;
+            mag_s += term.abs();
+            i += 1;
+        }
+        (den_s, mag_s)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
+    let n = zs.len().min(zd.len()).min(phik.len()).min(phiq.len());
+    unsafe { z_pass::<true>(zs.as_ptr(), zd.as_mut_ptr(), phik.as_ptr(), phiq.as_ptr(), n) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32) {
+    let n = zs.len().min(zd.len()).min(phiq.len());
+    let zdp = zd.as_ptr() as *mut f32; // never written: UPD is false
+    unsafe { z_pass::<false>(zs.as_ptr(), zdp, phiq.as_ptr(), phiq.as_ptr(), n) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn absorb_z_imp(zd: &mut [f32], phik: &[f32]) {
+    let n = zd.len().min(phik.len());
+    let (zp, kp) = (zd.as_mut_ptr(), phik.as_ptr());
+    unsafe {
+        let mut i = 0;
+        while i + W <= n {
+            st(zp.add(i), _mm256_add_ps(ld(zp.add(i)), ld(kp.add(i))));
+            i += W;
+        }
+        while i < n {
+            *zp.add(i) += *kp.add(i);
+            i += 1;
+        }
+    }
+}
+
+/// TwoSum, elementwise. Intrinsics are never contracted into FMAs, so this
+/// is the exact error-free transformation (bitwise equal to `portable`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn flush_imp(s: &mut [f32], d: &mut [f32]) {
+    let n = s.len().min(d.len());
+    let (sp, dp) = (s.as_mut_ptr(), d.as_mut_ptr());
+    unsafe {
+        let mut i = 0;
+        while i + W <= n {
+            let (a, b) = (ld(sp.add(i)), ld(dp.add(i)));
+            let sum = _mm256_add_ps(a, b);
+            let bb = _mm256_sub_ps(sum, a);
+            let err = _mm256_add_ps(
+                _mm256_sub_ps(a, _mm256_sub_ps(sum, bb)),
+                _mm256_sub_ps(b, bb),
+            );
+            st(sp.add(i), sum);
+            st(dp.add(i), err);
+            i += W;
+        }
+        while i < n {
+            let (a, b) = (*sp.add(i), *dp.add(i));
+            let sum = a + b;
+            let bb = sum - a;
+            *dp.add(i) = (a - (sum - bb)) + (b - bb);
+            *sp.add(i) = sum;
+            i += 1;
+        }
+    }
+}
+
+/// `max |x_i|`; any NaN gives +Inf (as `portable`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn max_abs_imp(x: &[f32]) -> f32 {
+    let n = x.len();
+    let xp = x.as_ptr();
+    unsafe {
+        let (mut m, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + W <= n {
+            let v = ld(xp.add(i));
+            m = _mm256_max_ps(m, vabs(v));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            i += W;
+        }
+        let mut buf = [0.0f32; W];
+        st(buf.as_mut_ptr(), m);
+        let mut r = 0.0f32;
+        for &b in &buf {
+            r = r.max(b);
+        }
+        let mut any_nan = _mm256_movemask_ps(nan) != 0;
+        while i < n {
+            let a = (*xp.add(i)).abs();
+            any_nan |= a.is_nan();
+            if a > r {
+                r = a;
+            }
+            i += 1;
+        }
+        if any_nan {
+            f32::INFINITY
+        } else {
+            r
+        }
+    }
+}
+
+/// Converts 8 u16 at a time with `cvt`; the tail goes through a zeroed buffer.
+#[inline(always)]
+unsafe fn convert(src: &[u16], dst: &mut [f32], cvt: impl Fn(__m128i) -> __m256) {
+    let n = src.len().min(dst.len());
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    unsafe {
+        let mut i = 0;
+        while i + W <= n {
+            st(dp.add(i), cvt(_mm_loadu_si128(sp.add(i) as *const __m128i)));
+            i += W;
+        }
+        if i < n {
+            let r = n - i;
+            let mut hb = [0u16; W];
+            let mut fb = [0.0f32; W];
+            core::ptr::copy_nonoverlapping(sp.add(i), hb.as_mut_ptr(), r);
+            st(fb.as_mut_ptr(), cvt(_mm_loadu_si128(hb.as_ptr() as *const __m128i)));
+            core::ptr::copy_nonoverlapping(fb.as_ptr(), dp.add(i), r);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_to_f32_imp(src: &[u16], dst: &mut [f32]) {
+    unsafe { convert(src, dst, |h| _mm256_cvtph_ps(h)) }
+}
+
+/// bf16 -> f32 is `bits << 16`, with NaNs made quiet (`| 0x0040` first),
+/// as `half::bf16::to_f32`.
+#[inline(always)]
+unsafe fn bf16x8(h: __m128i) -> __m256 {
+    unsafe {
+        let x = _mm256_cvtepu16_epi32(h);
+        let abs = _mm256_and_si256(x, _mm256_set1_epi32(0x7fff));
+        let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80));
+        let q = _mm256_or_si256(x, _mm256_and_si256(nan, _mm256_set1_epi32(0x40)));
+        _mm256_castsi256_ps(_mm256_slli_epi32(q, 16))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bf16_to_f32_imp(src: &[u16], dst: &mut [f32]) {
+    unsafe { convert(src, dst, |h| bf16x8(h)) }
+}

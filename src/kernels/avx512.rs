@@ -1,0 +1,428 @@
+//! AVX-512 F/VL/BW kernels (16 f32 lanes, 32 zmm registers, lane masks).
+//!
+//! Same structure as `avx2` (read its module doc): column blocks of up to
+//! 128 columns (8 zmm) keep `acc` and `v` in registers while the rows of M
+//! stream by. Every remainder is one masked vector (no scalar tails). Entry
+//! points are private and reachable only through [`KERNELS`], which
+//! `Kernels::for_level` hands out only when the CPU has AVX-512 F/VL/BW
+//! (and AVX2/FMA/F16C).
+
+use super::{Kernels, Level};
+use crate::poly::FeatureMap;
+use core::arch::x86_64::*;
+
+/// The AVX-512 kernel table.
+pub(super) static KERNELS: Kernels = Kernels {
+    level: Level::Avx512,
+    expand,
+    weight,
+    absorb_query,
+    absorb,
+    query,
+    absorb_query_z,
+    absorb_z,
+    query_z,
+    flush,
+    max_abs,
+    f16_to_f32,
+    bf16_to_f32,
+};
+
+/// Lanes per vector.
+const W: usize = 16;
+/// Vectors per column block.
+const NB: usize = 8;
+
+macro_rules! safe {
+    ($(fn $name:ident => $imp:ident ($($a:ident : $t:ty),*) $(-> $r:ty)?;)*) => {$(
+        fn $name($($a: $t),*) $(-> $r)? {
+            // SAFETY: only reachable through KERNELS, handed out by
+            // `Kernels::for_level` only when the CPU supports this level.
+            unsafe { $imp($($a),*) }
+        }
+    )*};
+}
+
+safe! {
+    fn expand => expand_imp(map: &FeatureMap, x: &[f32], out: &mut [f32]);
+    fn weight => weight_imp(x: &mut [f32], w: &[f32], alpha: f32);
+    fn absorb_query => absorb_query_imp(s: &[f32], d: &mut [f32], phik: &[f32], v: &[f32], phiq: &[f32], acc: &mut [f32]);
+    fn absorb => absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]);
+    fn query => query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]);
+    fn absorb_query_z => absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32);
+    fn absorb_z => absorb_z_imp(zd: &mut [f32], phik: &[f32]);
+    fn query_z => query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32);
+    fn flush => flush_imp(s: &mut [f32], d: &mut [f32]);
+    fn max_abs => max_abs_imp(x: &[f32]) -> f32;
+    fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
+    fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
+}
+
+#[inline(always)]
+unsafe fn ld(p: *const f32) -> __m512 {
+    unsafe { _mm512_loadu_ps(p) }
+}
+#[inline(always)]
+unsafe fn st(p: *mut f32, x: __m512) {
+    unsafe { _mm512_storeu_ps(p, x) }
+}
+/// Masked load; lanes outside `k` read as 0 and touch no memory.
+#[inline(always)]
+unsafe fn ldm(p: *const f32, k: __mmask16) -> __m512 {
+    unsafe { _mm512_maskz_loadu_ps(k, p) }
+}
+#[inline(always)]
+unsafe fn stm(p: *mut f32, k: __mmask16, x: __m512) {
+    unsafe { _mm512_mask_storeu_ps(p, k, x) }
+}
+
+/// Mask of the first `n <= 16` lanes.
+#[inline(always)]
+fn mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// Applies `f(offset, mask)` over `0..n` in steps of 16; the last step masked.
+#[inline(always)]
+unsafe fn each(n: usize, mut f: impl FnMut(usize, __mmask16)) {
+    let mut i = 0;
+    while i + W <= n {
+        f(i, 0xffff);
+        i += W;
+    }
+    if i < n {
+        f(i, mask(n - i));
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn expand_imp(map: &FeatureMap, x: &[f32], out: &mut [f32]) {
+    let t = map.len();
+    assert!(out.len() >= t && x.len() >= map.dim());
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    // SAFETY: every copy reads and writes inside out[..t]; src lies before dst.
+    unsafe {
+        *op = 1.0;
+        map.for_each_copy(|i, src, dst, len| {
+            let va = _mm512_set1_ps(*xp.add(i));
+            let (s, d) = (op.add(src), op.add(dst));
+            each(len, |j, k| stm(d.add(j), k, _mm512_mul_ps(va, ldm(s.add(j), k))));
+        });
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn weight_imp(x: &mut [f32], w: &[f32], alpha: f32) {
+    let n = x.len().min(w.len());
+    let (xp, wp) = (x.as_mut_ptr(), w.as_ptr());
+    unsafe {
+        let va = _mm512_set1_ps(alpha);
+        each(n, |i, k| {
+            let r = _mm512_mul_ps(ldm(xp.add(i), k), _mm512_mul_ps(ldm(wp.add(i), k), va));
+            stm(xp.add(i), k, r)
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Pass {
+    s: *const f32,
+    d: *mut f32,
+    phik: *const f32,
+    v: *const f32,
+    phiq: *const f32,
+    acc: *mut f32,
+    stride: usize,
+    rows: usize,
+}
+
+/// One column block of `N` full vectors (+ one masked vector if `TAIL`)
+/// over every row: `UPD`: `d_i += phik_i v`; `ACC`: `acc += phiq_i (s_i + d_i)`.
+#[inline(always)]
+unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bool>(
+    p: Pass,
+    k: __mmask16,
+) {
+    unsafe {
+        let z = _mm512_setzero_ps();
+        let mut vv = [z; N];
+        let mut aa = [z; N];
+        let (mut vt, mut at) = (z, z);
+        for j in 0..N {
+            if UPD {
+                vv[j] = ld(p.v.add(j * W));
+            }
+            if ACC {
+                aa[j] = ld(p.acc.add(j * W));
+            }
+        }
+        if TAIL {
+            if UPD {
+                vt = ldm(p.v.add(N * W), k);
+            }
+            if ACC {
+                at = ldm(p.acc.add(N * W), k);
+            }
+        }
+        let (mut sp, mut dp) = (p.s, p.d);
+        for i in 0..p.rows {
+            let a = if UPD { _mm512_set1_ps(*p.phik.add(i)) } else { z };
+            let b = if ACC { _mm512_set1_ps(*p.phiq.add(i)) } else { z };
+            for j in 0..N {
+                let mut m = ld(dp.add(j * W));
+                if UPD {
+                    m = _mm512_fmadd_ps(a, vv[j], m);
+                    st(dp.add(j * W), m);
+                }
+                if ACC {
+                    let x = _mm512_add_ps(ld(sp.add(j * W)), m);
+                    aa[j] = _mm512_fmadd_ps(b, x, aa[j]);
+                }
+            }
+            if TAIL {
+                let mut m = ldm(dp.add(N * W), k);
+                if UPD {
+                    m = _mm512_fmadd_ps(a, vt, m);
+                    stm(dp.add(N * W), k, m);
+                }
+                if ACC {
+                    let x = _mm512_add_ps(ldm(sp.add(N * W), k), m);
+                    at = _mm512_fmadd_ps(b, x, at);
+                }
+            }
+            sp = sp.add(p.stride);
+            dp = dp.add(p.stride);
+        }
+        if ACC {
+            for j in 0..N {
+                st(p.acc.add(j * W), aa[j]);
+            }
+            if TAIL {
+                stm(p.acc.add(N * W), k, at);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn pass<const UPD: bool, const ACC: bool>(p: Pass) {
+    let dv = p.stride;
+    let mut c0 = 0;
+    while c0 < dv {
+        let wc = (dv - c0).min(NB * W);
+        let (n, rem) = (wc / W, wc % W);
+        // SAFETY: columns c0..c0+wc of every row lie inside the arrays.
+        unsafe {
+            let q = Pass {
+                s: p.s.add(c0),
+                d: p.d.add(c0),
+                v: p.v.add(c0),
+                acc: p.acc.add(c0),
+                ..p
+            };
+            let k = mask(rem);
+            macro_rules! go {
+                ($($n:literal)*) => {
+                    match (n, rem != 0) {
+                        $(
+                            ($n, false) => block::<$n, false, UPD, ACC>(q, k),
+                            ($n, true) => block::<$n, true, UPD, ACC>(q, k),
+                        )*
+                        _ => {}
+                    }
+                };
+            }
+            go!(0 1 2 3 4 5 6 7 8);
+        }
+        c0 += wc;
+    }
+}
+
+#[inline(always)]
+fn rows(dv: usize, m: &[usize], v: &[usize]) -> usize {
+    let mut t = usize::MAX;
+    for &len in m {
+        t = t.min(len / dv.max(1));
+    }
+    for &len in v {
+        t = t.min(len);
+    }
+    t
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn absorb_query_imp(
+    s: &[f32],
+    d: &mut [f32],
+    phik: &[f32],
+    v: &[f32],
+    phiq: &[f32],
+    acc: &mut [f32],
+) {
+    let dv = acc.len();
+    if dv == 0 || v.len() < dv {
+        return;
+    }
+    let t = rows(dv, &[s.len(), d.len()], &[phik.len(), phiq.len()]);
+    let p = Pass {
+        s: s.as_ptr(),
+        d: d.as_mut_ptr(),
+        phik: phik.as_ptr(),
+        v: v.as_ptr(),
+        phiq: phiq.as_ptr(),
+        acc: acc.as_mut_ptr(),
+        stride: dv,
+        rows: t,
+    };
+    unsafe { pass::<true, true>(p) }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]) {
+    let dv = v.len();
+    if dv == 0 {
+        return;
+    }
+    let t = rows(dv, &[d.len()], &[phik.len()]);
+    let p = Pass {
+        s: d.as_ptr(),
+        d: d.as_mut_ptr(),
+        phik: phik.as_ptr(),
+        v: v.as_ptr(),
+        phiq: phik.as_ptr(),
+        acc: core::ptr::null_mut(),
+        stride: dv,
+        rows: t,
+    };
+    unsafe { pass::<true, false>(p) }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]) {
+    let dv = acc.len();
+    if dv == 0 {
+        return;
+    }
+    let t = rows(dv, &[s.len(), d.len()], &[phiq.len()]);
+    let p = Pass {
+        s: s.as_ptr(),
+        d: d.as_ptr() as *mut f32, // never written: UPD is false
+        phik: phiq.as_ptr(),
+        v: acc.as_ptr(),
+        phiq: phiq.as_ptr(),
+        acc: acc.as_mut_ptr(),
+        stride: dv,
+        rows: t,
+    };
+    unsafe { pass::<false, true>(p) }
+}
+
+#[inline(always)]
+unsafe fn z_pass<const UPD: bool>(
+    zs: *const f32,
+    zd: *mut f32,
+    phik: *const f32,
+    phiq: *const f32,
+    n: usize,
+) -> (f32, f32) {
+    unsafe {
+        let (mut den, mut mag) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        each(n, |i, k| {
+            let mut nd = ldm(zd.add(i), k);
+            if UPD {
+                nd = _mm512_add_ps(nd, ldm(phik.add(i), k));
+                stm(zd.add(i), k, nd);
+            }
+            let term = _mm512_mul_ps(ldm(phiq.add(i), k), _mm512_add_ps(ldm(zs.add(i), k), nd));
+            den = _mm512_add_ps(den, term);
+            mag = _mm512_add_ps(mag, _mm512_abs_ps(term));
+        });
+        (_mm512_reduce_add_ps(den), _mm512_reduce_add_ps(mag))
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
+    let n = zs.len().min(zd.len()).min(phik.len()).min(phiq.len());
+    unsafe { z_pass::<true>(zs.as_ptr(), zd.as_mut_ptr(), phik.as_ptr(), phiq.as_ptr(), n) }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32) {
+    let n = zs.len().min(zd.len()).min(phiq.len());
+    let zdp = zd.as_ptr() as *mut f32; // never written: UPD is false
+    unsafe { z_pass::<false>(zs.as_ptr(), zdp, phiq.as_ptr(), phiq.as_ptr(), n) }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn absorb_z_imp(zd: &mut [f32], phik: &[f32]) {
+    let n = zd.len().min(phik.len());
+    let (zp, kp) = (zd.as_mut_ptr(), phik.as_ptr());
+    unsafe { each(n, |i, k| stm(zp.add(i), k, _mm512_add_ps(ldm(zp.add(i), k), ldm(kp.add(i), k)))) }
+}
+
+/// TwoSum, elementwise; never contracted into FMAs (bitwise equal to `portable`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn flush_imp(s: &mut [f32], d: &mut [f32]) {
+    let n = s.len().min(d.len());
+    let (sp, dp) = (s.as_mut_ptr(), d.as_mut_ptr());
+    unsafe {
+        each(n, |i, k| {
+            let (a, b) = (ldm(sp.add(i), k), ldm(dp.add(i), k));
+            let sum = _mm512_add_ps(a, b);
+            let bb = _mm512_sub_ps(sum, a);
+            let err = _mm512_add_ps(_mm512_sub_ps(a, _mm512_sub_ps(sum, bb)), _mm512_sub_ps(b, bb));
+            stm(sp.add(i), k, sum);
+            stm(dp.add(i), k, err);
+        });
+    }
+}
+
+/// `max |x_i|`; any NaN gives +Inf (as `portable`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn max_abs_imp(x: &[f32]) -> f32 {
+    let xp = x.as_ptr();
+    unsafe {
+        let mut m = _mm512_setzero_ps();
+        let mut nan: __mmask16 = 0;
+        each(x.len(), |i, k| {
+            let v = ldm(xp.add(i), k);
+            m = _mm512_max_ps(m, _mm512_abs_ps(v));
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        });
+        if nan != 0 {
+            f32::INFINITY
+        } else {
+            _mm512_reduce_max_ps(m)
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn f16_to_f32_imp(src: &[u16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    unsafe {
+        each(n, |i, k| {
+            let h = _mm256_maskz_loadu_epi16(k, sp.add(i) as *const i16);
+            stm(dp.add(i), k, _mm512_cvtph_ps(h));
+        });
+    }
+}
+
+/// bf16 -> f32: `bits << 16`, NaNs made quiet (`| 0x0040` first), as `half`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn bf16_to_f32_imp(src: &[u16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    unsafe {
+        each(n, |i, k| {
+            let h = _mm256_maskz_loadu_epi16(k, sp.add(i) as *const i16);
+            let x = _mm512_cvtepu16_epi32(h);
+            let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff));
+            let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80));
+            let q = _mm512_mask_or_epi32(x, nan, x, _mm512_set1_epi32(0x40));
+            stm(dp.add(i), k, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(q)));
+        });
+    }
+}

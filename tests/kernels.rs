@@ -1,0 +1,386 @@
+//! Every kernel of every supported level against the portable kernels and
+//! an f64 reference, for d and dv in 1..=130 (every lane remainder of 8 and
+//! 16 lanes, and more than one 64/128-column block).
+//!
+//! Tolerances (u = 2^-24, the f32 unit roundoff):
+//! - elementwise products, TwoSum, max_abs, conversions: bitwise equal to
+//!   portable (same single rounding per element; TwoSum is exact);
+//! - `d += a v`: `|err| <= 2u (|d| + |a v|)` (one FMA, or mul + add);
+//! - sums over `n` terms (acc, den, mag): `|err| <= (n + 2) 2u sum |terms|`.
+//!
+//! Levels the CPU lacks are listed on stderr and skipped; `Kernels::for_level`
+//! must refuse them (checked below), so a skip cannot hide a missing level.
+
+mod common;
+use attnsketch::kernels::{portable, Kernels};
+use attnsketch::{reference, Config, FeatureMap, Level, Sketch};
+use common::*;
+
+const U: f64 = 1.0 / 16_777_216.0;
+
+fn levels() -> Vec<&'static Kernels> {
+    let mut v = Vec::new();
+    for &l in Level::ALL {
+        match Kernels::for_level(l) {
+            Ok(k) => {
+                assert!(l.supported());
+                assert_eq!(k.level, l);
+                v.push(k);
+            }
+            Err(e) => {
+                assert!(!l.supported(), "{l:?} supported but refused");
+                assert_eq!(e, attnsketch::Error::Unsupported);
+                eprintln!("level {} not supported on this CPU: skipped", l.name());
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn detect_honours_env_cap() {
+    let best = Level::best();
+    assert!(best.supported());
+    if let Some(cap) = std::env::var("ATTNSKETCH_CPU")
+        .ok()
+        .and_then(|s| Level::from_name(&s))
+    {
+        assert_eq!(Level::detect(), cap.min(best));
+    } else {
+        assert_eq!(Level::detect(), best);
+    }
+    eprintln!("best level {}, detected {}", best.name(), Level::detect().name());
+}
+
+#[test]
+fn expand_and_weight_match_portable_bitwise() {
+    let mut rng = Rng(11);
+    for d in 1..=130usize {
+        let g = if d <= 40 { 3 } else { 2 };
+        let map = FeatureMap::new(d, g).unwrap();
+        let x = rng.vec(d, 1.3);
+        let mut want = vec![0.0f32; map.len()];
+        portable::expand(&map, &x, &mut want);
+        let w = rng.vec(map.len(), 2.0);
+        let mut want_w = want.clone();
+        portable::weight(&mut want_w, &w, 0.37);
+        let ref64 = reference::phi_k(&to64(&x), g);
+        for k in levels() {
+            let mut out = vec![f32::NAN; map.len() + 3];
+            (k.expand)(&map, &x, &mut out);
+            assert_eq!(bits(&out[..map.len()]), bits(&want), "{:?} d={d}", k.level);
+            assert!(out[map.len()..].iter().all(|v| v.is_nan()), "wrote past t");
+            for (i, (&a, &b)) in out.iter().zip(&ref64).enumerate() {
+                let tol = (g as f64 + 1.0) * U * b.abs() + 1e-30;
+                assert!((a as f64 - b).abs() <= tol, "{:?} d={d} i={i}", k.level);
+            }
+            let mut ww = want.clone();
+            (k.weight)(&mut ww, &w, 0.37);
+            assert_eq!(bits(&ww), bits(&want_w), "{:?} weight d={d}", k.level);
+        }
+    }
+}
+
+/// f64 reference of the fused pass: new d and acc.
+fn ref_pass(
+    s: &[f32],
+    d: &[f32],
+    a: &[f32],
+    v: &[f32],
+    b: &[f32],
+    acc0: &[f32],
+    upd: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let dv = v.len();
+    let t = a.len();
+    let mut nd: Vec<f64> = to64(d);
+    let mut acc: Vec<f64> = to64(acc0);
+    let mut mag: Vec<f64> = acc0.iter().map(|x| x.abs() as f64).collect();
+    for i in 0..t {
+        for c in 0..dv {
+            if upd {
+                nd[i * dv + c] += a[i] as f64 * v[c] as f64;
+            }
+            let m = s[i * dv + c] as f64 + nd[i * dv + c];
+            acc[c] += b[i] as f64 * m;
+            mag[c] += (b[i] as f64 * m).abs() + (b[i] as f64 * s[i * dv + c] as f64).abs();
+        }
+    }
+    (nd, acc, mag)
+}
+
+fn check_d(level: Level, got: &[f32], want: &[f64], d0: &[f32], a: &[f32], v: &[f32]) {
+    let dv = v.len();
+    for (j, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (i, c) = (j / dv, j % dv);
+        let tol = 2.0 * U * (d0[j].abs() as f64 + (a[i] as f64 * v[c] as f64).abs()) + 1e-35;
+        assert!((g as f64 - w).abs() <= tol, "{level:?} dv={dv} d[{i},{c}]: {g} vs {w}");
+    }
+}
+
+fn check_acc(level: Level, what: &str, got: &[f32], want: &[f64], mag: &[f64], t: usize) {
+    for (c, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let tol = (t as f64 + 3.0) * 2.0 * U * m + 1e-35;
+        assert!((g as f64 - w).abs() <= tol, "{level:?} {what} dv={} c={c}: {g} vs {w} (tol {tol})", got.len());
+    }
+}
+
+#[test]
+fn m_passes_match_reference_all_widths() {
+    let mut rng = Rng(22);
+    for dv in 1..=130usize {
+        for &t in &[1usize, 5, 33] {
+            let s = rng.vec(t * dv, 4.0);
+            let d0 = rng.vec(t * dv, 1e-3);
+            let a = rng.vec(t, 1.0);
+            let b = rng.vec(t, 1.0);
+            let v = rng.vec(dv, 2.0);
+            let acc0 = rng.vec(dv, 0.5);
+            let (nd_ref, acc_ref, mag) = ref_pass(&s, &d0, &a, &v, &b, &acc0, true);
+            let (_, q_ref, qmag) = ref_pass(&s, &d0, &a, &v, &b, &acc0, false);
+            // portable as one more level under test
+            let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+            all.extend(levels());
+            let mut port_acc = None;
+            for k in all {
+                let lv = k.level;
+                // fused
+                let mut d = d0.clone();
+                let mut acc = acc0.clone();
+                (k.absorb_query)(&s, &mut d, &a, &v, &b, &mut acc);
+                check_d(lv, &d, &nd_ref, &d0, &a, &v);
+                check_acc(lv, "absorb_query", &acc, &acc_ref, &mag, t);
+                match &port_acc {
+                    None => port_acc = Some(acc.clone()),
+                    Some(p) => check_acc(lv, "vs portable", &acc, &to64(p), &mag, 2 * t),
+                }
+                // absorb only
+                let mut d2 = d0.clone();
+                (k.absorb)(&mut d2, &a, &v);
+                check_d(lv, &d2, &nd_ref, &d0, &a, &v);
+                // query only (read-only)
+                let mut acc2 = acc0.clone();
+                (k.query)(&s, &d0, &b, &mut acc2);
+                check_acc(lv, "query", &acc2, &q_ref, &qmag, t);
+            }
+        }
+    }
+}
+
+#[test]
+fn z_passes_match_reference_all_lengths() {
+    let mut rng = Rng(33);
+    for n in 0..=300usize {
+        let zs = rng.vec(n, 50.0);
+        let zd0 = rng.vec(n, 1e-2);
+        let phik = rng.vec(n, 1.0);
+        let phiq = rng.vec(n, 1.0);
+        let (mut den_u, mut mag_u, mut den_q, mut mag_q, mut sum_abs) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for i in 0..n {
+            let nd = zd0[i] as f64 + phik[i] as f64;
+            let tu = phiq[i] as f64 * (zs[i] as f64 + nd);
+            let tq = phiq[i] as f64 * (zs[i] as f64 + zd0[i] as f64);
+            den_u += tu;
+            mag_u += tu.abs();
+            den_q += tq;
+            mag_q += tq.abs();
+            sum_abs += (phiq[i] as f64 * zs[i] as f64).abs() + tu.abs() + tq.abs();
+        }
+        let tol = (n as f64 + 3.0) * 2.0 * U * sum_abs + 1e-35;
+        let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+        all.extend(levels());
+        for k in all {
+            let mut zd = zd0.clone();
+            let (den, mag) = (k.absorb_query_z)(&zs, &mut zd, &phik, &phiq);
+            assert!((den as f64 - den_u).abs() <= tol, "{:?} n={n} den", k.level);
+            assert!((mag as f64 - mag_u).abs() <= tol, "{:?} n={n} mag", k.level);
+            let mut zd_p = zd0.clone();
+            portable::absorb_z(&mut zd_p, &phik);
+            assert_eq!(bits(&zd), bits(&zd_p), "{:?} n={n} zd", k.level);
+            let mut zd2 = zd0.clone();
+            (k.absorb_z)(&mut zd2, &phik);
+            assert_eq!(bits(&zd2), bits(&zd_p), "{:?} n={n} absorb_z", k.level);
+            let (den, mag) = (k.query_z)(&zs, &zd0, &phiq);
+            assert!((den as f64 - den_q).abs() <= tol, "{:?} n={n} qden", k.level);
+            assert!((mag as f64 - mag_q).abs() <= tol, "{:?} n={n} qmag", k.level);
+        }
+    }
+}
+
+#[test]
+fn flush_is_exact_and_bitwise_portable() {
+    let mut rng = Rng(44);
+    for n in 0..=200usize {
+        let s0: Vec<f32> = (0..n).map(|_| rng.uni() * 1e6).collect();
+        let d0: Vec<f32> = (0..n).map(|_| rng.uni() * 3.0).collect();
+        let (mut sp, mut dp) = (s0.clone(), d0.clone());
+        portable::flush(&mut sp, &mut dp);
+        for k in levels() {
+            let (mut s, mut d) = (s0.clone(), d0.clone());
+            (k.flush)(&mut s, &mut d);
+            assert_eq!(bits(&s), bits(&sp), "{:?} n={n}", k.level);
+            assert_eq!(bits(&d), bits(&dp), "{:?} n={n}", k.level);
+            for i in 0..n {
+                // Error-free: s' + d' == s + d exactly (f64 holds both sums).
+                assert_eq!(s[i] as f64 + d[i] as f64, s0[i] as f64 + d0[i] as f64);
+                assert_eq!(s[i], s0[i] + d0[i]);
+            }
+        }
+    }
+}
+
+#[test]
+fn max_abs_exact_with_specials_at_every_position() {
+    let mut rng = Rng(55);
+    for n in 0..=70usize {
+        let base = rng.vec(n, 10.0);
+        let want = base.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for k in levels() {
+            assert_eq!((k.max_abs)(&base).to_bits(), want.to_bits(), "{:?} n={n}", k.level);
+            for pos in 0..n {
+                for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1e30] {
+                    let mut x = base.clone();
+                    x[pos] = special;
+                    let p = portable::max_abs(&x);
+                    let g = (k.max_abs)(&x);
+                    assert_eq!(g.to_bits(), p.to_bits(), "{:?} n={n} pos={pos} {special}", k.level);
+                    if !special.is_finite() {
+                        assert_eq!(g, f32::INFINITY);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn conversions_bit_exact_vs_half() {
+    let all: Vec<u16> = (0..=u16::MAX).collect();
+    let want16: Vec<u32> = all.iter().map(|&h| half::f16::from_bits(h).to_f32().to_bits()).collect();
+    let wantb: Vec<u32> = all.iter().map(|&h| half::bf16::from_bits(h).to_f32().to_bits()).collect();
+    let mut all_k: Vec<&Kernels> = vec![&portable::KERNELS];
+    all_k.extend(levels());
+    for k in all_k {
+        let mut out = vec![0.0f32; all.len()];
+        (k.f16_to_f32)(&all, &mut out);
+        assert_eq!(bits(&out), want16, "{:?} f16", k.level);
+        (k.bf16_to_f32)(&all, &mut out);
+        assert_eq!(bits(&out), wantb, "{:?} bf16", k.level);
+        // Every tail length and offset; nothing written past the end.
+        for n in 0..=40usize {
+            for off in 0..3usize {
+                let src = &all[1000 + off * 7..1000 + off * 7 + n];
+                let mut o = vec![-7.0f32; n + 5];
+                (k.f16_to_f32)(src, &mut o[..n]);
+                for i in 0..n {
+                    assert_eq!(o[i].to_bits(), want16[src[i] as usize]);
+                }
+                assert!(o[n..].iter().all(|&x| x == -7.0));
+                (k.bf16_to_f32)(src, &mut o[..n]);
+                for i in 0..n {
+                    assert_eq!(o[i].to_bits(), wantb[src[i] as usize]);
+                }
+                assert!(o[n..].iter().all(|&x| x == -7.0));
+            }
+        }
+    }
+}
+
+/// A whole causal stream per level: against the f64 polynomial-attention
+/// reference and against the portable handle.
+#[test]
+fn whole_sketch_per_level_matches_reference() {
+    let mut rng = Rng(66);
+    for &(d, dv, n) in &[(1usize, 1usize, 40usize), (7, 9, 70), (16, 17, 150), (33, 70, 40), (64, 64, 130)] {
+        let q = rng.vec(n * d, 1.0);
+        let k = rng.vec(n * d, 1.0);
+        let v = rng.vec(n * dv, 1.0);
+        let cfg = Config {
+            value_dim: dv as u32,
+            ..Config::new(d as u32)
+        };
+        let coeffs = attnsketch::Polynomial::taylor(2).coeffs().to_vec();
+        let want = reference::poly_attention_causal(
+            &to64(&q),
+            &to64(&k),
+            &to64(&v),
+            d,
+            dv,
+            &coeffs,
+            cfg.scale as f64,
+        );
+        let mut port = Sketch::with_level(&cfg, Level::Portable).unwrap();
+        let mut pout = vec![0.0f32; n * dv];
+        port.push_tokens(n, &q, &k, &v, &mut pout).unwrap();
+        for &lv in Level::ALL.iter().filter(|l| l.supported()) {
+            let mut h = Sketch::with_level(&cfg, lv).unwrap();
+            assert_eq!(h.level(), lv);
+            let mut out = vec![0.0f32; n * dv];
+            for j in 0..n {
+                h.push_token(
+                    &q[j * d..(j + 1) * d],
+                    &k[j * d..(j + 1) * d],
+                    &v[j * dv..(j + 1) * dv],
+                    &mut out[j * dv..(j + 1) * dv],
+                )
+                .unwrap();
+            }
+            let e = reference::rel_err(&to64(&out), &want);
+            let ep = reference::rel_err(&to64(&out), &to64(&pout));
+            assert!(e < 2e-5, "{lv:?} d={d} dv={dv}: rel err {e}");
+            assert!(ep < 2e-5, "{lv:?} d={d} dv={dv}: vs portable {ep}");
+        }
+    }
+}
+
+/// Half-precision push equals the f32 push of the converted inputs, bitwise.
+#[test]
+fn half_push_equals_f32_push_of_converted_inputs() {
+    let mut rng = Rng(77);
+    let (d, dv, n) = (19usize, 21usize, 30usize);
+    let cfg = Config {
+        value_dim: dv as u32,
+        ..Config::new(d as u32)
+    };
+    for &lv in Level::ALL.iter().filter(|l| l.supported()) {
+        for bf in [false, true] {
+            let enc = |x: f32| {
+                if bf {
+                    half::bf16::from_f32(x).to_bits()
+                } else {
+                    half::f16::from_f32(x).to_bits()
+                }
+            };
+            let dec = |h: u16| {
+                if bf {
+                    half::bf16::from_bits(h).to_f32()
+                } else {
+                    half::f16::from_bits(h).to_f32()
+                }
+            };
+            let mut a = Sketch::with_level(&cfg, lv).unwrap();
+            let mut b = Sketch::with_level(&cfg, lv).unwrap();
+            for _ in 0..n {
+                let (q, k, v) = (rng.vec(d, 1.0), rng.vec(d, 1.0), rng.vec(dv, 1.0));
+                let (hq, hk, hv): (Vec<u16>, Vec<u16>, Vec<u16>) = (
+                    q.iter().map(|&x| enc(x)).collect(),
+                    k.iter().map(|&x| enc(x)).collect(),
+                    v.iter().map(|&x| enc(x)).collect(),
+                );
+                let (fq, fk, fv): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+                    hq.iter().map(|&h| dec(h)).collect(),
+                    hk.iter().map(|&h| dec(h)).collect(),
+                    hv.iter().map(|&h| dec(h)).collect(),
+                );
+                let (mut o1, mut o2) = (vec![0.0; dv], vec![0.0; dv]);
+                if bf {
+                    a.push_token_bf16(&hq, &hk, &hv, &mut o1).unwrap();
+                } else {
+                    a.push_token_f16(&hq, &hk, &hv, &mut o1).unwrap();
+                }
+                b.push_token(&fq, &fk, &fv, &mut o2).unwrap();
+                assert_eq!(bits(&o1), bits(&o2), "{lv:?} bf16={bf}");
+            }
+        }
+    }
+}
