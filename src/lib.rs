@@ -23,6 +23,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod baseline;
 pub mod config;
 pub mod error;
 pub mod ffi;
