@@ -12,14 +12,17 @@
 //! moved: `4 n (d + dv)`; no allocation (the scores live on the stack and the
 //! output row is the accumulator).
 //!
-//! The SIMD is written as fixed-size lane arrays (`[f32; L]`) that LLVM maps
-//! onto registers; each level compiles the same code under its own
-//! `#[target_feature]` entry point with its lane count (portable 8 without
-//! FMA, AVX2 8 with FMA, AVX-512 16 with FMA), so the baseline gets the same
-//! CPU level as the sketch it is compared with.
+//! AVX2 and AVX-512 run one generic routine over the [`vector::Vector`]
+//! trait (`__m256` / `__m512` intrinsics, vectorised exp) under their own
+//! `#[target_feature]` entry points, so the baseline gets the same CPU level
+//! as the sketch it is compared with. Portable writes the same pass with
+//! fixed-size lane arrays (`[f32; 8]`) that LLVM maps onto the build's
+//! vector registers.
 
 use crate::error::{Error, Result};
 use crate::kernels::Level;
+
+mod vector;
 
 /// Keys per block of the online softmax.
 pub const BLOCK: usize = 64;
@@ -80,12 +83,13 @@ fn portable(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::decode;
+    use super::decode_v;
+    use core::arch::x86_64::{__m256, __m512};
 
     pub(super) fn avx2(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn imp(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
-            decode::<8, true>(q, k, v, scale, out)
+            unsafe { decode_v::<__m256>(q, k, v, scale, out) }
         }
         // SAFETY: only reachable through ExactDecoder::new(Level::Avx2),
         // which checks that the CPU supports the level.
@@ -95,7 +99,7 @@ mod x86 {
     pub(super) fn avx512(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
         #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma")]
         unsafe fn imp(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
-            decode::<16, true>(q, k, v, scale, out)
+            unsafe { decode_v::<__m512>(q, k, v, scale, out) }
         }
         // SAFETY: as above, for Level::Avx512.
         unsafe { imp(q, k, v, scale, out) }
@@ -168,7 +172,9 @@ fn exp_neg<const FMA: bool>(x: f32) -> f32 {
     p = madd::<FMA>(p, r, 1.666_666_5e-1);
     p = madd::<FMA>(p, r, 0.5);
     let p = madd::<FMA>(p, r * r, r) + 1.0;
-    let e = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    // n is integral: its bits in (n + 1.5 * 2^23) are the low mantissa bits.
+    let nb = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let e = f32::from_bits(nb.wrapping_add(127) << 23);
     p * e
 }
 
@@ -227,6 +233,122 @@ fn decode<const L: usize, const FMA: bool>(q: &[f32], k: &[f32], v: &[f32], scal
             }
         }
         j0 += bl;
+    }
+    if n > 0 {
+        let inv = 1.0 / l_sum;
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+/// The online-softmax pass over `V` vectors (see the module doc).
+///
+/// # Safety
+/// The CPU supports `V`'s instructions; `k.len() == n d`, `v.len() == n dv`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn decode_v<V: vector::Vector>(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
+    let (d, dv) = (q.len(), out.len());
+    let n = k.len() / d;
+    let l = V::L;
+    out.fill(0.0);
+    let (qp, kp, vp, op) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+    let mut m = f32::NEG_INFINITY;
+    let mut l_sum = 0.0f32;
+    let mut sc = [0.0f32; BLOCK];
+    let scp = sc.as_mut_ptr();
+    let mut j0 = 0;
+    // SAFETY: every pointer below stays inside q (d), k (n d), v (n dv),
+    // out (dv) and sc (BLOCK, a multiple of L).
+    unsafe {
+        let z = V::splat(0.0);
+        while j0 < n {
+            let bl = (n - j0).min(BLOCK);
+            let mut mb = f32::NEG_INFINITY;
+            for jj in 0..bl {
+                let kr = kp.add((j0 + jj) * d);
+                let (mut a0, mut a1) = (z, z);
+                let mut c = 0;
+                while c + 2 * l <= d {
+                    a0 = V::load(qp.add(c)).fmadd(V::load(kr.add(c)), a0);
+                    a1 = V::load(qp.add(c + l)).fmadd(V::load(kr.add(c + l)), a1);
+                    c += 2 * l;
+                }
+                if c + l <= d {
+                    a0 = V::load(qp.add(c)).fmadd(V::load(kr.add(c)), a0);
+                    c += l;
+                }
+                let mut s = a0.add(a1).hsum();
+                while c < d {
+                    s = (*qp.add(c)).mul_add(*kr.add(c), s);
+                    c += 1;
+                }
+                let s = s * scale;
+                *scp.add(jj) = s;
+                mb = mb.max(s);
+            }
+            if mb > m {
+                let c = if m == f32::NEG_INFINITY { 0.0 } else { exp_neg::<true>(m - mb) };
+                l_sum *= c;
+                for o in out.iter_mut() {
+                    *o *= c;
+                }
+                m = mb;
+            }
+            let negm = V::splat(-m);
+            let mut c = 0;
+            while c < bl {
+                V::load(scp.add(c)).add(negm).exp_neg().store(scp.add(c));
+                c += l;
+            }
+            for jj in 0..bl {
+                l_sum += *scp.add(jj);
+            }
+            let mut jj = 0;
+            while jj + 4 <= bl {
+                let r0 = vp.add((j0 + jj) * dv);
+                let (r1, r2, r3) = (r0.add(dv), r0.add(2 * dv), r0.add(3 * dv));
+                let w = [*scp.add(jj), *scp.add(jj + 1), *scp.add(jj + 2), *scp.add(jj + 3)];
+                let (w0, w1, w2, w3) = (V::splat(w[0]), V::splat(w[1]), V::splat(w[2]), V::splat(w[3]));
+                let mut c = 0;
+                while c + l <= dv {
+                    let mut o = V::load(op.add(c));
+                    o = w0.fmadd(V::load(r0.add(c)), o);
+                    o = w1.fmadd(V::load(r1.add(c)), o);
+                    o = w2.fmadd(V::load(r2.add(c)), o);
+                    o = w3.fmadd(V::load(r3.add(c)), o);
+                    o.store(op.add(c));
+                    c += l;
+                }
+                while c < dv {
+                    let mut o = *op.add(c);
+                    o = w[0].mul_add(*r0.add(c), o);
+                    o = w[1].mul_add(*r1.add(c), o);
+                    o = w[2].mul_add(*r2.add(c), o);
+                    o = w[3].mul_add(*r3.add(c), o);
+                    *op.add(c) = o;
+                    c += 1;
+                }
+                jj += 4;
+            }
+            while jj < bl {
+                let r = vp.add((j0 + jj) * dv);
+                let w = *scp.add(jj);
+                let wv = V::splat(w);
+                let mut c = 0;
+                while c + l <= dv {
+                    wv.fmadd(V::load(r.add(c)), V::load(op.add(c))).store(op.add(c));
+                    c += l;
+                }
+                while c < dv {
+                    *op.add(c) = w.mul_add(*r.add(c), *op.add(c));
+                    c += 1;
+                }
+                jj += 1;
+            }
+            j0 += bl;
+        }
     }
     if n > 0 {
         let inv = 1.0 / l_sum;
