@@ -11,11 +11,19 @@ const D: usize = 64;
 const DV: usize = 64;
 
 fn vecf(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5).collect()
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32
+                - 0.5
+        })
+        .collect()
 }
 
 fn levels() -> Vec<&'static Kernels> {
-    Level::ALL.iter().filter_map(|&l| Kernels::for_level(l).ok()).collect()
+    Level::ALL
+        .iter()
+        .filter_map(|&l| Kernels::for_level(l).ok())
+        .collect()
 }
 
 fn kernels(c: &mut Criterion) {
@@ -35,18 +43,26 @@ fn kernels(c: &mut Criterion) {
     let mut conv = vec![0.0f32; halfs.len()];
 
     let mut g = c.benchmark_group("kernel");
-    g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20);
     for k in levels() {
         let name = k.level.name();
         g.throughput(Throughput::Bytes((4 * t) as u64));
-        g.bench_function(BenchmarkId::new("expand", name), |b| b.iter(|| (k.expand)(&map, black_box(&x), &mut out)));
+        g.bench_function(BenchmarkId::new("expand", name), |b| {
+            b.iter(|| (k.expand)(&map, black_box(&x), &mut out))
+        });
         g.throughput(Throughput::Bytes((12 * t * DV) as u64));
         g.bench_function(BenchmarkId::new("absorb_query", name), |b| {
             b.iter(|| (k.absorb_query)(&s, &mut dm, &phik, black_box(&v), &phiq, &mut acc))
         });
-        g.bench_function(BenchmarkId::new("absorb", name), |b| b.iter(|| (k.absorb)(&mut dm, &phik, black_box(&v))));
+        g.bench_function(BenchmarkId::new("absorb", name), |b| {
+            b.iter(|| (k.absorb)(&mut dm, &phik, black_box(&v)))
+        });
         g.throughput(Throughput::Bytes((8 * t * DV) as u64));
-        g.bench_function(BenchmarkId::new("query", name), |b| b.iter(|| (k.query)(&s, &dm, &phiq, &mut acc)));
+        g.bench_function(BenchmarkId::new("query", name), |b| {
+            b.iter(|| (k.query)(&s, &dm, &phiq, &mut acc))
+        });
         g.bench_function(BenchmarkId::new("flush", name), |b| {
             let mut s2 = s.clone();
             b.iter(|| (k.flush)(&mut s2, &mut dm))
@@ -56,17 +72,25 @@ fn kernels(c: &mut Criterion) {
             b.iter(|| (k.absorb_query_z)(&zs, &mut zd, &phik, &phiq))
         });
         g.throughput(Throughput::Bytes((4 * t * DV) as u64));
-        g.bench_function(BenchmarkId::new("max_abs", name), |b| b.iter(|| (k.max_abs)(black_box(&s))));
+        g.bench_function(BenchmarkId::new("max_abs", name), |b| {
+            b.iter(|| (k.max_abs)(black_box(&s)))
+        });
         g.throughput(Throughput::Elements(halfs.len() as u64));
-        g.bench_function(BenchmarkId::new("f16_to_f32", name), |b| b.iter(|| (k.f16_to_f32)(black_box(&halfs), &mut conv)));
-        g.bench_function(BenchmarkId::new("bf16_to_f32", name), |b| b.iter(|| (k.bf16_to_f32)(black_box(&halfs), &mut conv)));
+        g.bench_function(BenchmarkId::new("f16_to_f32", name), |b| {
+            b.iter(|| (k.f16_to_f32)(black_box(&halfs), &mut conv))
+        });
+        g.bench_function(BenchmarkId::new("bf16_to_f32", name), |b| {
+            b.iter(|| (k.bf16_to_f32)(black_box(&halfs), &mut conv))
+        });
     }
     g.finish();
 }
 
 fn push_and_exact(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
-    g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20);
     let (q, k, v) = (vecf(64 * D, 11), vecf(64 * D, 12), vecf(64 * DV, 13));
     for &lv in Level::ALL.iter().filter(|l| l.supported()) {
         let mut h = Sketch::with_level(&Config::new(D as u32), lv).unwrap();
@@ -75,7 +99,13 @@ fn push_and_exact(c: &mut Criterion) {
         g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("push_token", lv.name()), |b| {
             b.iter(|| {
-                h.push_token(&q[j * D..(j + 1) * D], &k[j * D..(j + 1) * D], &v[j * DV..(j + 1) * DV], &mut out).unwrap();
+                h.push_token(
+                    &q[j * D..(j + 1) * D],
+                    &k[j * D..(j + 1) * D],
+                    &v[j * DV..(j + 1) * DV],
+                    &mut out,
+                )
+                .unwrap();
                 j = (j + 1) % 64;
             })
         });
@@ -84,7 +114,10 @@ fn push_and_exact(c: &mut Criterion) {
             let (kc, vc) = (vecf(n * D, 14), vecf(n * DV, 15));
             g.throughput(Throughput::Bytes((4 * n * (D + DV)) as u64));
             g.bench_function(BenchmarkId::new(format!("exact_n{n}"), lv.name()), |b| {
-                b.iter(|| dec.decode(black_box(&q[..D]), &kc, &vc, 0.125, &mut out).unwrap())
+                b.iter(|| {
+                    dec.decode(black_box(&q[..D]), &kc, &vc, 0.125, &mut out)
+                        .unwrap()
+                })
             });
         }
     }

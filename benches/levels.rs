@@ -17,7 +17,10 @@ use std::time::Instant;
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     fn vec(&mut self, n: usize, s: f32) -> Vec<f32> {
@@ -67,12 +70,42 @@ fn push_case(level: Level, kind: &'static str, calls: usize) -> Case {
                 let (a, b) = (j * D, j * DV);
                 let r = match kind {
                     "f32" => h.push_token(&q[a..a + D], &k[a..a + D], &v[b..b + DV], &mut out),
-                    "f16" => h.push_token_f16(&hq[a..a + D], &hk[a..a + D], &hv[b..b + DV], &mut out),
+                    "f16" => {
+                        h.push_token_f16(&hq[a..a + D], &hk[a..a + D], &hv[b..b + DV], &mut out)
+                    }
                     _ => h.push_token_bf16(&hq[a..a + D], &hk[a..a + D], &hv[b..b + DV], &mut out),
                 };
                 r.unwrap();
                 black_box(&out);
                 j = (j + 1) % TOK;
+            }
+        }),
+        samples: vec![],
+    }
+}
+
+/// Push round-robin over `h` heads (`h` x 1.1 MB of state, more than the
+/// last-level cache), so every push streams its state from DRAM: the
+/// per-head cost in a model with many heads and layers.
+fn cold_case(level: Level, h: usize) -> Case {
+    let cfg = Config::new(D as u32);
+    let mut heads: Vec<Sketch> = (0..h)
+        .map(|_| Sketch::with_level(&cfg, level).unwrap())
+        .collect();
+    let t = heads[0].feature_map().len();
+    let mut rng = Rng(8);
+    let (q, k, v) = (rng.vec(D, 1.0), rng.vec(D, 1.0), rng.vec(DV, 1.0));
+    let mut out = vec![0.0f32; DV];
+    let mut j = 0usize;
+    Case {
+        name: format!("push_cold {}", level.name()),
+        bytes: (12 * t * DV + 12 * t) as f64,
+        calls: h,
+        run: Box::new(move |n| {
+            for _ in 0..n {
+                heads[j].push_token(&q, &k, &v, &mut out).unwrap();
+                black_box(&out);
+                j = (j + 1) % heads.len();
             }
         }),
         samples: vec![],
@@ -87,7 +120,12 @@ fn enc(kind: &str, x: f32) -> u16 {
     }
 }
 
-fn decode_case(level: Level, n: usize, k: &std::rc::Rc<Vec<f32>>, v: &std::rc::Rc<Vec<f32>>) -> Case {
+fn decode_case(
+    level: Level,
+    n: usize,
+    k: &std::rc::Rc<Vec<f32>>,
+    v: &std::rc::Rc<Vec<f32>>,
+) -> Case {
     let dec = ExactDecoder::new(level).unwrap();
     let q = Rng(9).vec(D, 1.0);
     let (k, v) = (k.clone(), v.clone());
@@ -99,7 +137,8 @@ fn decode_case(level: Level, n: usize, k: &std::rc::Rc<Vec<f32>>, v: &std::rc::R
         calls: (65536 * 4 / n).clamp(1, 256),
         run: Box::new(move |c| {
             for _ in 0..c {
-                dec.decode(&q, &k[..n * D], &v[..n * DV], scale, &mut out).unwrap();
+                dec.decode(&q, &k[..n * D], &v[..n * DV], scale, &mut out)
+                    .unwrap();
                 black_box(&out);
             }
         }),
@@ -138,7 +177,11 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "quick");
     let rounds = if quick { 5 } else { 21 };
-    let levels: Vec<Level> = Level::ALL.iter().copied().filter(|l| l.supported()).collect();
+    let levels: Vec<Level> = Level::ALL
+        .iter()
+        .copied()
+        .filter(|l| l.supported())
+        .collect();
     let t = attnsketch::FeatureMap::new(D, 2).unwrap().len();
     println!(
         "# attnsketch levels bench: d = dv = {D}, g = 2, t = {t}; best level {}; rounds {rounds} (median)",
@@ -150,6 +193,7 @@ fn main() {
             cases.push(push_case(lv, kind, 64));
         }
     }
+    cases.push(cold_case(Level::detect(), 48));
     cases.push(memcpy_case(8 * t * DV));
     let ns = [512usize, 1024, 1536, 2048, 4096, 8192, 16384, 32768, 65536];
     let nmax = *ns.last().unwrap();
@@ -173,12 +217,26 @@ fn main() {
         }
     }
     let mut med = std::collections::HashMap::new();
-    println!("{:<28} {:>12} {:>10}", "case", "us/call", "GB/s");
+    println!(
+        "{:<28} {:>12} {:>10} {:>12}",
+        "case", "us/call", "GB/s", "min us/call"
+    );
     for c in cases.iter_mut() {
         let m = median(&mut c.samples);
+        let lo = c.samples[0];
         med.insert(c.name.clone(), m);
-        let gbs = if c.bytes > 0.0 { c.bytes / m / 1e9 } else { 0.0 };
-        println!("{:<28} {:>12.3} {:>10.2}", c.name, m * 1e6, gbs);
+        let gbs = if c.bytes > 0.0 {
+            c.bytes / m / 1e9
+        } else {
+            0.0
+        };
+        println!(
+            "{:<28} {:>12.3} {:>10.2} {:>12.3}",
+            c.name,
+            m * 1e6,
+            gbs,
+            lo * 1e6
+        );
     }
     let get = |k: &str| med[k];
     println!("\n# ratios (same run)");
@@ -211,6 +269,15 @@ fn main() {
             line += &format!(" n={n}:{r:.2}");
         }
         println!("{:<8} exact/push time ratio:{line}", lv.name());
+        if lv == Level::detect() {
+            let cold = get(&format!("push_cold {}", lv.name()));
+            println!(
+                "{:<8} cold push (48 heads round-robin) {:.1} us: exact n=65536 / cold push = {:.1}",
+                lv.name(),
+                cold * 1e6,
+                get(&format!("exact n=65536 {}", lv.name())) / cold
+            );
+        }
         println!(
             "{:<8} push beats exact from n = {} on (of the sizes above)",
             lv.name(),

@@ -34,15 +34,21 @@ done
 echo
 echo "# side by side: us/call per build (rows: case; columns: -C target-cpu)"
 printf '%-28s' case; for cpu in "${cpus[@]}"; do printf ' %12s' "$cpu"; done; echo
-first=${cpus[0]}
-awk '/^(push|memcpy|exact)/ { print $1" "$2" "$3 }' "$out/$first.txt" | while read -r a b c; do
-  key="$a $b"
-  [[ $a == memcpy ]] && key="$a $b $c"
-  printf '%-28s' "$key"
-  for cpu in "${cpus[@]}"; do
-    v=$(grep -F -- "$key " "$out/$cpu.txt" | head -1 | awk -v n="$(wc -w <<<"$key")" '{print $(n+1)}')
-    printf ' %12s' "${v:--}"
-  done
-  echo
-done
+files=()
+for cpu in "${cpus[@]}"; do files+=("$out/$cpu.txt"); done
+# Case names fill the first 28 columns; the median us/call follows.
+awk -v nf="${#files[@]}" '
+  FNR == 1 { f++ }
+  /^(push|memcpy|exact)/ {
+    key = substr($0, 1, 28); split(substr($0, 29), a, " ")
+    if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+    val[key, f] = a[1]
+  }
+  END {
+    for (i = 1; i <= n; i++) {
+      line = order[i]
+      for (j = 1; j <= nf; j++) line = line sprintf(" %12s", ((order[i], j) in val) ? val[order[i], j] : "-")
+      print line
+    }
+  }' "${files[@]}"
 rm -rf "$out"

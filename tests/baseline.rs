@@ -10,7 +10,12 @@ fn reference(q: &[f32], k: &[f32], v: &[f32], scale: f64, dv: usize) -> Vec<f64>
     let d = q.len();
     let n = k.len() / d;
     let s: Vec<f64> = (0..n)
-        .map(|j| scale * (0..d).map(|c| q[c] as f64 * k[j * d + c] as f64).sum::<f64>())
+        .map(|j| {
+            scale
+                * (0..d)
+                    .map(|c| q[c] as f64 * k[j * d + c] as f64)
+                    .sum::<f64>()
+        })
         .collect();
     let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
@@ -38,7 +43,16 @@ fn exact_decode_matches_reference_every_level() {
             }
         };
         ran += 1;
-        for &(d, dv) in &[(1usize, 1usize), (3, 5), (8, 8), (15, 17), (16, 16), (31, 33), (64, 64), (65, 130)] {
+        for &(d, dv) in &[
+            (1usize, 1usize),
+            (3, 5),
+            (8, 8),
+            (15, 17),
+            (16, 16),
+            (31, 33),
+            (64, 64),
+            (65, 130),
+        ] {
             for &n in &[0usize, 1, 3, 4, 5, 63, 64, 65, 129, 700] {
                 let q = rng.vec(d, 2.0);
                 let k = rng.vec(n * d, 2.0);
@@ -51,7 +65,12 @@ fn exact_decode_matches_reference_every_level() {
                 }
                 let want = reference(&q, &k, &v, 1.0, dv);
                 for c in 0..dv {
-                    assert!((out[c] as f64 - want[c]).abs() <= 1e-5, "{lv:?} d={d} dv={dv} n={n} c={c}: {} vs {}", out[c], want[c]);
+                    assert!(
+                        (out[c] as f64 - want[c]).abs() <= 1e-5,
+                        "{lv:?} d={d} dv={dv} n={n} c={c}: {} vs {}",
+                        out[c],
+                        want[c]
+                    );
                 }
             }
         }
@@ -64,7 +83,12 @@ fn exact_decode_matches_reference_every_level() {
         dec.decode(&q, &k, &v, 1.0, &mut out).unwrap();
         let want = reference(&q, &k, &v, 1.0, dv);
         for c in 0..dv {
-            assert!((out[c] as f64 - want[c]).abs() <= 1e-5, "{lv:?} growing: {} vs {}", out[c], want[c]);
+            assert!(
+                (out[c] as f64 - want[c]).abs() <= 1e-5,
+                "{lv:?} growing: {} vs {}",
+                out[c],
+                want[c]
+            );
         }
         assert!(dec.decode(&q, &k[..5], &v, 1.0, &mut out).is_err());
     }

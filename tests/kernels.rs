@@ -49,7 +49,11 @@ fn detect_honours_env_cap() {
     } else {
         assert_eq!(Level::detect(), best);
     }
-    eprintln!("best level {}, detected {}", best.name(), Level::detect().name());
+    eprintln!(
+        "best level {}, detected {}",
+        best.name(),
+        Level::detect().name()
+    );
 }
 
 #[test]
@@ -114,14 +118,21 @@ fn check_d(level: Level, got: &[f32], want: &[f64], d0: &[f32], a: &[f32], v: &[
     for (j, (&g, &w)) in got.iter().zip(want).enumerate() {
         let (i, c) = (j / dv, j % dv);
         let tol = 2.0 * U * (d0[j].abs() as f64 + (a[i] as f64 * v[c] as f64).abs()) + 1e-35;
-        assert!((g as f64 - w).abs() <= tol, "{level:?} dv={dv} d[{i},{c}]: {g} vs {w}");
+        assert!(
+            (g as f64 - w).abs() <= tol,
+            "{level:?} dv={dv} d[{i},{c}]: {g} vs {w}"
+        );
     }
 }
 
 fn check_acc(level: Level, what: &str, got: &[f32], want: &[f64], mag: &[f64], t: usize) {
     for (c, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
         let tol = (t as f64 + 3.0) * 2.0 * U * m + 1e-35;
-        assert!((g as f64 - w).abs() <= tol, "{level:?} {what} dv={} c={c}: {g} vs {w} (tol {tol})", got.len());
+        assert!(
+            (g as f64 - w).abs() <= tol,
+            "{level:?} {what} dv={} c={c}: {g} vs {w} (tol {tol})",
+            got.len()
+        );
     }
 }
 
@@ -201,8 +212,16 @@ fn z_passes_match_reference_all_lengths() {
             (k.absorb_z)(&mut zd2, &phik);
             assert_eq!(bits(&zd2), bits(&zd_p), "{:?} n={n} absorb_z", k.level);
             let (den, mag) = (k.query_z)(&zs, &zd0, &phiq);
-            assert!((den as f64 - den_q).abs() <= tol, "{:?} n={n} qden", k.level);
-            assert!((mag as f64 - mag_q).abs() <= tol, "{:?} n={n} qmag", k.level);
+            assert!(
+                (den as f64 - den_q).abs() <= tol,
+                "{:?} n={n} qden",
+                k.level
+            );
+            assert!(
+                (mag as f64 - mag_q).abs() <= tol,
+                "{:?} n={n} qmag",
+                k.level
+            );
         }
     }
 }
@@ -236,14 +255,24 @@ fn max_abs_exact_with_specials_at_every_position() {
         let base = rng.vec(n, 10.0);
         let want = base.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for k in levels() {
-            assert_eq!((k.max_abs)(&base).to_bits(), want.to_bits(), "{:?} n={n}", k.level);
+            assert_eq!(
+                (k.max_abs)(&base).to_bits(),
+                want.to_bits(),
+                "{:?} n={n}",
+                k.level
+            );
             for pos in 0..n {
                 for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1e30] {
                     let mut x = base.clone();
                     x[pos] = special;
                     let p = portable::max_abs(&x);
                     let g = (k.max_abs)(&x);
-                    assert_eq!(g.to_bits(), p.to_bits(), "{:?} n={n} pos={pos} {special}", k.level);
+                    assert_eq!(
+                        g.to_bits(),
+                        p.to_bits(),
+                        "{:?} n={n} pos={pos} {special}",
+                        k.level
+                    );
                     if !special.is_finite() {
                         assert_eq!(g, f32::INFINITY);
                     }
@@ -256,8 +285,14 @@ fn max_abs_exact_with_specials_at_every_position() {
 #[test]
 fn conversions_bit_exact_vs_half() {
     let all: Vec<u16> = (0..=u16::MAX).collect();
-    let want16: Vec<u32> = all.iter().map(|&h| half::f16::from_bits(h).to_f32().to_bits()).collect();
-    let wantb: Vec<u32> = all.iter().map(|&h| half::bf16::from_bits(h).to_f32().to_bits()).collect();
+    let want16: Vec<u32> = all
+        .iter()
+        .map(|&h| half::f16::from_bits(h).to_f32().to_bits())
+        .collect();
+    let wantb: Vec<u32> = all
+        .iter()
+        .map(|&h| half::bf16::from_bits(h).to_f32().to_bits())
+        .collect();
     let mut all_k: Vec<&Kernels> = vec![&portable::KERNELS];
     all_k.extend(levels());
     for k in all_k {
@@ -291,7 +326,13 @@ fn conversions_bit_exact_vs_half() {
 #[test]
 fn whole_sketch_per_level_matches_reference() {
     let mut rng = Rng(66);
-    for &(d, dv, n) in &[(1usize, 1usize, 40usize), (7, 9, 70), (16, 17, 150), (33, 70, 40), (64, 64, 130)] {
+    for &(d, dv, n) in &[
+        (1usize, 1usize, 40usize),
+        (7, 9, 70),
+        (16, 17, 150),
+        (33, 70, 40),
+        (64, 64, 130),
+    ] {
         let q = rng.vec(n * d, 1.0);
         let k = rng.vec(n * d, 1.0);
         let v = rng.vec(n * dv, 1.0);

@@ -35,7 +35,10 @@ fn levels_through_the_c_abi() {
             assert_eq!(name(unsafe { as_sketch_level_name(h) }), lv.name());
             let x = [0.25f32; 8];
             let mut out = [0.0f32; 8];
-            assert_eq!(unsafe { as_push_token(h, x.as_ptr(), x.as_ptr(), x.as_ptr(), out.as_mut_ptr()) }, AS_OK);
+            assert_eq!(
+                unsafe { as_push_token(h, x.as_ptr(), x.as_ptr(), x.as_ptr(), out.as_mut_ptr()) },
+                AS_OK
+            );
             assert!(out.iter().all(|&o| (o - 0.25).abs() < 1e-6), "{out:?}");
             unsafe { as_free(h) };
         } else {
@@ -45,7 +48,10 @@ fn levels_through_the_c_abi() {
         }
     }
     let mut h: *mut as_sketch = ptr::null_mut();
-    assert_eq!(unsafe { as_create_at_level(&c, 99, &mut h) }, AS_ERR_INVALID_ARG);
+    assert_eq!(
+        unsafe { as_create_at_level(&c, 99, &mut h) },
+        AS_ERR_INVALID_ARG
+    );
     assert_eq!(as_set_cpu_level(99), AS_ERR_INVALID_ARG);
     assert_eq!(as_cpu_level_supported(99), 0);
     assert!(unsafe { as_sketch_level_name(ptr::null()) }.is_null());

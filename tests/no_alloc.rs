@@ -41,10 +41,22 @@ fn per_token_path_allocates_nothing() {
     let (d, dv) = (24usize, 20usize);
     let q: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin()).collect();
     let v: Vec<f32> = (0..dv).map(|i| (i as f32 * 0.11).cos()).collect();
-    let h16: Vec<u16> = q.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
-    let hv16: Vec<u16> = v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
-    let hb: Vec<u16> = q.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
-    let hvb: Vec<u16> = v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
+    let h16: Vec<u16> = q
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect();
+    let hv16: Vec<u16> = v
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect();
+    let hb: Vec<u16> = q
+        .iter()
+        .map(|&x| half::bf16::from_f32(x).to_bits())
+        .collect();
+    let hvb: Vec<u16> = v
+        .iter()
+        .map(|&x| half::bf16::from_f32(x).to_bits())
+        .collect();
     let mut out = vec![0.0f32; dv];
     let mut checked = 0;
     COUNTED.with(|c| c.set(true));
@@ -57,10 +69,20 @@ fn per_token_path_allocates_nothing() {
         let ffi = {
             let c = attnsketch::ffi::to_c(&cfg);
             let mut p = std::ptr::null_mut();
-            assert_eq!(unsafe { attnsketch::ffi::as_create_at_level(&c, lv as u32, &mut p) }, 0);
+            assert_eq!(
+                unsafe { attnsketch::ffi::as_create_at_level(&c, lv as u32, &mut p) },
+                0
+            );
             p
         };
-        let mut nc = Sketch::with_level(&Config { mode: Mode::NonCausal, ..cfg.clone() }, lv).unwrap();
+        let mut nc = Sketch::with_level(
+            &Config {
+                mode: Mode::NonCausal,
+                ..cfg.clone()
+            },
+            lv,
+        )
+        .unwrap();
         // Warm-up: first query sizes the thread-local query scratch.
         h.push_token(&q, &q, &v, &mut out).unwrap();
         h.query(&q, &mut out).unwrap();
@@ -74,13 +96,27 @@ fn per_token_path_allocates_nothing() {
             h.push_token_bf16(&hb, &hb, &hvb, &mut out).unwrap();
             h.query(&q, &mut out).unwrap();
             unsafe {
-                assert_eq!(attnsketch::ffi::as_push_token(ffi, q.as_ptr(), q.as_ptr(), v.as_ptr(), out.as_mut_ptr()), 0);
+                assert_eq!(
+                    attnsketch::ffi::as_push_token(
+                        ffi,
+                        q.as_ptr(),
+                        q.as_ptr(),
+                        v.as_ptr(),
+                        out.as_mut_ptr()
+                    ),
+                    0
+                );
             }
             nc.append_kv(&q, &v).unwrap();
             nc.push_query(&q, &mut out).unwrap();
         }
         let after = ALLOCS.load(Ordering::SeqCst);
-        assert_eq!(after - before, 0, "{lv:?}: {} allocations on the per-token path", after - before);
+        assert_eq!(
+            after - before,
+            0,
+            "{lv:?}: {} allocations on the per-token path",
+            after - before
+        );
         // The counter works: a handle creation allocates.
         let _h2 = Sketch::with_level(&cfg, lv).unwrap();
         assert!(ALLOCS.load(Ordering::SeqCst) > after);

@@ -67,9 +67,16 @@ impl ExactDecoder {
 
     /// `out = softmax(scale q K^T) V` for `K`: n x d, `V`: n x dv row-major
     /// (`n = k.len() / d`). `InvalidArg` on mismatched shapes. `n = 0` gives zeros.
-    pub fn decode(&self, q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) -> Result<()> {
+    pub fn decode(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        scale: f32,
+        out: &mut [f32],
+    ) -> Result<()> {
         let (d, dv) = (q.len(), out.len());
-        if d == 0 || dv == 0 || k.len() % d != 0 || v.len() != (k.len() / d) * dv {
+        if d == 0 || dv == 0 || !k.len().is_multiple_of(d) || v.len() != (k.len() / d) * dv {
             return Err(Error::InvalidArg);
         }
         (self.f)(q, k, v, scale, out);
@@ -180,7 +187,13 @@ fn exp_neg<const FMA: bool>(x: f32) -> f32 {
 
 /// The online-softmax pass (see the module doc).
 #[inline(always)]
-fn decode<const L: usize, const FMA: bool>(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
+fn decode<const L: usize, const FMA: bool>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
     let (d, dv) = (q.len(), out.len());
     let n = k.len() / d;
     out.fill(0.0);
@@ -200,7 +213,11 @@ fn decode<const L: usize, const FMA: bool>(q: &[f32], k: &[f32], v: &[f32], scal
         }
         if mb > m {
             // Rescale what was accumulated under the old max (0 at the start).
-            let c = if m == f32::NEG_INFINITY { 0.0 } else { exp_neg::<FMA>(m - mb) };
+            let c = if m == f32::NEG_INFINITY {
+                0.0
+            } else {
+                exp_neg::<FMA>(m - mb)
+            };
             l_sum *= c;
             for o in out.iter_mut() {
                 *o *= c;
@@ -248,7 +265,13 @@ fn decode<const L: usize, const FMA: bool>(q: &[f32], k: &[f32], v: &[f32], scal
 /// The CPU supports `V`'s instructions; `k.len() == n d`, `v.len() == n dv`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn decode_v<V: vector::Vector>(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
+unsafe fn decode_v<V: vector::Vector>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
     let (d, dv) = (q.len(), out.len());
     let n = k.len() / d;
     let l = V::L;
@@ -289,7 +312,11 @@ unsafe fn decode_v<V: vector::Vector>(q: &[f32], k: &[f32], v: &[f32], scale: f3
                 mb = mb.max(s);
             }
             if mb > m {
-                let c = if m == f32::NEG_INFINITY { 0.0 } else { exp_neg::<true>(m - mb) };
+                let c = if m == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp_neg::<true>(m - mb)
+                };
                 l_sum *= c;
                 for o in out.iter_mut() {
                     *o *= c;
@@ -309,8 +336,18 @@ unsafe fn decode_v<V: vector::Vector>(q: &[f32], k: &[f32], v: &[f32], scale: f3
             while jj + 4 <= bl {
                 let r0 = vp.add((j0 + jj) * dv);
                 let (r1, r2, r3) = (r0.add(dv), r0.add(2 * dv), r0.add(3 * dv));
-                let w = [*scp.add(jj), *scp.add(jj + 1), *scp.add(jj + 2), *scp.add(jj + 3)];
-                let (w0, w1, w2, w3) = (V::splat(w[0]), V::splat(w[1]), V::splat(w[2]), V::splat(w[3]));
+                let w = [
+                    *scp.add(jj),
+                    *scp.add(jj + 1),
+                    *scp.add(jj + 2),
+                    *scp.add(jj + 3),
+                ];
+                let (w0, w1, w2, w3) = (
+                    V::splat(w[0]),
+                    V::splat(w[1]),
+                    V::splat(w[2]),
+                    V::splat(w[3]),
+                );
                 let mut c = 0;
                 while c + l <= dv {
                     let mut o = V::load(op.add(c));
@@ -338,7 +375,8 @@ unsafe fn decode_v<V: vector::Vector>(q: &[f32], k: &[f32], v: &[f32], scale: f3
                 let wv = V::splat(w);
                 let mut c = 0;
                 while c + l <= dv {
-                    wv.fmadd(V::load(r.add(c)), V::load(op.add(c))).store(op.add(c));
+                    wv.fmadd(V::load(r.add(c)), V::load(op.add(c)))
+                        .store(op.add(c));
                     c += l;
                 }
                 while c < dv {

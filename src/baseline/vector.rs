@@ -20,7 +20,14 @@ pub(super) trait Vector: Copy {
 }
 
 /// Cephes expf coefficients and the split of ln 2.
-pub(super) const EXP_P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+pub(super) const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 pub(super) const LN2_HI: f32 = 0.693_359_4;
 pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
 
@@ -69,8 +76,14 @@ impl Vector for __m256 {
             for &c in &EXP_P[1..] {
                 p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
             }
-            let p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
-            let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+            let p = _mm256_add_ps(
+                _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+                _mm256_set1_ps(1.0),
+            );
+            let e = _mm256_slli_epi32(
+                _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                23,
+            );
             _mm256_mul_ps(p, _mm256_castsi256_ps(e))
         }
     }
@@ -116,8 +129,14 @@ impl Vector for __m512 {
             for &c in &EXP_P[1..] {
                 p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
             }
-            let p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
-            let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)));
+            let p = _mm512_add_ps(
+                _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+                _mm512_set1_ps(1.0),
+            );
+            let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+                _mm512_cvtps_epi32(n),
+                _mm512_set1_epi32(127),
+            ));
             _mm512_mul_ps(p, _mm512_castsi512_ps(e))
         }
     }

@@ -30,7 +30,9 @@ fn level(v: as_cpu_level) -> Result<Level, Error> {
 /// `as_set_cpu_level`. Static, never NULL.
 #[no_mangle]
 pub extern "C" fn as_cpu_level_name() -> *const c_char {
-    guard_value(b"portable\0".as_ptr(), || Level::detect().c_name().as_ptr()) as *const c_char
+    guard_value(c"portable".as_ptr(), || {
+        Level::detect().c_name().as_ptr() as *const c_char
+    })
 }
 
 /// The level new handles get (as `as_cpu_level_name`).

@@ -136,7 +136,10 @@ unsafe fn weight_imp(x: &mut [f32], w: &[f32], alpha: f32) {
         let va = _mm256_set1_ps(alpha);
         let mut i = 0;
         while i + W <= n {
-            st(xp.add(i), _mm256_mul_ps(ld(xp.add(i)), _mm256_mul_ps(ld(wp.add(i)), va)));
+            st(
+                xp.add(i),
+                _mm256_mul_ps(ld(xp.add(i)), _mm256_mul_ps(ld(wp.add(i)), va)),
+            );
             i += W;
         }
         while i < n {
@@ -191,8 +194,16 @@ unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bo
         }
         let (mut sp, mut dp) = (p.s, p.d);
         for i in 0..p.rows {
-            let a = if UPD { _mm256_set1_ps(*p.phik.add(i)) } else { z };
-            let b = if ACC { _mm256_set1_ps(*p.phiq.add(i)) } else { z };
+            let a = if UPD {
+                _mm256_set1_ps(*p.phik.add(i))
+            } else {
+                z
+            };
+            let b = if ACC {
+                _mm256_set1_ps(*p.phiq.add(i))
+            } else {
+                z
+            };
             for j in 0..N {
                 let mut m = ld(dp.add(j * W));
                 if UPD {
@@ -387,7 +398,15 @@ unsafe fn z_pass<const UPD: bool>(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
     let n = zs.len().min(zd.len()).min(phik.len()).min(phiq.len());
-    unsafe { z_pass::<true>(zs.as_ptr(), zd.as_mut_ptr(), phik.as_ptr(), phiq.as_ptr(), n) }
+    unsafe {
+        z_pass::<true>(
+            zs.as_ptr(),
+            zd.as_mut_ptr(),
+            phik.as_ptr(),
+            phiq.as_ptr(),
+            n,
+        )
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -498,7 +517,10 @@ unsafe fn convert(src: &[u16], dst: &mut [f32], cvt: impl Fn(__m128i) -> __m256)
             let mut hb = [0u16; W];
             let mut fb = [0.0f32; W];
             core::ptr::copy_nonoverlapping(sp.add(i), hb.as_mut_ptr(), r);
-            st(fb.as_mut_ptr(), cvt(_mm_loadu_si128(hb.as_ptr() as *const __m128i)));
+            st(
+                fb.as_mut_ptr(),
+                cvt(_mm_loadu_si128(hb.as_ptr() as *const __m128i)),
+            );
             core::ptr::copy_nonoverlapping(fb.as_ptr(), dp.add(i), r);
         }
     }

@@ -106,7 +106,9 @@ unsafe fn expand_imp(map: &FeatureMap, x: &[f32], out: &mut [f32]) {
         map.for_each_copy(|i, src, dst, len| {
             let va = _mm512_set1_ps(*xp.add(i));
             let (s, d) = (op.add(src), op.add(dst));
-            each(len, |j, k| stm(d.add(j), k, _mm512_mul_ps(va, ldm(s.add(j), k))));
+            each(len, |j, k| {
+                stm(d.add(j), k, _mm512_mul_ps(va, ldm(s.add(j), k)))
+            });
         });
     }
 }
@@ -166,8 +168,16 @@ unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bo
         }
         let (mut sp, mut dp) = (p.s, p.d);
         for i in 0..p.rows {
-            let a = if UPD { _mm512_set1_ps(*p.phik.add(i)) } else { z };
-            let b = if ACC { _mm512_set1_ps(*p.phiq.add(i)) } else { z };
+            let a = if UPD {
+                _mm512_set1_ps(*p.phik.add(i))
+            } else {
+                z
+            };
+            let b = if ACC {
+                _mm512_set1_ps(*p.phiq.add(i))
+            } else {
+                z
+            };
             for j in 0..N {
                 let mut m = ld(dp.add(j * W));
                 if UPD {
@@ -344,7 +354,15 @@ unsafe fn z_pass<const UPD: bool>(
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
 unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
     let n = zs.len().min(zd.len()).min(phik.len()).min(phiq.len());
-    unsafe { z_pass::<true>(zs.as_ptr(), zd.as_mut_ptr(), phik.as_ptr(), phiq.as_ptr(), n) }
+    unsafe {
+        z_pass::<true>(
+            zs.as_ptr(),
+            zd.as_mut_ptr(),
+            phik.as_ptr(),
+            phiq.as_ptr(),
+            n,
+        )
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
@@ -358,7 +376,15 @@ unsafe fn query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32) {
 unsafe fn absorb_z_imp(zd: &mut [f32], phik: &[f32]) {
     let n = zd.len().min(phik.len());
     let (zp, kp) = (zd.as_mut_ptr(), phik.as_ptr());
-    unsafe { each(n, |i, k| stm(zp.add(i), k, _mm512_add_ps(ldm(zp.add(i), k), ldm(kp.add(i), k)))) }
+    unsafe {
+        each(n, |i, k| {
+            stm(
+                zp.add(i),
+                k,
+                _mm512_add_ps(ldm(zp.add(i), k), ldm(kp.add(i), k)),
+            )
+        })
+    }
 }
 
 /// TwoSum, elementwise; never contracted into FMAs (bitwise equal to `portable`).
@@ -371,7 +397,10 @@ unsafe fn flush_imp(s: &mut [f32], d: &mut [f32]) {
             let (a, b) = (ldm(sp.add(i), k), ldm(dp.add(i), k));
             let sum = _mm512_add_ps(a, b);
             let bb = _mm512_sub_ps(sum, a);
-            let err = _mm512_add_ps(_mm512_sub_ps(a, _mm512_sub_ps(sum, bb)), _mm512_sub_ps(b, bb));
+            let err = _mm512_add_ps(
+                _mm512_sub_ps(a, _mm512_sub_ps(sum, bb)),
+                _mm512_sub_ps(b, bb),
+            );
             stm(sp.add(i), k, sum);
             stm(dp.add(i), k, err);
         });
@@ -422,7 +451,11 @@ unsafe fn bf16_to_f32_imp(src: &[u16], dst: &mut [f32]) {
             let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff));
             let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80));
             let q = _mm512_mask_or_epi32(x, nan, x, _mm512_set1_epi32(0x40));
-            stm(dp.add(i), k, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(q)));
+            stm(
+                dp.add(i),
+                k,
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(q)),
+            );
         });
     }
 }
