@@ -16,6 +16,7 @@ pub mod version;
 
 pub use bank::*;
 pub use config::*;
+pub use handles::{as_bank, as_sketch};
 pub use sketch::*;
 pub use status::*;
 pub use version::*;
