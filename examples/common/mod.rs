@@ -2,6 +2,9 @@
 //! format and a tiny deterministic RNG.
 #![allow(dead_code)]
 
+pub mod peers;
+pub mod plot;
+
 use std::path::{Path, PathBuf};
 
 /// One attention head: Q, K, V and the exact causal output O, each n x d row-major.
