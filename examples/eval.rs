@@ -26,6 +26,7 @@ fn methods() -> Vec<(&'static str, Method)> {
         ("H2O", peers::h2o as Method),
         ("Taylor-2", peers::taylor2 as Method),
         ("Performer", peers::performer as Method),
+        ("attnsketch", peers::attnsketch as Method),
     ]
 }
 
@@ -111,8 +112,9 @@ fn main() {
         print!(" {:>13}", n);
     }
     println!(" {:>13}", "best peer");
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); budgets.len()];
     for (h, per_budget) in heads.iter().zip(&results) {
-        for (kib, cells) in budgets.iter().zip(per_budget) {
+        for (bi, (kib, cells)) in budgets.iter().zip(per_budget).enumerate() {
             print!("{:<8} {:>5} KiB", h.name, kib);
             for c in cells {
                 match c.err {
@@ -120,12 +122,37 @@ fn main() {
                     None => print!(" {:>13}", "-"),
                 }
             }
-            let best = cells
+            let n = cells.len();
+            let best = cells[..n - 1]
                 .iter()
                 .filter_map(|c| c.err)
                 .fold(f64::INFINITY, f64::min);
-            println!(" {:>13.4}", best);
+            match cells[n - 1].err {
+                Some(e) => {
+                    println!(" {:>13.4}   ours/best {:.2}", best, e / best);
+                    ratios[bi].push(e / best);
+                }
+                None => println!(" {:>13.4}", best),
+            }
         }
+    }
+    println!("\nattnsketch error / best peer error, per budget over the heads:");
+    for (kib, r) in budgets.iter().zip(ratios.iter_mut()) {
+        if r.is_empty() {
+            continue;
+        }
+        r.sort_by(|a, b| a.total_cmp(b));
+        let med = if r.len() % 2 == 1 {
+            r[r.len() / 2]
+        } else {
+            0.5 * (r[r.len() / 2 - 1] + r[r.len() / 2])
+        };
+        println!(
+            "  {kib:>5} KiB: median {med:.2}, worst {:.2}, heads where ours is better {}/{}",
+            r[r.len() - 1],
+            r.iter().filter(|&&x| x <= 1.0).count(),
+            r.len()
+        );
     }
     println!("\nbytes actually used (first head):");
     for (kib, cells) in budgets.iter().zip(&results[0]) {

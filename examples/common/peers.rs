@@ -290,3 +290,48 @@ pub fn performer(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> 
         bytes: m * (dv + 1) * 4,
     })
 }
+
+/// attnsketch itself, through the C ABI: `as_config_for_budget`, then every
+/// token through `as_push_tokens`; bytes are `as_state_bytes`.
+pub fn attnsketch(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    use attnsketch::ffi::*;
+    let (d, dv) = (h.d, h.d);
+    unsafe {
+        let mut cfg = std::mem::zeroed::<as_config>();
+        if as_config_init(&mut cfg, d as u32) != AS_OK {
+            return None;
+        }
+        cfg.value_dim = dv as u32;
+        cfg.scale = h.scale;
+        if as_config_for_budget(&mut cfg, budget) != AS_OK {
+            return None;
+        }
+        let mut s = std::ptr::null_mut();
+        if as_create(&cfg, &mut s) != AS_OK {
+            return None;
+        }
+        let mut all = vec![0.0f32; h.n * dv];
+        let chunk = 512;
+        let mut j = 0;
+        while j < h.n {
+            let m = chunk.min(h.n - j);
+            let st = as_push_tokens(
+                s,
+                m,
+                h.q[j * d..].as_ptr(),
+                h.k[j * d..].as_ptr(),
+                h.v[j * dv..].as_ptr(),
+                all[j * dv..].as_mut_ptr(),
+            );
+            assert_eq!(st, AS_OK);
+            j += m;
+        }
+        let bytes = as_state_bytes(s);
+        as_free(s);
+        let out = rows
+            .iter()
+            .flat_map(|&r| all[r * dv..(r + 1) * dv].iter().map(|&x| x as f64))
+            .collect();
+        Some(PeerResult { out, bytes })
+    }
+}
