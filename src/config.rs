@@ -87,7 +87,13 @@ impl Config {
         c.recovery_k = 0;
         c.retrieval_k = 0;
         let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
+        let (d, dv) = (self.head_dim as usize, self.value_dim as usize);
         for groups in [hybrid::DEFAULT_GROUPS as u32, 16, 8, 4, 1] {
+            // The tail takes at most ~1/8 of the budget; the rest goes to exact tokens.
+            let tail = (groups as usize + 1) * (1 + 2 * d + dv) * 8;
+            if groups > 1 && tail * 8 > bytes {
+                continue;
+            }
             c.tail_groups = groups;
             c.sink_tokens = 4;
             // Dynamic slots D: window D - BAND (its maximum), heavy BAND.
