@@ -25,6 +25,8 @@
 
 pub mod baseline;
 pub mod config;
+#[doc(hidden)]
+pub mod drift;
 pub mod error;
 pub mod ffi;
 pub mod kernels;
