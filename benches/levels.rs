@@ -5,9 +5,10 @@
 //! median per case is reported, so the ratios are side by side even on a
 //! shared machine. d = dv = 64, g = 2 (t = 2145) unless stated.
 //!
-//! Usage: `levels [quick]`, or `levels count <level> <tokens>` (pushes that
-//! many tokens and exits: run it under callgrind twice to get instructions
-//! per token as the difference).
+//! Usage: `levels --bench [quick]` (what `cargo bench` passes; without
+//! `--bench`, as under `cargo test --all-targets`, a one-round smoke run), or
+//! `levels count <level> <tokens>` (pushes that many tokens and exits: run it
+//! under callgrind twice to get instructions per token as the difference).
 
 use attnsketch::baseline::ExactDecoder;
 use attnsketch::{Config, Level, Sketch};
@@ -176,7 +177,16 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "quick");
-    let rounds = if quick { 5 } else { 21 };
+    // `cargo bench` passes --bench; `cargo test --all-targets` passes nothing:
+    // then only a smoke run (one round, small sizes) so the suite stays fast.
+    let smoke = !quick && !args.iter().any(|a| a == "--bench");
+    let rounds = if smoke {
+        1
+    } else if quick {
+        5
+    } else {
+        21
+    };
     let levels: Vec<Level> = Level::ALL
         .iter()
         .copied()
@@ -193,15 +203,16 @@ fn main() {
             cases.push(push_case(lv, kind, 64));
         }
     }
-    cases.push(cold_case(Level::detect(), 48));
+    cases.push(cold_case(Level::detect(), if smoke { 2 } else { 48 }));
     cases.push(memcpy_case(8 * t * DV));
-    let ns = [512usize, 1024, 1536, 2048, 4096, 8192, 16384, 32768, 65536];
+    let all_ns = [512usize, 1024, 1536, 2048, 4096, 8192, 16384, 32768, 65536];
+    let ns = if smoke { &all_ns[..1] } else { &all_ns[..] };
     let nmax = *ns.last().unwrap();
     let mut rng = Rng(3);
     let kc = std::rc::Rc::new(rng.vec(nmax * D, 1.0));
     let vc = std::rc::Rc::new(rng.vec(nmax * DV, 1.0));
     for &lv in &levels {
-        for &n in &ns {
+        for &n in ns {
             cases.push(decode_case(lv, n, &kc, &vc));
         }
     }
@@ -258,7 +269,7 @@ fn main() {
         );
         let mut cross = None;
         let mut line = String::new();
-        for &n in &ns {
+        for &n in ns {
             let r = get(&format!("exact n={n} {}", lv.name())) / p;
             if r >= 1.0 && cross.is_none() {
                 cross = Some(n);
@@ -269,7 +280,7 @@ fn main() {
             line += &format!(" n={n}:{r:.2}");
         }
         println!("{:<8} exact/push time ratio:{line}", lv.name());
-        if lv == Level::detect() {
+        if lv == Level::detect() && !smoke {
             let cold = get(&format!("push_cold {}", lv.name()));
             println!(
                 "{:<8} cold push (48 heads round-robin) {:.1} us: exact n=65536 / cold push = {:.1}",

@@ -29,7 +29,7 @@ for cpu in "${cpus[@]}"; do
     cargo bench --bench levels --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*levels-[^"]*"' | tail -1 | cut -d'"' -f4)
   echo "# built $cpu: $exe"
-  "$exe" "$@" | tee "$out/$cpu.txt"
+  "$exe" --bench "$@" | tee "$out/$cpu.txt"
 done
 echo
 echo "# side by side: us/call per build (rows: case; columns: -C target-cpu)"

@@ -17,8 +17,8 @@ pub mod version;
 
 pub use bank::*;
 pub use config::*;
-pub use level::*;
 pub use handles::{as_bank, as_sketch};
+pub use level::*;
 pub use sketch::*;
 pub use status::*;
 pub use version::*;
