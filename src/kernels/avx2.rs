@@ -250,11 +250,12 @@ unsafe fn pass<const UPD: bool, const ACC: bool>(p: Pass) {
         let (n, rem) = (wc / W, wc % W);
         // SAFETY: columns c0..c0+wc of every row lie inside the arrays.
         unsafe {
+            // wrapping_add: a pass that does not use `acc` (absorb) gets NULL.
             let q = Pass {
-                s: p.s.add(c0),
-                d: p.d.add(c0),
-                v: p.v.add(c0),
-                acc: p.acc.add(c0),
+                s: p.s.wrapping_add(c0),
+                d: p.d.wrapping_add(c0),
+                v: p.v.wrapping_add(c0),
+                acc: p.acc.wrapping_add(c0),
                 ..p
             };
             let mask = tail_mask(rem);
