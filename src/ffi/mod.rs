@@ -6,16 +6,19 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
+pub mod alloc;
 pub mod bank;
 pub mod config;
 pub mod handles;
 pub mod panic;
+pub mod serialize;
 pub mod sketch;
 pub mod status;
 pub mod version;
 
 pub use bank::*;
 pub use config::*;
+pub use serialize::*;
 pub use sketch::*;
 pub use status::*;
 pub use version::*;

@@ -13,6 +13,11 @@ use crate::poly::{FeatureMap, Polynomial};
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::cell::RefCell;
 
+// Serialization and merge (issue 6): a child module so it can read the
+// private fields below without widening them.
+#[path = "serialize.rs"]
+pub mod serialize;
+
 /// Largest value any state element may reach (a running bound is kept and a
 /// token that could push past it is refused with [`Error::Range`]).
 pub const STATE_LIMIT: f64 = 1.2676506002282294e30; // 2^100

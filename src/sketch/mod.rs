@@ -5,4 +5,5 @@ mod head;
 pub mod state;
 
 pub use bank::Bank;
+pub use head::serialize;
 pub use head::{Sketch, NORM_REL, OUT_LIMIT, STATE_LIMIT};
