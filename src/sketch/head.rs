@@ -100,7 +100,7 @@ impl Sketch {
         );
         let map = FeatureMap::new(d, g)?;
         let t = map.len();
-        let poly = Polynomial::taylor(g);
+        let poly = Polynomial::try_taylor(g)?;
         let mut alphas = try_vec(g + 1, 0.0f32)?;
         poly.alphas(g, &mut alphas);
         Ok(Sketch {
