@@ -99,6 +99,28 @@ for src in "${SOURCES[@]}"; do
     fi
 done
 
+# 5. threads.c under TSan with the library itself instrumented (rustc
+#    -Zsanitizer=thread on the stable toolchain via RUSTC_BOOTSTRAP; std stays
+#    uninstrumented). gcc's libtsan lacks LLVM's __tsan_mem* entry points:
+#    tests/c/support/tsan_shim.c forwards them to the intercepted libc calls.
+echo "== threads.c against a TSan-instrumented libattnsketch"
+TLIB=$ROOT/target/tsan/x86_64-unknown-linux-gnu/release
+if RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" \
+    cargo build -q --release --lib --target x86_64-unknown-linux-gnu --target-dir "$ROOT/target/tsan"; then
+    "$CC" "${COMMON[@]}" -O1 -fsanitize=thread "$ROOT/tests/c/threads.c" "$ROOT/tests/c/support/tsan_shim.c" \
+        -L"$TLIB" -lattnsketch -lpthread -lm -Wl,-rpath,"$TLIB" -o "$OUT/threads-tsan-rust"
+    if [ "$(nm -D "$TLIB/libattnsketch.so" | grep -c __tsan_)" -gt 0 ]; then
+        note "ok   libattnsketch.so (tsan build) calls the TSan runtime"
+    else
+        note "FAIL libattnsketch.so (tsan build) is not instrumented"; fail=1
+    fi
+    if "$OUT/threads-tsan-rust" >"$OUT/threads-tsan-rust.log" 2>&1; then
+        note "ok   threads tsan (library instrumented)"; else
+        note "FAIL threads tsan (library instrumented)"; cat "$OUT/threads-tsan-rust.log"; fail=1; fi
+else
+    note "FAIL building the TSan-instrumented library"; fail=1
+fi
+
 echo "== summary"
 printf '%s\n' "${results[@]}"
 n_ok=$(printf '%s\n' "${results[@]}" | grep -c '^ok' || true)
