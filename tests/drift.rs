@@ -1,7 +1,7 @@
 //! CI-sized numerics at scale: 10^6 causal tokens at d = dv = 4, g = 2 stay
 //! within 1e-5 (normwise relative) of a compensated f64 reference, with
-//! every output finite. `examples/drift.rs` runs the same for 10^8 tokens.
-#[path = "../examples/drift.rs"]
+//! every output finite. `examples/drift_causal.rs` runs the same for 10^8 tokens.
+#[path = "../examples/drift_causal.rs"]
 mod drift;
 
 #[test]

@@ -2,7 +2,7 @@
 //! at small d and reports the relative drift of its state (M, z) from an f64
 //! reference (compensated f64 sums of the exact f64 features).
 //!
-//! Usage: `cargo run --release --example drift -- [N] [d] [g]`
+//! Usage: `cargo run --release --example drift_causal -- [N] [d] [g]`
 //! (d = dv; defaults 100000000 4 2). CI runs the 10^6 version in
 //! `tests/drift.rs`.
 //!
