@@ -4,7 +4,7 @@
 //! streaming tolerance.
 mod common;
 use attnsketch::sketch::serialize::{
-    CORE_FIXED_LEN, FORMAT_VERSION, HEADER_LEN, SECTION_HEADER_LEN,
+    CONF_LEN, CORE_FIXED_LEN, FORMAT_VERSION, HEADER_LEN, SECTION_HEADER_LEN,
 };
 use attnsketch::{Config, Error, Level, Mode, Sketch};
 use common::*;
@@ -48,7 +48,7 @@ fn fix_crc(b: &mut [u8]) {
 
 /// Offset of the CORE payload in a v1 buffer.
 fn core_off() -> usize {
-    HEADER_LEN + SECTION_HEADER_LEN + 52 + SECTION_HEADER_LEN
+    HEADER_LEN + SECTION_HEADER_LEN + CONF_LEN + SECTION_HEADER_LEN
 }
 
 const CONFIGS: &[(u32, u32, u32, Mode)] = &[
@@ -191,6 +191,8 @@ fn inconsistent_fields_with_valid_crc_are_refused() {
     );
     // A part this build lacks: unsupported.
     assert_eq!(edit(&|b| put32(b, cf + 28, 4)), Some(Error::Unsupported));
+    // Exact tokens (hybrid): no section in version 1, unsupported.
+    assert_eq!(edit(&|b| put32(b, cf + 44, 8)), Some(Error::Unsupported));
     // Core counters and values.
     assert_eq!(edit(&|b| put32(b, co + 32, 64)), Some(Error::Corrupt)); // since_flush
     assert_eq!(edit(&|b| put32(b, co + 36, 1)), Some(Error::Corrupt)); // reserved
@@ -359,4 +361,25 @@ fn merge_refusals_change_nothing() {
     let twin = Sketch::deserialize(&before_big).unwrap();
     assert_eq!(big.merge(&twin), Err(Error::Range));
     assert_eq!(big.serialize().unwrap(), before_big);
+}
+
+/// Hybrid heads (exact tokens) have no section in format version 1 and no
+/// merge rule yet: refused with UNSUPPORTED / WRONG_MODE, nothing changed.
+#[test]
+fn hybrid_heads_refuse_serialize_and_merge() {
+    let mut c = cfg(4, 4, 2, Mode::Causal, 1);
+    c.window_tokens = 8;
+    let Ok(mut h) = Sketch::new(&c) else {
+        panic!("hybrid config refused")
+    };
+    stream(&mut h, 3, 0, 20);
+    assert_eq!(h.serialize().err(), Some(Error::Unsupported));
+    let mut buf = vec![0u8; 1 << 16];
+    assert_eq!(h.serialize_into(&mut buf).err(), Some(Error::Unsupported));
+    let twin = h.clone();
+    assert_eq!(h.merge(&twin), Err(Error::WrongMode));
+    assert_eq!(h.token_count(), 20);
+    let mut plain = Sketch::new(&cfg(4, 4, 2, Mode::Causal, 1)).unwrap();
+    assert_eq!(plain.merge(&twin), Err(Error::InvalidArg)); // configs differ
+    assert_eq!(plain.token_count(), 0);
 }

@@ -18,6 +18,7 @@ pub mod version;
 
 pub use bank::*;
 pub use config::*;
+pub use handles::{as_bank, as_sketch};
 pub use serialize::*;
 pub use sketch::*;
 pub use status::*;

@@ -35,6 +35,7 @@ use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::kernels::Level;
 use crate::sketch::head::STATE_LIMIT;
+use crate::sketch::hybrid::Hybrid;
 use crate::sketch::state::FLUSH_INTERVAL;
 use core::sync::atomic::Ordering;
 
@@ -49,7 +50,7 @@ pub const SECTION_HEADER_LEN: usize = 12;
 /// Bytes of the CRC-32 trailer.
 pub const TRAILER_LEN: usize = 4;
 /// Bytes of the `CONF` payload in version 1.
-pub const CONF_LEN: usize = 52;
+pub const CONF_LEN: usize = 56;
 /// Bytes of the fixed part of the `CORE` payload (before the arrays).
 pub const CORE_FIXED_LEN: usize = 56;
 
@@ -175,6 +176,7 @@ fn write_config(c: &Config, w: &mut Writer) {
     w.u32(c.sink_tokens);
     w.u32(c.window_tokens);
     w.u32(c.heavy_tokens);
+    w.u32(c.tail_groups);
 }
 
 fn read_config(r: &mut Reader) -> Result<Config> {
@@ -200,6 +202,7 @@ fn read_config(r: &mut Reader) -> Result<Config> {
         sink_tokens: r.u32()?,
         window_tokens: r.u32()?,
         heavy_tokens: r.u32()?,
+        tail_groups: r.u32()?,
     })
 }
 
@@ -227,6 +230,10 @@ impl Sketch {
     /// that length. `BufferTooSmall` (nothing written) if `buf` is shorter.
     pub fn serialize_into(&self, buf: &mut [u8]) -> Result<usize> {
         self.live()?;
+        // The exact-token state (`EXCT`, reserved) has no section yet.
+        if self.hybrid.is_some() {
+            return Err(Error::Unsupported);
+        }
         let n = self.serialized_len();
         if buf.len() < n {
             return Err(Error::BufferTooSmall);
@@ -254,6 +261,9 @@ impl Sketch {
 
     /// The serialized head in a new vector (`Alloc` if it cannot be reserved).
     pub fn serialize(&self) -> Result<Vec<u8>> {
+        if self.hybrid.is_some() {
+            return Err(Error::Unsupported);
+        }
         let mut v = Vec::new();
         v.try_reserve_exact(self.serialized_len())
             .map_err(|_| Error::Alloc)?;
@@ -335,6 +345,11 @@ impl Sketch {
             Err(Error::Unsupported) => return Err(Error::Unsupported),
             Err(_) => return Err(Error::Corrupt),
         }
+        // Exact tokens (hybrid) would need the reserved `EXCT` section,
+        // which version 1 does not define.
+        if Hybrid::wanted(&cfg) {
+            return Err(Error::Unsupported);
+        }
 
         // Every other section: expected tag and exact config-derived size,
         // all checked before anything is allocated.
@@ -412,8 +427,11 @@ impl Sketch {
         {
             return Err(Error::InvalidArg);
         }
-        // Position-indexed parts (output / retrieval sketches) refuse here
-        // with `WrongMode` once they exist.
+        // Exact-token (hybrid) heads: no merge rule yet. Position-indexed
+        // parts (output / retrieval sketches) refuse here too once they exist.
+        if self.hybrid.is_some() || src.hybrid.is_some() {
+            return Err(Error::WrongMode);
+        }
         let tokens = self.tokens.checked_add(src.tokens).ok_or(Error::Range)?;
         let queries = self.queries.checked_add(src.queries).ok_or(Error::Range)?;
         let bound = self.bound + src.bound;
