@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and runs every C program in c-examples/ and tests/c/ against
+# Builds and runs every C (and C++) program in c-examples/ and tests/c/ against
 # include/ and target/release/libattnsketch.so:
 #   1. plain build with -Wall -Wextra -Werror, run;
 #   2. ASan+UBSan build (gcc -fsanitize=address,undefined), run;
@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/target/c-tests
 mkdir -p "$OUT"
-CC=${CC:-gcc}
+CC_C=${CC:-gcc}
+CC=$CC_C
 
 if ! command -v valgrind >/dev/null; then
     echo "== installing valgrind"
@@ -27,7 +28,8 @@ cargo build --release -q
 LIB=$ROOT/target/release
 test -f "$LIB/libattnsketch.so"
 
-COMMON=(-std=c11 -Wall -Wextra -Werror -g -I"$ROOT/include" -I"$ROOT/tests/c")
+CXX=${CXX:-g++}
+WARN=(-Wall -Wextra -Werror -pedantic -g -I"$ROOT/include" -I"$ROOT/tests/c")
 LINK=(-L"$LIB" -lattnsketch -lpthread -lm -Wl,-rpath,"$LIB")
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -64,11 +66,16 @@ linked() { # binary runtime-lib symbol
 }
 
 shopt -s nullglob
-SOURCES=("$ROOT"/c-examples/*.c "$ROOT"/tests/c/*.c)
+SOURCES=("$ROOT"/c-examples/*.c "$ROOT"/c-examples/*.cpp "$ROOT"/tests/c/*.c "$ROOT"/tests/c/*.cpp)
 for src in "${SOURCES[@]}"; do
-    name=$(basename "$src" .c)
+    name=$(basename "$src"); name=${name%.*}
     dir=$(basename "$(dirname "$src")")
-    echo "== $dir/$name.c"
+    echo "== $dir/$(basename "$src")"
+    if [[ $src == *.cpp ]]; then
+        CC=$CXX; COMMON=(-std=c++17 "${WARN[@]}")
+    else
+        CC=${CC_C:-gcc}; COMMON=(-std=c11 "${WARN[@]}")
+    fi
     # 1. plain
     if ! "$CC" "${COMMON[@]}" -O1 "$src" "${LINK[@]}" -o "$OUT/$name"; then
         note "FAIL $name: build"; fail=1; continue
@@ -104,6 +111,7 @@ done
 #    uninstrumented). gcc's libtsan lacks LLVM's __tsan_mem* entry points:
 #    tests/c/support/tsan_shim.c forwards them to the intercepted libc calls.
 echo "== threads.c against a TSan-instrumented libattnsketch"
+CC=$CC_C; COMMON=(-std=c11 "${WARN[@]}")
 TLIB=$ROOT/target/tsan/x86_64-unknown-linux-gnu/release
 if RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" \
     cargo build -q --release --lib --target x86_64-unknown-linux-gnu --target-dir "$ROOT/target/tsan"; then
