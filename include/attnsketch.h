@@ -250,6 +250,8 @@ as_status as_config_for_budget(struct as_config *cfg, size_t bytes);
  `*written` and returns `AS_OK`. With `cap` smaller than that size returns
  `AS_ERR_BUFFER_TOO_SMALL`, stores the size in `*written` and writes
  nothing into `buf`. On success writes the bytes and their count.
+ A hybrid head (exact tokens) has no serialized form yet:
+ `AS_ERR_UNSUPPORTED`, `*written` not written.
  */
 as_status as_serialize(const struct as_sketch *h, uint8_t *buf, size_t cap, size_t *written);
 

@@ -383,3 +383,34 @@ fn hybrid_heads_refuse_serialize_and_merge() {
     assert_eq!(plain.merge(&twin), Err(Error::InvalidArg)); // configs differ
     assert_eq!(plain.token_count(), 0);
 }
+
+/// Through the C ABI: a hybrid head's size query and full call are both
+/// UNSUPPORTED, with `*written` and the buffer untouched.
+#[test]
+fn hybrid_serialize_through_c_is_unsupported() {
+    use attnsketch::ffi::*;
+    let mut c = cfg(4, 4, 2, Mode::Causal, 1);
+    c.window_tokens = 8;
+    let cc = to_c(&c);
+    let mut h: *mut as_sketch = std::ptr::null_mut();
+    assert_eq!(unsafe { as_create(&cc, &mut h) }, AS_OK);
+    let mut w = 12345usize;
+    let mut buf = vec![0xA5u8; 4096];
+    unsafe {
+        assert_eq!(
+            as_serialize(h, std::ptr::null_mut(), 0, &mut w),
+            AS_ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            as_serialize(h, buf.as_mut_ptr(), 1, &mut w),
+            AS_ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            as_serialize(h, buf.as_mut_ptr(), buf.len(), &mut w),
+            AS_ERR_UNSUPPORTED
+        );
+        as_free(h);
+    }
+    assert_eq!(w, 12345);
+    assert!(buf.iter().all(|&x| x == 0xA5));
+}

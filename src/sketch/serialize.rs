@@ -226,14 +226,21 @@ impl Sketch {
         n
     }
 
-    /// Writes the serialized head into `buf[..serialized_len()]` and returns
-    /// that length. `BufferTooSmall` (nothing written) if `buf` is shorter.
-    pub fn serialize_into(&self, buf: &mut [u8]) -> Result<usize> {
+    /// `Ok` if this head has a serialized form: live, and no part without a
+    /// section (hybrid exact tokens give `Unsupported`).
+    pub fn check_serializable(&self) -> Result<()> {
         self.live()?;
-        // The exact-token state (`EXCT`, reserved) has no section yet.
         if self.hybrid.is_some() {
             return Err(Error::Unsupported);
         }
+        Ok(())
+    }
+
+    /// Writes the serialized head into `buf[..serialized_len()]` and returns
+    /// that length. `BufferTooSmall` (nothing written) if `buf` is shorter.
+    pub fn serialize_into(&self, buf: &mut [u8]) -> Result<usize> {
+        // The exact-token state (`EXCT`, reserved) has no section yet.
+        self.check_serializable()?;
         let n = self.serialized_len();
         if buf.len() < n {
             return Err(Error::BufferTooSmall);
@@ -261,9 +268,7 @@ impl Sketch {
 
     /// The serialized head in a new vector (`Alloc` if it cannot be reserved).
     pub fn serialize(&self) -> Result<Vec<u8>> {
-        if self.hybrid.is_some() {
-            return Err(Error::Unsupported);
-        }
+        self.check_serializable()?;
         let mut v = Vec::new();
         v.try_reserve_exact(self.serialized_len())
             .map_err(|_| Error::Alloc)?;
