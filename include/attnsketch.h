@@ -129,26 +129,6 @@ typedef struct as_config {
 } as_config;
 
 /*
- A CPU kernel level: `AS_CPU_PORTABLE`, `AS_CPU_AVX2` or `AS_CPU_AVX512`.
- */
-typedef uint32_t as_cpu_level;
-
-/*
- Portable kernels (any CPU).
- */
-#define AS_CPU_PORTABLE 0
-
-/*
- AVX2 + FMA + F16C kernels (x86-64-v3).
- */
-#define AS_CPU_AVX2 1
-
-/*
- AVX-512 F/VL/BW kernels (x86-64-v4).
- */
-#define AS_CPU_AVX512 2
-
-/*
  Success.
  */
 #define AS_OK 0
@@ -266,43 +246,28 @@ as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
 as_status as_config_for_budget(struct as_config *cfg, size_t bytes);
 
 /*
- Name of the level new handles get (`"portable"`, `"avx2"`, `"avx512"`):
- the best this CPU supports, capped by `ATTNSKETCH_CPU` or
- `as_set_cpu_level`. Static, never NULL.
+ Serializes a head. With `buf == NULL` stores the needed size in
+ `*written` and returns `AS_OK`. With `cap` smaller than that size returns
+ `AS_ERR_BUFFER_TOO_SMALL`, stores the size in `*written` and writes
+ nothing into `buf`. On success writes the bytes and their count.
+ A hybrid head (exact tokens) has no serialized form yet:
+ `AS_ERR_UNSUPPORTED`, `*written` not written.
  */
-const char *as_cpu_level_name(void);
+as_status as_serialize(const struct as_sketch *h, uint8_t *buf, size_t cap, size_t *written);
 
 /*
- The level new handles get (as `as_cpu_level_name`).
+ A new head from `len` serialized bytes. Refuses a truncated, altered,
+ trailing-bytes or inconsistent buffer with `AS_ERR_CORRUPT`, a newer
+ format version with `AS_ERR_UNSUPPORTED`; on failure `*out` is not written.
  */
-as_cpu_level as_active_cpu_level(void);
+as_status as_deserialize(const uint8_t *buf, size_t len, struct as_sketch **out);
 
 /*
- 1 if this CPU can run `level`, else 0 (also 0 for unknown values).
+ `dst` absorbs `src`, as if `src`'s tokens had followed `dst`'s. Same
+ config and seed required (`AS_ERR_INVALID_ARG`), `dst == src` refused
+ (`AS_ERR_INVALID_ARG`); on failure `dst` is unchanged.
  */
-uint32_t as_cpu_level_supported(as_cpu_level level);
-
-/*
- Caps the level of handles created from now on, for the whole process
- (replaces `ATTNSKETCH_CPU`; thread-safe). Existing handles keep theirs.
- `AS_ERR_UNSUPPORTED` if the CPU lacks `level`, `AS_ERR_INVALID_ARG` for an
- unknown value; then nothing changes.
- */
-as_status as_set_cpu_level(as_cpu_level level);
-
-/*
- `as_create` with the kernels of `level` for this handle only (ignoring
- the process cap). `AS_ERR_UNSUPPORTED` if the CPU lacks `level`,
- `AS_ERR_INVALID_ARG` for an unknown value; `*out` is written only on success.
- */
-as_status as_create_at_level(const struct as_config *cfg,
-                             as_cpu_level level,
-                             struct as_sketch **out);
-
-/*
- Name of the level of a handle's kernels; NULL for a NULL handle.
- */
-const char *as_sketch_level_name(const struct as_sketch *h);
+as_status as_merge(struct as_sketch *dst, const struct as_sketch *src);
 
 /*
  Creates a head from `cfg`. On success `*out` receives the handle; on
@@ -405,22 +370,6 @@ as_status as_heavy_tokens(const struct as_sketch *h,
                           uint64_t *idx,
                           float *weight,
                           uint32_t *found);
-
-/*
- Serialization. Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL checks).
- */
-as_status as_serialize(const struct as_sketch *h, uint8_t *buf, size_t cap, size_t *written);
-
-/*
- Deserialization. Not in this build yet: `AS_ERR_UNSUPPORTED`; `*out` is not written.
- */
-as_status as_deserialize(const uint8_t *buf, size_t len, struct as_sketch **out);
-
-/*
- Merge. Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL and
- aliasing checks).
- */
-as_status as_merge(struct as_sketch *dst, const struct as_sketch *src);
 
 /*
  Tokens absorbed; 0 for NULL.
