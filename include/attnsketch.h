@@ -129,6 +129,26 @@ typedef struct as_config {
 } as_config;
 
 /*
+ A CPU kernel level: `AS_CPU_PORTABLE`, `AS_CPU_AVX2` or `AS_CPU_AVX512`.
+ */
+typedef uint32_t as_cpu_level;
+
+/*
+ Portable kernels (any CPU).
+ */
+#define AS_CPU_PORTABLE 0
+
+/*
+ AVX2 + FMA + F16C kernels (x86-64-v3).
+ */
+#define AS_CPU_AVX2 1
+
+/*
+ AVX-512 F/VL/BW kernels (x86-64-v4).
+ */
+#define AS_CPU_AVX512 2
+
+/*
  Success.
  */
 #define AS_OK 0
@@ -244,6 +264,45 @@ as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
  Writes `cfg` only on success.
  */
 as_status as_config_for_budget(struct as_config *cfg, size_t bytes);
+
+/*
+ Name of the level new handles get (`"portable"`, `"avx2"`, `"avx512"`):
+ the best this CPU supports, capped by `ATTNSKETCH_CPU` or
+ `as_set_cpu_level`. Static, never NULL.
+ */
+const char *as_cpu_level_name(void);
+
+/*
+ The level new handles get (as `as_cpu_level_name`).
+ */
+as_cpu_level as_active_cpu_level(void);
+
+/*
+ 1 if this CPU can run `level`, else 0 (also 0 for unknown values).
+ */
+uint32_t as_cpu_level_supported(as_cpu_level level);
+
+/*
+ Caps the level of handles created from now on, for the whole process
+ (replaces `ATTNSKETCH_CPU`; thread-safe). Existing handles keep theirs.
+ `AS_ERR_UNSUPPORTED` if the CPU lacks `level`, `AS_ERR_INVALID_ARG` for an
+ unknown value; then nothing changes.
+ */
+as_status as_set_cpu_level(as_cpu_level level);
+
+/*
+ `as_create` with the kernels of `level` for this handle only (ignoring
+ the process cap). `AS_ERR_UNSUPPORTED` if the CPU lacks `level`,
+ `AS_ERR_INVALID_ARG` for an unknown value; `*out` is written only on success.
+ */
+as_status as_create_at_level(const struct as_config *cfg,
+                             as_cpu_level level,
+                             struct as_sketch **out);
+
+/*
+ Name of the level of a handle's kernels; NULL for a NULL handle.
+ */
+const char *as_sketch_level_name(const struct as_sketch *h);
 
 /*
  Serializes a head. With `buf == NULL` stores the needed size in
