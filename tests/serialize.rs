@@ -191,8 +191,8 @@ fn inconsistent_fields_with_valid_crc_are_refused() {
     );
     // A part this build lacks: unsupported.
     assert_eq!(edit(&|b| put32(b, cf + 28, 4)), Some(Error::Unsupported));
-    // Exact tokens (hybrid): no section in version 1, unsupported.
-    assert_eq!(edit(&|b| put32(b, cf + 44, 8)), Some(Error::Unsupported));
+    // Exact tokens (hybrid) claimed without their `EXCT` section: corrupt.
+    assert_eq!(edit(&|b| put32(b, cf + 44, 8)), Some(Error::Corrupt));
     // Core counters and values.
     assert_eq!(edit(&|b| put32(b, co + 32, 64)), Some(Error::Corrupt)); // since_flush
     assert_eq!(edit(&|b| put32(b, co + 36, 1)), Some(Error::Corrupt)); // reserved
@@ -363,54 +363,44 @@ fn merge_refusals_change_nothing() {
     assert_eq!(big.serialize().unwrap(), before_big);
 }
 
-/// Hybrid heads (exact tokens) have no section in format version 1 and no
-/// merge rule yet: refused with UNSUPPORTED / WRONG_MODE, nothing changed.
+/// Hybrid heads (exact tokens): the `EXCT` section round-trips bit-exactly
+/// and the stream continues identically; every single-byte corruption is
+/// refused; merge has no rule (WRONG_MODE), nothing changed.
 #[test]
-fn hybrid_heads_refuse_serialize_and_merge() {
+fn hybrid_heads_round_trip_and_refuse_merge() {
     let mut c = cfg(4, 4, 2, Mode::Causal, 1);
+    c.sink_tokens = 2;
     c.window_tokens = 8;
+    c.heavy_tokens = 6;
+    c.tail_groups = 3;
     let Ok(mut h) = Sketch::new(&c) else {
         panic!("hybrid config refused")
     };
-    stream(&mut h, 3, 0, 20);
-    assert_eq!(h.serialize().err(), Some(Error::Unsupported));
-    let mut buf = vec![0u8; 1 << 16];
-    assert_eq!(h.serialize_into(&mut buf).err(), Some(Error::Unsupported));
+    stream(&mut h, 3, 0, 60);
+    let buf = h.serialize().unwrap();
+    let mut back = Sketch::deserialize(&buf).unwrap();
+    assert_eq!(back.serialize().unwrap(), buf);
+    assert!(back.hybrid().unwrap().tail_tokens() > 0);
+    // Both continue identically.
+    let mut a = h.clone();
+    stream(&mut a, 4, 60, 40);
+    stream(&mut back, 4, 60, 40);
+    assert_eq!(a.serialize().unwrap(), back.serialize().unwrap());
+    // Every byte flipped: refused (CRC or checks), never accepted.
+    for i in 0..buf.len() {
+        let mut b = buf.clone();
+        b[i] ^= 0x5A;
+        let e = Sketch::deserialize(&b).err();
+        assert!(
+            matches!(e, Some(Error::Corrupt) | Some(Error::Unsupported)),
+            "byte {i}: {e:?}"
+        );
+    }
     let twin = h.clone();
+    let before = h.serialize().unwrap();
     assert_eq!(h.merge(&twin), Err(Error::WrongMode));
-    assert_eq!(h.token_count(), 20);
+    assert_eq!(h.serialize().unwrap(), before);
     let mut plain = Sketch::new(&cfg(4, 4, 2, Mode::Causal, 1)).unwrap();
     assert_eq!(plain.merge(&twin), Err(Error::InvalidArg)); // configs differ
     assert_eq!(plain.token_count(), 0);
-}
-
-/// Through the C ABI: a hybrid head's size query and full call are both
-/// UNSUPPORTED, with `*written` and the buffer untouched.
-#[test]
-fn hybrid_serialize_through_c_is_unsupported() {
-    use attnsketch::ffi::*;
-    let mut c = cfg(4, 4, 2, Mode::Causal, 1);
-    c.window_tokens = 8;
-    let cc = to_c(&c);
-    let mut h: *mut as_sketch = std::ptr::null_mut();
-    assert_eq!(unsafe { as_create(&cc, &mut h) }, AS_OK);
-    let mut w = 12345usize;
-    let mut buf = vec![0xA5u8; 4096];
-    unsafe {
-        assert_eq!(
-            as_serialize(h, std::ptr::null_mut(), 0, &mut w),
-            AS_ERR_UNSUPPORTED
-        );
-        assert_eq!(
-            as_serialize(h, buf.as_mut_ptr(), 1, &mut w),
-            AS_ERR_UNSUPPORTED
-        );
-        assert_eq!(
-            as_serialize(h, buf.as_mut_ptr(), buf.len(), &mut w),
-            AS_ERR_UNSUPPORTED
-        );
-        as_free(h);
-    }
-    assert_eq!(w, 12345);
-    assert!(buf.iter().all(|&x| x == 0xA5));
 }

@@ -62,7 +62,7 @@ struct Slot {
 }
 
 /// The serialized state, or None for heads the format cannot hold yet
-/// (hybrid: `as_serialize` answers UNSUPPORTED).
+/// (hybrid heads serialize with their `EXCT` section).
 fn snapshot(h: *const as_sketch) -> Option<Vec<u8>> {
     let mut n = 0usize;
     match unsafe { as_serialize(h, null_mut(), 0, &mut n) } {

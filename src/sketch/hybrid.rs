@@ -450,3 +450,149 @@ impl Hybrid {
         self.ng = last;
     }
 }
+
+/// Serialized form of the hybrid state (section `EXCT`, see `docs/format.md`):
+///
+/// ```text
+/// u64 j (tokens seen) | u64 m (live slots) | u64 ng (live groups) | u64 window
+/// f64 ew | f64 eh
+/// f32 keys[C d] | f32 vals[C dv] | f32 acc[C] | u64 pos[C]
+/// f64 g_n[G+1] | f64 g_k[(G+1) d] | f64 g_k2[(G+1) d] | f64 g_v[(G+1) dv]
+/// ```
+///
+/// Whole arrays are stored (unused slots zero) so the size derives from the
+/// config alone.
+impl Hybrid {
+    const FIXED: usize = 48;
+
+    /// Payload bytes for `cfg` (a valid hybrid config).
+    pub fn payload_len(cfg: &Config) -> usize {
+        let (c, _, _, _, g) = shape(cfg);
+        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
+        Self::FIXED + c * (d + dv + 1) * 4 + c * 8 + (g + 1) * (1 + 2 * d + dv) * 8
+    }
+
+    /// Appends the payload (little-endian) through `put`.
+    pub fn write_payload(&self, put: &mut dyn FnMut(&[u8])) {
+        for x in [self.j, self.m as u64, self.ng as u64, self.window as u64] {
+            put(&x.to_le_bytes());
+        }
+        put(&self.ew.to_le_bytes());
+        put(&self.eh.to_le_bytes());
+        for arr in [&self.keys, &self.vals, &self.acc] {
+            for x in arr.iter() {
+                put(&x.to_le_bytes());
+            }
+        }
+        for x in &self.pos {
+            put(&x.to_le_bytes());
+        }
+        for arr in [&self.g_n, &self.g_k, &self.g_k2, &self.g_v] {
+            for x in arr.iter() {
+                put(&x.to_le_bytes());
+            }
+        }
+    }
+
+    /// Tokens seen, as stored in a payload of the right length.
+    pub fn payload_tokens(p: &[u8]) -> u64 {
+        u64::from_le_bytes(p[..8].try_into().unwrap_or([0xFF; 8]))
+    }
+
+    /// Checks a payload of exactly `payload_len(cfg)` bytes: counts in range,
+    /// the window within its bounds, every value finite and within the hybrid
+    /// input range, positions older than `j`, group counts whole and >= 1,
+    /// second moments >= 0, and every token accounted for:
+    /// `m + sum_g N_g = j`.
+    pub fn check_payload(cfg: &Config, p: &[u8]) -> Result<()> {
+        let (c, _, w_min, w_max, g) = shape(cfg);
+        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
+        if p.len() != Self::payload_len(cfg) {
+            return Err(Error::Corrupt);
+        }
+        let u = |i: usize| u64::from_le_bytes(p[i * 8..i * 8 + 8].try_into().unwrap());
+        let (j, m, ng, w) = (u(0), u(1), u(2), u(3));
+        let (ew, eh) = (f64::from_bits(u(4)), f64::from_bits(u(5)));
+        if m > c as u64 || ng > g as u64 || w < w_min as u64 || w > w_max as u64 || m > j {
+            return Err(Error::Corrupt);
+        }
+        if !(ew.is_finite() && ew >= 0.0 && eh.is_finite() && eh >= 0.0) {
+            return Err(Error::Corrupt);
+        }
+        let mut off = Self::FIXED;
+        let f32_at = |o: usize| f32::from_le_bytes(p[o..o + 4].try_into().unwrap());
+        for i in 0..c * (d + dv) {
+            let x = f32_at(off + 4 * i);
+            if !(x.is_finite() && x.abs() <= MAX_INPUT) {
+                return Err(Error::Corrupt);
+            }
+        }
+        off += 4 * c * (d + dv);
+        for i in 0..c {
+            let x = f32_at(off + 4 * i);
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(Error::Corrupt);
+            }
+        }
+        off += 4 * c;
+        for i in 0..m as usize {
+            let pos = u64::from_le_bytes(p[off + 8 * i..off + 8 * i + 8].try_into().unwrap());
+            if pos >= j {
+                return Err(Error::Corrupt);
+            }
+        }
+        off += 8 * c;
+        let f64_at = |o: usize| f64::from_le_bytes(p[o..o + 8].try_into().unwrap());
+        let mut total = 0.0f64;
+        for i in 0..g + 1 {
+            let n = f64_at(off + 8 * i);
+            let live = (i as u64) < ng;
+            if !(n.is_finite() && n.fract() == 0.0 && if live { n >= 1.0 } else { n >= 0.0 }) {
+                return Err(Error::Corrupt);
+            }
+            if live {
+                total += n;
+            }
+        }
+        if total + m as f64 != j as f64 {
+            return Err(Error::Corrupt);
+        }
+        off += 8 * (g + 1);
+        for i in 0..(g + 1) * (2 * d + dv) {
+            let x = f64_at(off + 8 * i);
+            let is_k2 = i >= (g + 1) * d && i < 2 * (g + 1) * d;
+            if !(x.is_finite() && (!is_k2 || x >= 0.0)) {
+                return Err(Error::Corrupt);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a checked payload into a fresh state of the same config.
+    pub fn load_payload(&mut self, p: &[u8]) {
+        let u = |i: usize| u64::from_le_bytes(p[i * 8..i * 8 + 8].try_into().unwrap());
+        self.j = u(0);
+        self.m = u(1) as usize;
+        self.ng = u(2) as usize;
+        self.window = u(3) as usize;
+        self.ew = f64::from_bits(u(4));
+        self.eh = f64::from_bits(u(5));
+        let mut off = Self::FIXED;
+        for arr in [&mut self.keys, &mut self.vals, &mut self.acc] {
+            for x in arr.iter_mut() {
+                *x = f32::from_le_bytes(p[off..off + 4].try_into().unwrap());
+                off += 4;
+            }
+        }
+        for x in self.pos.iter_mut() {
+            *x = u64::from_le_bytes(p[off..off + 8].try_into().unwrap());
+            off += 8;
+        }
+        for arr in [&mut self.g_n, &mut self.g_k, &mut self.g_k2, &mut self.g_v] {
+            for x in arr.iter_mut() {
+                *x = f64::from_le_bytes(p[off..off + 8].try_into().unwrap());
+                off += 8;
+            }
+        }
+    }
+}

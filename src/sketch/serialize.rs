@@ -61,6 +61,8 @@ pub enum Tag {
     Config,
     /// `CORE`: counters, running bound, M and z halves.
     Core,
+    /// `EXCT`: the hybrid state (exact tokens and the moment tail).
+    Exact,
 }
 
 impl Tag {
@@ -69,14 +71,18 @@ impl Tag {
         match self {
             Tag::Config => *b"CONF",
             Tag::Core => *b"CORE",
+            Tag::Exact => *b"EXCT",
         }
     }
 
     /// Sections a head with config `cfg` writes, in order. Parts that a
     /// config enables later (e.g. `RECO`, `RETR`, `EXCT`) append here.
     pub fn required(cfg: &Config) -> &'static [Tag] {
-        let _ = cfg;
-        &[Tag::Config, Tag::Core]
+        if Hybrid::wanted(cfg) {
+            &[Tag::Config, Tag::Core, Tag::Exact]
+        } else {
+            &[Tag::Config, Tag::Core]
+        }
     }
 }
 
@@ -140,7 +146,12 @@ fn f32s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
 
 /// `(t, dv)` of a validated config.
 fn shape(cfg: &Config) -> Result<(usize, usize)> {
-    let t = usize::try_from(cfg.features()).map_err(|_| Error::Corrupt)?;
+    // Hybrid heads keep a degree-0 polynomial state (t = 1).
+    let t = if Hybrid::wanted(cfg) {
+        1
+    } else {
+        usize::try_from(cfg.features()).map_err(|_| Error::Corrupt)?
+    };
     Ok((t, cfg.value_dim as usize))
 }
 
@@ -157,6 +168,7 @@ fn payload_len(tag: Tag, cfg: &Config) -> Result<usize> {
                 .and_then(|n| n.checked_add(CORE_FIXED_LEN))
                 .ok_or(Error::Corrupt)?
         }
+        Tag::Exact => Hybrid::payload_len(cfg),
     })
 }
 
@@ -229,11 +241,7 @@ impl Sketch {
     /// `Ok` if this head has a serialized form: live, and no part without a
     /// section (hybrid exact tokens give `Unsupported`).
     pub fn check_serializable(&self) -> Result<()> {
-        self.live()?;
-        if self.hybrid.is_some() {
-            return Err(Error::Unsupported);
-        }
-        Ok(())
+        self.live()
     }
 
     /// Writes the serialized head into `buf[..serialized_len()]` and returns
@@ -295,6 +303,11 @@ impl Sketch {
                 w.f32s(&self.state.zs);
                 w.f32s(&self.state.zd);
             }
+            Tag::Exact => {
+                if let Some(h) = self.hybrid.as_deref() {
+                    h.write_payload(&mut |b| w.bytes(b));
+                }
+            }
         }
     }
 
@@ -350,11 +363,6 @@ impl Sketch {
             Err(Error::Unsupported) => return Err(Error::Unsupported),
             Err(_) => return Err(Error::Corrupt),
         }
-        // Exact tokens (hybrid) would need the reserved `EXCT` section,
-        // which version 1 does not define.
-        if Hybrid::wanted(&cfg) {
-            return Err(Error::Unsupported);
-        }
 
         // Every other section: expected tag and exact config-derived size,
         // all checked before anything is allocated.
@@ -376,6 +384,12 @@ impl Sketch {
         if r.pos != body_len {
             return Err(Error::Corrupt); // trailing bytes
         }
+        // Cross-section: the hybrid has seen exactly the head's tokens.
+        if Hybrid::wanted(&cfg)
+            && Hybrid::payload_tokens(payloads[2]) != core_counters(payloads[1]).tokens
+        {
+            return Err(Error::Corrupt);
+        }
 
         let mut h = Sketch::with_level(&cfg, level)?;
         for (i, &tag) in tags.iter().enumerate().skip(1) {
@@ -388,6 +402,11 @@ impl Sketch {
     fn load_section(&mut self, tag: Tag, p: &[u8]) {
         match tag {
             Tag::Config => {}
+            Tag::Exact => {
+                if let Some(h) = self.hybrid.as_deref_mut() {
+                    h.load_payload(p);
+                }
+            }
             Tag::Core => {
                 let c = core_counters(p);
                 let (t, dv) = (self.map.len(), self.cfg.value_dim as usize);
@@ -501,6 +520,7 @@ fn check_section(tag: Tag, cfg: &Config, p: &[u8]) -> Result<()> {
     match tag {
         Tag::Config => Ok(()),
         Tag::Core => check_core(cfg, p),
+        Tag::Exact => Hybrid::check_payload(cfg, p),
     }
 }
 
@@ -543,7 +563,9 @@ fn check_core(cfg: &Config, p: &[u8]) -> Result<()> {
     let mut it = f32s(z);
     let zs0 = it.next().unwrap_or(f32::NAN) as f64;
     let zd0 = f32s(&z[4 * t..]).next().unwrap_or(f32::NAN) as f64;
-    if !((zs0 + zd0 - n).abs() <= 1e-6 * n + 0.5) {
+    // Hybrid heads never feed their degree-0 state: it stays zero.
+    let want_z0 = if Hybrid::wanted(cfg) { 0.0 } else { n };
+    if !((zs0 + zd0 - want_z0).abs() <= 1e-6 * n + 0.5) {
         return Err(Error::Corrupt);
     }
     Ok(())
