@@ -305,6 +305,30 @@ as_status as_create_at_level(const struct as_config *cfg,
 const char *as_sketch_level_name(const struct as_sketch *h);
 
 /*
+ Serializes a head. With `buf == NULL` stores the needed size in
+ `*written` and returns `AS_OK`. With `cap` smaller than that size returns
+ `AS_ERR_BUFFER_TOO_SMALL`, stores the size in `*written` and writes
+ nothing into `buf`. On success writes the bytes and their count.
+ A hybrid head (exact tokens) has no serialized form yet:
+ `AS_ERR_UNSUPPORTED`, `*written` not written.
+ */
+as_status as_serialize(const struct as_sketch *h, uint8_t *buf, size_t cap, size_t *written);
+
+/*
+ A new head from `len` serialized bytes. Refuses a truncated, altered,
+ trailing-bytes or inconsistent buffer with `AS_ERR_CORRUPT`, a newer
+ format version with `AS_ERR_UNSUPPORTED`; on failure `*out` is not written.
+ */
+as_status as_deserialize(const uint8_t *buf, size_t len, struct as_sketch **out);
+
+/*
+ `dst` absorbs `src`, as if `src`'s tokens had followed `dst`'s. Same
+ config and seed required (`AS_ERR_INVALID_ARG`), `dst == src` refused
+ (`AS_ERR_INVALID_ARG`); on failure `dst` is unchanged.
+ */
+as_status as_merge(struct as_sketch *dst, const struct as_sketch *src);
+
+/*
  Creates a head from `cfg`. On success `*out` receives the handle; on
  failure `*out` is not written.
  */
@@ -405,22 +429,6 @@ as_status as_heavy_tokens(const struct as_sketch *h,
                           uint64_t *idx,
                           float *weight,
                           uint32_t *found);
-
-/*
- Serialization. Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL checks).
- */
-as_status as_serialize(const struct as_sketch *h, uint8_t *buf, size_t cap, size_t *written);
-
-/*
- Deserialization. Not in this build yet: `AS_ERR_UNSUPPORTED`; `*out` is not written.
- */
-as_status as_deserialize(const uint8_t *buf, size_t len, struct as_sketch **out);
-
-/*
- Merge. Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL and
- aliasing checks).
- */
-as_status as_merge(struct as_sketch *dst, const struct as_sketch *src);
 
 /*
  Tokens absorbed; 0 for NULL.

@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ATTNSKETCH_REQUIRE_DATA=${ATTNSKETCH_REQUIRE_DATA:-1}
-cargo test --release --all-targets 2>&1
+# Issue 4: the whole Rust suite once per CPU level the machine supports.
+bash scripts/test-levels.sh --all-targets 2>&1
 cargo fmt --all -- --check
+# Issue 6: every C program under ASan+UBSan, valgrind, TSan and helgrind;
+# then each fuzz target for a bounded time (installs valgrind / cargo-fuzz).
+bash scripts/c-tests.sh
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash scripts/fuzz.sh
 echo "scripts/test.sh: all passed"

@@ -167,7 +167,17 @@ pub struct Polynomial {
 impl Polynomial {
     /// Taylor polynomial of exp: `c_l = 1 / l!`.
     pub fn taylor(g: usize) -> Self {
-        let mut c = Vec::with_capacity(g + 1);
+        Self::try_taylor(g).unwrap_or_else(|_| {
+            std::alloc::handle_alloc_error(
+                std::alloc::Layout::array::<f64>(g + 1).unwrap_or(std::alloc::Layout::new::<f64>()),
+            )
+        })
+    }
+
+    /// [`taylor`](Self::taylor), with allocation failure as [`Error::Alloc`].
+    pub fn try_taylor(g: usize) -> Result<Self> {
+        let mut c = try_vec(0, 0.0f64)?;
+        c.try_reserve_exact(g + 1).map_err(|_| Error::Alloc)?;
         let mut f = 1.0f64;
         for l in 0..=g {
             if l > 0 {
@@ -175,7 +185,7 @@ impl Polynomial {
             }
             c.push(f);
         }
-        Polynomial { coeffs: c }
+        Ok(Polynomial { coeffs: c })
     }
 
     /// Any coefficients `c_0 .. c_g` (finite).

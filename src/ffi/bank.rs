@@ -22,7 +22,8 @@ pub unsafe extern "C" fn as_bank_create(
         let out = out_ptr(out)?;
         let b = Bank::new(&c, n_q_heads, n_kv_heads)?;
         // SAFETY: non-null and aligned.
-        unsafe { out.write(handles::into_raw(Box::new(b))) };
+        let p = super::alloc::try_into_raw::<as_bank>(b)?;
+        unsafe { out.write(p) };
         Ok(())
     })
 }

@@ -6,11 +6,13 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
+pub mod alloc;
 pub mod bank;
 pub mod config;
 pub mod handles;
 pub mod level;
 pub mod panic;
+pub mod serialize;
 pub mod sketch;
 pub mod status;
 pub mod version;
@@ -19,6 +21,7 @@ pub use bank::*;
 pub use config::*;
 pub use handles::{as_bank, as_sketch};
 pub use level::*;
+pub use serialize::*;
 pub use sketch::*;
 pub use status::*;
 pub use version::*;

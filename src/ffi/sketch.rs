@@ -35,8 +35,9 @@ pub unsafe extern "C" fn as_create(cfg: *const as_config, out: *mut *mut as_sket
         let c = unsafe { read_config(cfg) }?;
         let out = out_ptr(out)?;
         let h = Sketch::new(&c)?;
+        let p = super::alloc::try_into_raw::<as_sketch>(h)?;
         // SAFETY: `out` is non-null and aligned.
-        unsafe { out.write(handles::into_raw(Box::new(h))) };
+        unsafe { out.write(p) };
         Ok(())
     })
 }
@@ -234,51 +235,6 @@ pub unsafe extern "C" fn as_heavy_tokens(
         out_ptr(idx)?;
         out_ptr(weight)?;
         out_ptr(found)?;
-        Err(Error::Unsupported)
-    })
-}
-
-/// Serialization. Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL checks).
-#[no_mangle]
-pub unsafe extern "C" fn as_serialize(
-    h: *const as_sketch,
-    buf: *mut u8,
-    cap: usize,
-    written: *mut usize,
-) -> as_status {
-    let _ = (buf, cap);
-    guard(|| {
-        unsafe { get_ref(h) }?;
-        out_ptr(written)?;
-        Err(Error::Unsupported)
-    })
-}
-
-/// Deserialization. Not in this build yet: `AS_ERR_UNSUPPORTED`; `*out` is not written.
-#[no_mangle]
-pub unsafe extern "C" fn as_deserialize(
-    buf: *const u8,
-    len: usize,
-    out: *mut *mut as_sketch,
-) -> as_status {
-    guard(|| {
-        unsafe { input(buf, len)? };
-        out_ptr(out)?;
-        Err(Error::Unsupported)
-    })
-}
-
-/// Merge. Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL and
-/// aliasing checks).
-#[no_mangle]
-pub unsafe extern "C" fn as_merge(dst: *mut as_sketch, src: *const as_sketch) -> as_status {
-    guard(|| {
-        if dst.is_null() || src.is_null() {
-            return Err(Error::Null);
-        }
-        if dst as *const as_sketch == src {
-            return Err(Error::InvalidArg);
-        }
         Err(Error::Unsupported)
     })
 }

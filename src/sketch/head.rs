@@ -14,6 +14,11 @@ use crate::poly::{FeatureMap, Polynomial};
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::cell::RefCell;
 
+// Serialization and merge (issue 6): a child module so it can read the
+// private fields below without widening them.
+#[path = "serialize.rs"]
+pub mod serialize;
+
 /// Largest value any state element may reach (a running bound is kept and a
 /// token that could push past it is refused with [`Error::Range`]).
 pub const STATE_LIMIT: f64 = 1.2676506002282294e30; // 2^100
@@ -108,7 +113,7 @@ impl Sketch {
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
         let map = FeatureMap::new(d, g)?;
         let t = map.len();
-        let poly = Polynomial::taylor(g);
+        let poly = Polynomial::try_taylor(g)?;
         let mut alphas = try_vec(g + 1, 0.0f32)?;
         poly.alphas(g, &mut alphas);
         Ok(Sketch {

@@ -6,5 +6,6 @@ pub mod hybrid;
 pub mod state;
 
 pub use bank::Bank;
+pub use head::serialize;
 pub use head::{Sketch, NORM_REL, OUT_LIMIT, STATE_LIMIT};
 pub use hybrid::Hybrid;

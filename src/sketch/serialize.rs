@@ -1,0 +1,550 @@
+//! Serialized form of one head, and merging two heads.
+//!
+//! The byte layout (normative text: `docs/format.md`) is versioned,
+//! self-describing, little-endian and CPU-independent:
+//!
+//! ```text
+//!   header   magic "ATSKETCH" (8 B) | format version u32 | section count u32
+//!   section  tag [u8; 4] | payload length u64 | payload          (repeated)
+//!   trailer  CRC-32 (IEEE, `crc32fast`) u32 over every byte before it
+//! ```
+//!
+//! Sections appear in the fixed order of [`Tag::required`] for the stored
+//! config: `CONF` (the config) first, then one section per state part. The
+//! core part `CORE` holds the counters and M, z exactly as stored (both f32
+//! halves `s`, `d`), so a round trip is bit-exact and continues the stream
+//! identically at every CPU level.
+//!
+//! Reading checks, in order: length, magic, CRC, version, then every section
+//! header against the config-derived sizes *before* allocating, then every
+//! value (finite, within the running bound, counters consistent). Any
+//! failure is [`Error::Corrupt`] (an unknown newer version is
+//! [`Error::Unsupported`]); nothing is read outside the buffer.
+//!
+//! Adding a state part (output sketch, retrieval sketch, exact tokens): give
+//! it a [`Tag`], list it in [`Tag::required`] when its config enables it,
+//! add its arms to `payload_len` / `write_section` / `check_section` /
+//! `load_section`, and bump [`FORMAT_VERSION`] (older buffers stay readable:
+//! their config has the part disabled).
+//!
+//! This file is a child module of `head` (declared there with `#[path]`) so it
+//! reads the private fields of [`Sketch`] without widening them.
+
+use super::Sketch;
+use crate::config::{Config, Mode};
+use crate::error::{Error, Result};
+use crate::kernels::Level;
+use crate::sketch::head::STATE_LIMIT;
+use crate::sketch::hybrid::Hybrid;
+use crate::sketch::state::FLUSH_INTERVAL;
+use core::sync::atomic::Ordering;
+
+/// First 8 bytes of every serialized head.
+pub const MAGIC: [u8; 8] = *b"ATSKETCH";
+/// Version of the layout written by this build (readers accept `1..=FORMAT_VERSION`).
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the header (magic, version, section count).
+pub const HEADER_LEN: usize = 16;
+/// Bytes of one section header (tag, payload length).
+pub const SECTION_HEADER_LEN: usize = 12;
+/// Bytes of the CRC-32 trailer.
+pub const TRAILER_LEN: usize = 4;
+/// Bytes of the `CONF` payload in version 1.
+pub const CONF_LEN: usize = 56;
+/// Bytes of the fixed part of the `CORE` payload (before the arrays).
+pub const CORE_FIXED_LEN: usize = 56;
+
+/// Tag of a section: four ASCII bytes, stored as they read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tag {
+    /// `CONF`: the config (always first).
+    Config,
+    /// `CORE`: counters, running bound, M and z halves.
+    Core,
+}
+
+impl Tag {
+    /// The four bytes in the buffer.
+    pub fn bytes(self) -> [u8; 4] {
+        match self {
+            Tag::Config => *b"CONF",
+            Tag::Core => *b"CORE",
+        }
+    }
+
+    /// Sections a head with config `cfg` writes, in order. Parts that a
+    /// config enables later (e.g. `RECO`, `RETR`, `EXCT`) append here.
+    pub fn required(cfg: &Config) -> &'static [Tag] {
+        let _ = cfg;
+        &[Tag::Config, Tag::Core]
+    }
+}
+
+/// Appends little-endian values to a byte slice of exactly the right length.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+    fn u32(&mut self, x: u32) {
+        self.bytes(&x.to_le_bytes());
+    }
+    fn u64(&mut self, x: u64) {
+        self.bytes(&x.to_le_bytes());
+    }
+    fn f32s(&mut self, xs: &[f32]) {
+        for &x in xs {
+            self.u32(x.to_bits());
+        }
+    }
+}
+
+/// Bounds-checked little-endian reads; running off the end is `Corrupt`.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or(Error::Corrupt)?;
+        let s = self.buf.get(self.pos..end).ok_or(Error::Corrupt)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn f32(&mut self) -> Result<f32> {
+        self.u32().map(f32::from_bits)
+    }
+}
+
+/// f32 values of a little-endian byte run (length a multiple of 4).
+fn f32s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    b.chunks_exact(4)
+        .map(|c| f32::from_bits(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+}
+
+/// `(t, dv)` of a validated config.
+fn shape(cfg: &Config) -> Result<(usize, usize)> {
+    let t = usize::try_from(cfg.features()).map_err(|_| Error::Corrupt)?;
+    Ok((t, cfg.value_dim as usize))
+}
+
+/// Payload bytes of `tag` for config `cfg` (sizes derive from the config only).
+fn payload_len(tag: Tag, cfg: &Config) -> Result<usize> {
+    Ok(match tag {
+        Tag::Config => CONF_LEN,
+        Tag::Core => {
+            let (t, dv) = shape(cfg)?;
+            // 2 t dv + 2 t floats; bounded by MAX_STATE_BYTES for a valid config.
+            t.checked_mul(dv)
+                .and_then(|n| n.checked_add(t))
+                .and_then(|n| n.checked_mul(8))
+                .and_then(|n| n.checked_add(CORE_FIXED_LEN))
+                .ok_or(Error::Corrupt)?
+        }
+    })
+}
+
+fn write_config(c: &Config, w: &mut Writer) {
+    w.u32(c.head_dim);
+    w.u32(c.value_dim);
+    w.u32(c.degree);
+    w.u32(c.scale.to_bits());
+    w.u32(match c.mode {
+        Mode::Causal => 0,
+        Mode::NonCausal => 1,
+    });
+    w.u64(c.seed);
+    w.u32(c.recovery_k);
+    w.u32(c.recovery_eps.to_bits());
+    w.u32(c.retrieval_k);
+    w.u32(c.sink_tokens);
+    w.u32(c.window_tokens);
+    w.u32(c.heavy_tokens);
+    w.u32(c.tail_groups);
+}
+
+fn read_config(r: &mut Reader) -> Result<Config> {
+    let head_dim = r.u32()?;
+    let value_dim = r.u32()?;
+    let degree = r.u32()?;
+    let scale = r.f32()?;
+    let mode = match r.u32()? {
+        0 => Mode::Causal,
+        1 => Mode::NonCausal,
+        _ => return Err(Error::Corrupt),
+    };
+    Ok(Config {
+        head_dim,
+        value_dim,
+        degree,
+        scale,
+        mode,
+        seed: r.u64()?,
+        recovery_k: r.u32()?,
+        recovery_eps: r.f32()?,
+        retrieval_k: r.u32()?,
+        sink_tokens: r.u32()?,
+        window_tokens: r.u32()?,
+        heavy_tokens: r.u32()?,
+        tail_groups: r.u32()?,
+    })
+}
+
+/// The counters of the `CORE` section.
+struct Counters {
+    tokens: u64,
+    queries: u64,
+    fallbacks: u64,
+    bound: f64,
+    since_flush: u32,
+}
+
+impl Sketch {
+    /// Bytes [`serialize_into`](Self::serialize_into) writes.
+    pub fn serialized_len(&self) -> usize {
+        let mut n = HEADER_LEN + TRAILER_LEN;
+        for &tag in Tag::required(&self.cfg) {
+            // A live handle's config is valid, so the size is representable.
+            n += SECTION_HEADER_LEN + payload_len(tag, &self.cfg).unwrap_or(0);
+        }
+        n
+    }
+
+    /// `Ok` if this head has a serialized form: live, and no part without a
+    /// section (hybrid exact tokens give `Unsupported`).
+    pub fn check_serializable(&self) -> Result<()> {
+        self.live()?;
+        if self.hybrid.is_some() {
+            return Err(Error::Unsupported);
+        }
+        Ok(())
+    }
+
+    /// Writes the serialized head into `buf[..serialized_len()]` and returns
+    /// that length. `BufferTooSmall` (nothing written) if `buf` is shorter.
+    pub fn serialize_into(&self, buf: &mut [u8]) -> Result<usize> {
+        // The exact-token state (`EXCT`, reserved) has no section yet.
+        self.check_serializable()?;
+        let n = self.serialized_len();
+        if buf.len() < n {
+            return Err(Error::BufferTooSmall);
+        }
+        let tags = Tag::required(&self.cfg);
+        let mut w = Writer {
+            buf: &mut buf[..n],
+            pos: 0,
+        };
+        w.bytes(&MAGIC);
+        w.u32(FORMAT_VERSION);
+        w.u32(tags.len() as u32);
+        for &tag in tags {
+            w.bytes(&tag.bytes());
+            w.u64(payload_len(tag, &self.cfg)? as u64);
+            let start = w.pos;
+            self.write_section(tag, &mut w);
+            debug_assert_eq!(w.pos - start, payload_len(tag, &self.cfg)?);
+        }
+        let crc = crc32fast::hash(&w.buf[..w.pos]);
+        w.u32(crc);
+        debug_assert_eq!(w.pos, n);
+        Ok(n)
+    }
+
+    /// The serialized head in a new vector (`Alloc` if it cannot be reserved).
+    pub fn serialize(&self) -> Result<Vec<u8>> {
+        self.check_serializable()?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(self.serialized_len())
+            .map_err(|_| Error::Alloc)?;
+        v.resize(self.serialized_len(), 0);
+        self.serialize_into(&mut v)?;
+        Ok(v)
+    }
+
+    fn write_section(&self, tag: Tag, w: &mut Writer) {
+        match tag {
+            Tag::Config => write_config(&self.cfg, w),
+            Tag::Core => {
+                let (t, dv) = (self.map.len(), self.cfg.value_dim as usize);
+                w.u64(self.tokens);
+                w.u64(self.queries);
+                w.u64(self.fallbacks.load(Ordering::Relaxed));
+                w.u64(self.bound.to_bits());
+                w.u32(self.state.since_flush);
+                w.u32(0);
+                w.u64(t as u64);
+                w.u64(dv as u64);
+                w.f32s(&self.state.s);
+                w.f32s(&self.state.d);
+                w.f32s(&self.state.zs);
+                w.f32s(&self.state.zd);
+            }
+        }
+    }
+
+    /// A head from its serialized form, at the detected CPU level.
+    pub fn deserialize(buf: &[u8]) -> Result<Sketch> {
+        Self::deserialize_with_level(buf, Level::detect())
+    }
+
+    /// A head from its serialized form, running the kernels of `level`.
+    pub fn deserialize_with_level(buf: &[u8], level: Level) -> Result<Sketch> {
+        if buf.len() < HEADER_LEN + SECTION_HEADER_LEN + CONF_LEN + TRAILER_LEN {
+            return Err(Error::Corrupt);
+        }
+        let body_len = buf.len() - TRAILER_LEN;
+        let mut r = Reader { buf, pos: 0 };
+        if r.take(8)? != MAGIC {
+            return Err(Error::Corrupt);
+        }
+        let stored_crc = u32::from_le_bytes([
+            buf[body_len],
+            buf[body_len + 1],
+            buf[body_len + 2],
+            buf[body_len + 3],
+        ]);
+        if crc32fast::hash(&buf[..body_len]) != stored_crc {
+            return Err(Error::Corrupt);
+        }
+        let version = r.u32()?;
+        if version == 0 {
+            return Err(Error::Corrupt);
+        }
+        if version > FORMAT_VERSION {
+            return Err(Error::Unsupported);
+        }
+        let count = r.u32()?;
+        // Everything after this point reads only the body (not the CRC).
+        let mut r = Reader {
+            buf: &buf[..body_len],
+            pos: r.pos,
+        };
+
+        // CONF: first, fixed size.
+        let (tag, len) = section_header(&mut r)?;
+        if tag != Tag::Config.bytes() || len != CONF_LEN as u64 {
+            return Err(Error::Corrupt);
+        }
+        let cfg = read_config(&mut Reader {
+            buf: r.take(CONF_LEN)?,
+            pos: 0,
+        })?;
+        match cfg.validate() {
+            Ok(()) => {}
+            Err(Error::Unsupported) => return Err(Error::Unsupported),
+            Err(_) => return Err(Error::Corrupt),
+        }
+        // Exact tokens (hybrid) would need the reserved `EXCT` section,
+        // which version 1 does not define.
+        if Hybrid::wanted(&cfg) {
+            return Err(Error::Unsupported);
+        }
+
+        // Every other section: expected tag and exact config-derived size,
+        // all checked before anything is allocated.
+        let tags = Tag::required(&cfg);
+        if count as usize != tags.len() {
+            return Err(Error::Corrupt);
+        }
+        let mut payloads: [&[u8]; 8] = [&[]; 8];
+        for (i, &want) in tags.iter().enumerate().skip(1) {
+            let (tag, len) = section_header(&mut r)?;
+            let need = payload_len(want, &cfg)?;
+            if tag != want.bytes() || len != need as u64 {
+                return Err(Error::Corrupt);
+            }
+            let p = r.take(need)?;
+            check_section(want, &cfg, p)?;
+            payloads[i] = p;
+        }
+        if r.pos != body_len {
+            return Err(Error::Corrupt); // trailing bytes
+        }
+
+        let mut h = Sketch::with_level(&cfg, level)?;
+        for (i, &tag) in tags.iter().enumerate().skip(1) {
+            h.load_section(tag, payloads[i]);
+        }
+        Ok(h)
+    }
+
+    /// Copies a checked section into a fresh head of the same config.
+    fn load_section(&mut self, tag: Tag, p: &[u8]) {
+        match tag {
+            Tag::Config => {}
+            Tag::Core => {
+                let c = core_counters(p);
+                let (t, dv) = (self.map.len(), self.cfg.value_dim as usize);
+                let arrays = &p[CORE_FIXED_LEN..];
+                let (ms, rest) = arrays.split_at(4 * t * dv);
+                let (md, rest) = rest.split_at(4 * t * dv);
+                let (zs, zd) = rest.split_at(4 * t);
+                for (dst, src) in [
+                    (&mut self.state.s, ms),
+                    (&mut self.state.d, md),
+                    (&mut self.state.zs, zs),
+                    (&mut self.state.zd, zd),
+                ] {
+                    for (o, x) in dst.iter_mut().zip(f32s(src)) {
+                        *o = x;
+                    }
+                }
+                self.tokens = c.tokens;
+                self.queries = c.queries;
+                self.fallbacks.store(c.fallbacks, Ordering::Relaxed);
+                self.bound = c.bound;
+                self.state.since_flush = c.since_flush;
+            }
+        }
+    }
+
+    /// `self` absorbs `src` as if `src`'s tokens had followed its own.
+    ///
+    /// `M = M_self + M_src`, `z = z_self + z_src`: the totals are added by an
+    /// error-free TwoSum, the block accumulators with one f32 rounding of
+    /// `d_self + d_src + e`, then everything is flushed. The merged state is
+    /// within the streaming tolerance of the concatenated stream (it differs
+    /// only in where block boundaries fell). Counters and bounds add.
+    /// Refused: different config or seed (`InvalidArg`), a bound past
+    /// [`STATE_LIMIT`](crate::sketch::STATE_LIMIT) (`Range`).
+    pub fn merge(&mut self, src: &Sketch) -> Result<()> {
+        self.live()?;
+        src.live()?;
+        if self.cfg != src.cfg
+            || self.cfg.scale.to_bits() != src.cfg.scale.to_bits()
+            || self.cfg.recovery_eps.to_bits() != src.cfg.recovery_eps.to_bits()
+        {
+            return Err(Error::InvalidArg);
+        }
+        // Exact-token (hybrid) heads: no merge rule yet. Position-indexed
+        // parts (output / retrieval sketches) refuse here too once they exist.
+        if self.hybrid.is_some() || src.hybrid.is_some() {
+            return Err(Error::WrongMode);
+        }
+        let tokens = self.tokens.checked_add(src.tokens).ok_or(Error::Range)?;
+        let queries = self.queries.checked_add(src.queries).ok_or(Error::Range)?;
+        let bound = self.bound + src.bound;
+        if !(bound <= STATE_LIMIT) {
+            return Err(Error::Range);
+        }
+        self.poisoned = true;
+        let st = &mut self.state;
+        merge_halves(&mut st.s, &mut st.d, &src.state.s, &src.state.d);
+        merge_halves(&mut st.zs, &mut st.zd, &src.state.zs, &src.state.zd);
+        st.flush(self.kern);
+        self.tokens = tokens;
+        self.queries = queries;
+        self.bound = bound;
+        let fb = src.fallbacks.load(Ordering::Relaxed);
+        let mine = self.fallbacks.load(Ordering::Relaxed);
+        self.fallbacks
+            .store(mine.saturating_add(fb), Ordering::Relaxed);
+        self.poisoned = false;
+        Ok(())
+    }
+}
+
+/// `(s, d) += (s2, d2)`: `(s, e) = TwoSum(s, s2)` exactly, `d = d + d2 + e`.
+fn merge_halves(s: &mut [f32], d: &mut [f32], s2: &[f32], d2: &[f32]) {
+    for (((a, da), &b), &db) in s.iter_mut().zip(d.iter_mut()).zip(s2).zip(d2) {
+        let sum = *a + b;
+        let bb = sum - *a;
+        let e = (*a - (sum - bb)) + (b - bb);
+        *a = sum;
+        *da = (*da + db) + e;
+    }
+}
+
+fn section_header(r: &mut Reader) -> Result<([u8; 4], u64)> {
+    let t = r.take(4)?;
+    let tag = [t[0], t[1], t[2], t[3]];
+    Ok((tag, r.u64()?))
+}
+
+/// The counters at the start of a `CORE` payload (length already checked).
+fn core_counters(p: &[u8]) -> Counters {
+    let mut r = Reader { buf: p, pos: 0 };
+    // The payload is at least CORE_FIXED_LEN long, so these reads succeed.
+    let mut next = || r.u64().unwrap_or(0);
+    let tokens = next();
+    let queries = next();
+    let fallbacks = next();
+    let bound = f64::from_bits(next());
+    let since = next();
+    Counters {
+        tokens,
+        queries,
+        fallbacks,
+        bound,
+        since_flush: since as u32,
+    }
+}
+
+/// Value checks of a section whose length matched its config-derived size.
+fn check_section(tag: Tag, cfg: &Config, p: &[u8]) -> Result<()> {
+    match tag {
+        Tag::Config => Ok(()),
+        Tag::Core => check_core(cfg, p),
+    }
+}
+
+/// `CORE` consistency: shape fields equal the config's; counters possible
+/// (`since_flush < 64`, reserved word 0, causal heads record no queries,
+/// an empty head is all zero); the bound finite, `>= tokens` (every token
+/// adds at least 1) and `<= STATE_LIMIT`; every array element finite with
+/// `|x| <= 2 bound`; and `z_0 = s_0 + d_0` equal to the token count (the
+/// degree-0 feature is 1 for every token).
+fn check_core(cfg: &Config, p: &[u8]) -> Result<()> {
+    let (t, dv) = shape(cfg)?;
+    let c = core_counters(p);
+    let mut r = Reader { buf: p, pos: 36 };
+    let reserved = r.u32()?;
+    let (st, sdv) = (r.u64()?, r.u64()?);
+    if reserved != 0 || st != t as u64 || sdv != dv as u64 {
+        return Err(Error::Corrupt);
+    }
+    if c.since_flush >= FLUSH_INTERVAL {
+        return Err(Error::Corrupt);
+    }
+    if cfg.mode == Mode::Causal && c.queries != 0 {
+        return Err(Error::Corrupt);
+    }
+    let n = c.tokens as f64;
+    if !(c.bound.is_finite() && c.bound <= STATE_LIMIT && c.bound >= n * (1.0 - 1e-9)) {
+        return Err(Error::Corrupt);
+    }
+    if c.tokens == 0 && (c.bound != 0.0 || c.since_flush != 0 || c.fallbacks != 0) {
+        return Err(Error::Corrupt);
+    }
+    let lim = (2.0 * c.bound) as f32;
+    let arrays = &p[CORE_FIXED_LEN..];
+    for x in f32s(arrays) {
+        if !(x.is_finite() && x.abs() <= lim) {
+            return Err(Error::Corrupt);
+        }
+    }
+    let z = &arrays[8 * t * dv..];
+    let mut it = f32s(z);
+    let zs0 = it.next().unwrap_or(f32::NAN) as f64;
+    let zd0 = f32s(&z[4 * t..]).next().unwrap_or(f32::NAN) as f64;
+    if !((zs0 + zd0 - n).abs() <= 1e-6 * n + 0.5) {
+        return Err(Error::Corrupt);
+    }
+    Ok(())
+}

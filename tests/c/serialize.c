@@ -1,0 +1,150 @@
+/* Serialization and merge through the C ABI: size query, too-small buffers,
+   a round trip that continues the stream bit for bit, refusal of every
+   truncation, every single-bit flip and trailing bytes, and merging a split
+   stream. Returns non-zero on any failure. */
+#include "attnsketch.h"
+#include "check.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { D = 4, DV = 3, N1 = 70, N2 = 90 };
+
+static float Q[N1 + N2][D], K[N1 + N2][D], V[N1 + N2][DV];
+
+static as_sketch *make(uint64_t seed) {
+    as_config c;
+    as_sketch *h = NULL;
+    CHECK_ST(as_config_init(&c, D), AS_OK);
+    c.value_dim = DV;
+    c.seed = seed;
+    CHECK_ST(as_create(&c, &h), AS_OK);
+    return h;
+}
+
+static void stream(as_sketch *h, int from, int to, float *outs) {
+    for (int j = from; j < to; j++) {
+        float o[DV];
+        CHECK_ST(as_push_token(h, Q[j], K[j], V[j], o), AS_OK);
+        if (outs) memcpy(outs + (size_t)(j - from) * DV, o, sizeof o);
+    }
+}
+
+static uint8_t *ser(const as_sketch *h, size_t *len) {
+    size_t need = 0;
+    CHECK_ST(as_serialize(h, NULL, 0, &need), AS_OK);
+    uint8_t *b = malloc(need);
+    size_t w = 0;
+    CHECK_ST(as_serialize(h, b, need, &w), AS_OK);
+    CHECK(w == need);
+    *len = need;
+    return b;
+}
+
+int main(void) {
+    for (int j = 0; j < N1 + N2; j++) {
+        for (int i = 0; i < D; i++) Q[j][i] = rnd(), K[j][i] = rnd();
+        for (int i = 0; i < DV; i++) V[j][i] = 2.0f * rnd();
+    }
+    as_sketch *a = make(7);
+    stream(a, 0, N1, NULL);
+
+    /* Size query, too small (nothing written), NULLs. */
+    size_t need = 0, w = 0;
+    CHECK_ST(as_serialize(a, NULL, 0, &need), AS_OK);
+    CHECK(need > 0);
+    uint8_t *small = malloc(need);
+    memset(small, 0xA5, need);
+    CHECK_ST(as_serialize(a, small, need - 1, &w), AS_ERR_BUFFER_TOO_SMALL);
+    CHECK(w == need);
+    for (size_t i = 0; i < need; i++) CHECK(small[i] == 0xA5);
+    free(small);
+    CHECK_ST(as_serialize(NULL, NULL, 0, &w), AS_ERR_NULL);
+    CHECK_ST(as_serialize(a, NULL, 0, NULL), AS_ERR_NULL);
+
+    size_t len = 0;
+    uint8_t *buf = ser(a, &len);
+
+    /* Round trip continues identically. */
+    as_sketch *b = NULL;
+    CHECK_ST(as_deserialize(buf, len, &b), AS_OK);
+    CHECK(b != NULL);
+    if (!b) return 1;
+    CHECK(as_token_count(b) == N1);
+    float *oa = malloc(sizeof(float) * N2 * DV), *ob = malloc(sizeof(float) * N2 * DV);
+    stream(a, N1, N1 + N2, oa);
+    stream(b, N1, N1 + N2, ob);
+    CHECK(memcmp(oa, ob, sizeof(float) * N2 * DV) == 0);
+    size_t la, lb;
+    uint8_t *sa = ser(a, &la), *sb = ser(b, &lb);
+    CHECK(la == lb && memcmp(sa, sb, la) == 0);
+    free(sa);
+    free(sb);
+    as_free(b);
+
+    /* Every truncation, every bit flip, a trailing byte: CORRUPT, *out stays NULL.
+       Each candidate lives in its own exact-size heap block, so a read past
+       it is an ASan / valgrind error. */
+    for (size_t n = 0; n < len; n++) {
+        uint8_t *t = malloc(n ? n : 1);
+        memcpy(t, buf, n);
+        as_sketch *x = NULL;
+        CHECK_ST(as_deserialize(t, n, &x), AS_ERR_CORRUPT);
+        CHECK(x == NULL);
+        free(t);
+    }
+    uint8_t *f = malloc(len);
+    for (size_t i = 0; i < len; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            memcpy(f, buf, len);
+            f[i] ^= (uint8_t)(1u << bit);
+            as_sketch *x = NULL;
+            CHECK_ST(as_deserialize(f, len, &x), AS_ERR_CORRUPT);
+            CHECK(x == NULL);
+        }
+    }
+    free(f);
+    uint8_t *tr = malloc(len + 1);
+    memcpy(tr, buf, len);
+    tr[len] = 0;
+    as_sketch *x = NULL;
+    CHECK_ST(as_deserialize(tr, len + 1, &x), AS_ERR_CORRUPT);
+    CHECK(x == NULL);
+    free(tr);
+    CHECK_ST(as_deserialize(NULL, 10, &x), AS_ERR_NULL);
+    CHECK_ST(as_deserialize(buf, len, NULL), AS_ERR_NULL);
+    free(buf);
+
+    /* Merge a split stream: whole vs first-half + second-half. */
+    as_sketch *whole = make(3), *h1 = make(3), *h2 = make(3), *other = make(4);
+    stream(whole, 0, N1 + N2, NULL);
+    stream(h1, 0, N1, NULL);
+    stream(h2, N1, N1 + N2, NULL);
+    CHECK_ST(as_merge(h1, h1), AS_ERR_INVALID_ARG);
+    CHECK_ST(as_merge(NULL, h2), AS_ERR_NULL);
+    CHECK_ST(as_merge(h1, NULL), AS_ERR_NULL);
+    CHECK_ST(as_merge(h1, other), AS_ERR_INVALID_ARG); /* different seed */
+    CHECK(as_token_count(h1) == N1);
+    CHECK_ST(as_merge(h1, h2), AS_OK);
+    CHECK(as_token_count(h1) == N1 + N2);
+    for (int j = 0; j < 20; j++) {
+        float o1[DV], o2[DV];
+        CHECK_ST(as_query(h1, Q[j], o1), AS_OK);
+        CHECK_ST(as_query(whole, Q[j], o2), AS_OK);
+        for (int i = 0; i < DV; i++) CHECK(fabsf(o1[i] - o2[i]) <= 1e-4f * (1.0f + fabsf(o2[i])));
+    }
+    as_free(whole);
+    as_free(h1);
+    as_free(h2);
+    as_free(other);
+    as_free(a);
+    free(oa);
+    free(ob);
+    if (g_failures) {
+        fprintf(stderr, "serialize: %d failures\n", g_failures);
+        return 1;
+    }
+    printf("serialize: ok (%zu-byte buffer, %zu truncations, %zu bit flips refused)\n", len,
+           len, len * 8);
+    return 0;
+}

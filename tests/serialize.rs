@@ -1,0 +1,416 @@
+//! Serialization and merge: bit-exact round trips that continue the stream
+//! identically at every CPU level, refusal of every truncation / bit flip /
+//! trailing byte / inconsistent field, and merge == concatenation within the
+//! streaming tolerance.
+mod common;
+use attnsketch::sketch::serialize::{
+    CONF_LEN, CORE_FIXED_LEN, FORMAT_VERSION, HEADER_LEN, SECTION_HEADER_LEN,
+};
+use attnsketch::{Config, Error, Level, Mode, Sketch};
+use common::*;
+
+fn cfg(d: u32, dv: u32, g: u32, mode: Mode, seed: u64) -> Config {
+    let mut c = Config::new(d);
+    c.value_dim = dv;
+    c.degree = g;
+    c.mode = mode;
+    c.seed = seed;
+    c
+}
+
+/// Streams `n` random tokens (causal: push_token; non-causal: append_kv and
+/// a push_query every 3rd token).
+fn feed(h: &mut Sketch, rng: &mut Rng, n: usize) -> Vec<f32> {
+    let (d, dv) = (h.config().head_dim as usize, h.config().value_dim as usize);
+    let mut outs = Vec::new();
+    let mut o = vec![0.0f32; dv];
+    for j in 0..n {
+        let (q, k, v) = (rng.vec(d, 1.0), rng.vec(d, 1.0), rng.vec(dv, 2.0));
+        match h.config().mode {
+            Mode::Causal => h.push_token(&q, &k, &v, &mut o).unwrap(),
+            Mode::NonCausal => {
+                h.append_kv(&k, &v).unwrap();
+                if j % 3 == 0 {
+                    h.push_query(&q, &mut o).unwrap();
+                }
+            }
+        }
+        outs.extend_from_slice(&o);
+    }
+    outs
+}
+
+fn fix_crc(b: &mut [u8]) {
+    let n = b.len() - 4;
+    let c = crc32fast::hash(&b[..n]);
+    b[n..].copy_from_slice(&c.to_le_bytes());
+}
+
+/// Offset of the CORE payload in a v1 buffer.
+fn core_off() -> usize {
+    HEADER_LEN + SECTION_HEADER_LEN + CONF_LEN + SECTION_HEADER_LEN
+}
+
+const CONFIGS: &[(u32, u32, u32, Mode)] = &[
+    (1, 1, 0, Mode::Causal),
+    (3, 5, 2, Mode::Causal),
+    (4, 4, 2, Mode::NonCausal),
+    (7, 3, 3, Mode::Causal),
+    (16, 16, 2, Mode::NonCausal),
+];
+
+#[test]
+fn round_trip_is_bit_exact_and_continues_identically_at_every_level() {
+    let mut rng = Rng(61);
+    for &(d, dv, g, mode) in CONFIGS {
+        for &n in &[0usize, 1, 63, 64, 65, 200] {
+            let c = cfg(d, dv, g, mode, 99);
+            // Written at some level (rotating through the supported ones).
+            let levels: Vec<Level> = Level::ALL
+                .iter()
+                .copied()
+                .filter(|l| l.supported())
+                .collect();
+            let wl = levels[n % levels.len()];
+            let mut a = Sketch::with_level(&c, wl).unwrap();
+            feed(&mut a, &mut rng, n);
+            let bytes = a.serialize().unwrap();
+            assert_eq!(bytes.len(), a.serialized_len());
+            assert_eq!(&bytes[..8], b"ATSKETCH");
+            assert_eq!(
+                u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+                FORMAT_VERSION
+            );
+            for &lvl in Level::ALL.iter().filter(|l| l.supported()) {
+                let mut b = Sketch::deserialize_with_level(&bytes, lvl).unwrap();
+                assert_eq!(b.level(), lvl);
+                assert_eq!(b.serialize().unwrap(), bytes, "re-serialize differs");
+                assert_eq!(b.token_count(), a.token_count());
+                assert_eq!(b.query_count(), a.query_count());
+                assert_eq!(b.fallbacks(), a.fallbacks());
+                // Two loads at this level continue with the same tokens to
+                // identical bits (kernels of different levels may round
+                // differently, so each level is compared with itself).
+                let mut a2 = Sketch::deserialize_with_level(&bytes, lvl).unwrap();
+                let seed = rng.next_u64();
+                let oa = feed(&mut a2, &mut Rng(seed), 100);
+                let ob = feed(&mut b, &mut Rng(seed), 100);
+                assert_eq!(bits(&oa), bits(&ob));
+                assert_eq!(a2.serialize().unwrap(), b.serialize().unwrap());
+            }
+            // Continuing the original equals continuing a copy at its level.
+            let mut b = Sketch::deserialize_with_level(&bytes, wl).unwrap();
+            let seed = rng.next_u64();
+            let oa = feed(&mut a, &mut Rng(seed), 70);
+            let ob = feed(&mut b, &mut Rng(seed), 70);
+            assert_eq!(bits(&oa), bits(&ob));
+            assert_eq!(a.serialize().unwrap(), b.serialize().unwrap());
+        }
+    }
+}
+
+#[test]
+fn every_truncation_bit_flip_and_trailing_byte_is_refused() {
+    let mut rng = Rng(62);
+    for &(d, dv, g, mode) in &CONFIGS[..3] {
+        let mut a = Sketch::new(&cfg(d, dv, g, mode, 5)).unwrap();
+        feed(&mut a, &mut rng, 77);
+        let bytes = a.serialize().unwrap();
+        for len in 0..bytes.len() {
+            assert_eq!(
+                Sketch::deserialize(&bytes[..len]).err(),
+                Some(Error::Corrupt),
+                "truncated to {len}"
+            );
+        }
+        let mut b = bytes.clone();
+        for i in 0..b.len() {
+            for bit in 0..8 {
+                b[i] ^= 1 << bit;
+                assert_eq!(
+                    Sketch::deserialize(&b).err(),
+                    Some(Error::Corrupt),
+                    "flip byte {i} bit {bit}"
+                );
+                b[i] ^= 1 << bit;
+            }
+        }
+        let mut t = bytes.clone();
+        t.push(0);
+        assert_eq!(Sketch::deserialize(&t).err(), Some(Error::Corrupt));
+        // Trailing bytes inside the checksummed body (CRC recomputed).
+        let mut t = bytes[..bytes.len() - 4].to_vec();
+        t.extend_from_slice(&[0; 8]);
+        fix_crc(&mut t);
+        assert_eq!(Sketch::deserialize(&t).err(), Some(Error::Corrupt));
+    }
+}
+
+/// Fields changed with a valid checksum: still refused, before allocating.
+#[test]
+fn inconsistent_fields_with_valid_crc_are_refused() {
+    let mut rng = Rng(63);
+    let c = cfg(3, 2, 2, Mode::Causal, 7);
+    let mut a = Sketch::new(&c).unwrap();
+    feed(&mut a, &mut rng, 70);
+    let good = a.serialize().unwrap();
+    let co = core_off();
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = good.clone();
+        f(&mut b);
+        fix_crc(&mut b);
+        Sketch::deserialize(&b).err()
+    };
+    let put32 =
+        |b: &mut Vec<u8>, at: usize, x: u32| b[at..at + 4].copy_from_slice(&x.to_le_bytes());
+    let put64 =
+        |b: &mut Vec<u8>, at: usize, x: u64| b[at..at + 8].copy_from_slice(&x.to_le_bytes());
+    // Versions: 0 corrupt, newer unsupported.
+    assert_eq!(edit(&|b| put32(b, 8, 0)), Some(Error::Corrupt));
+    assert_eq!(
+        edit(&|b| put32(b, 8, FORMAT_VERSION + 1)),
+        Some(Error::Unsupported)
+    );
+    // Section count, tags, lengths.
+    assert_eq!(edit(&|b| put32(b, 12, 3)), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| put32(b, 12, u32::MAX)), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| b[16] = b'X'), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| put64(b, 20, u64::MAX)), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| put64(b, co - 8, u64::MAX)), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| put64(b, co - 8, 1 << 40)), Some(Error::Corrupt));
+    // Config: a huge head (would need GiBs) is refused without allocating;
+    // bad mode; zero dims; NaN scale.
+    let cf = HEADER_LEN + SECTION_HEADER_LEN;
+    assert_eq!(edit(&|b| put32(b, cf, 4096)), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| put32(b, cf + 8, 16)), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| put32(b, cf + 16, 7)), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| put32(b, cf, 0)), Some(Error::Corrupt));
+    assert_eq!(
+        edit(&|b| put32(b, cf + 12, f32::NAN.to_bits())),
+        Some(Error::Corrupt)
+    );
+    // A part this build lacks: unsupported.
+    assert_eq!(edit(&|b| put32(b, cf + 28, 4)), Some(Error::Unsupported));
+    // Exact tokens (hybrid): no section in version 1, unsupported.
+    assert_eq!(edit(&|b| put32(b, cf + 44, 8)), Some(Error::Unsupported));
+    // Core counters and values.
+    assert_eq!(edit(&|b| put32(b, co + 32, 64)), Some(Error::Corrupt)); // since_flush
+    assert_eq!(edit(&|b| put32(b, co + 36, 1)), Some(Error::Corrupt)); // reserved
+    assert_eq!(edit(&|b| put64(b, co + 8, 1)), Some(Error::Corrupt)); // causal queries
+    assert_eq!(
+        edit(&|b| put64(b, co + 24, f64::NAN.to_bits())),
+        Some(Error::Corrupt)
+    );
+    assert_eq!(
+        edit(&|b| put64(b, co + 24, 1.0f64.to_bits())),
+        Some(Error::Corrupt)
+    ); // bound < tokens
+    assert_eq!(
+        edit(&|b| put64(b, co + 24, 1e40f64.to_bits())),
+        Some(Error::Corrupt)
+    );
+    assert_eq!(edit(&|b| put64(b, co, 0)), Some(Error::Corrupt)); // empty but non-zero
+    assert_eq!(edit(&|b| put64(b, co, 1000)), Some(Error::Corrupt)); // z_0 != tokens
+    assert_eq!(edit(&|b| put64(b, co + 40, 11)), Some(Error::Corrupt)); // t
+    assert_eq!(edit(&|b| put64(b, co + 48, 3)), Some(Error::Corrupt)); // dv
+    let arr = co + CORE_FIXED_LEN;
+    assert_eq!(
+        edit(&|b| put32(b, arr + 4, f32::NAN.to_bits())),
+        Some(Error::Corrupt)
+    );
+    assert_eq!(
+        edit(&|b| put32(b, arr + 4, f32::INFINITY.to_bits())),
+        Some(Error::Corrupt)
+    );
+    assert_eq!(
+        edit(&|b| put32(b, arr + 4, 1e30f32.to_bits())),
+        Some(Error::Corrupt)
+    );
+    // The untouched buffer still loads.
+    assert!(Sketch::deserialize(&good).is_ok());
+}
+
+/// Streams `n` tokens of one fixed sequence into `h` from token `from`.
+fn stream(h: &mut Sketch, seed: u64, from: usize, n: usize) {
+    let (d, dv) = (h.config().head_dim as usize, h.config().value_dim as usize);
+    let mut rng = Rng(seed);
+    let mut o = vec![0.0f32; dv];
+    for j in 0..from + n {
+        let (q, k, v) = (rng.vec(d, 1.0), rng.vec(d, 1.0), rng.vec(dv, 2.0));
+        if j < from {
+            continue;
+        }
+        match h.config().mode {
+            Mode::Causal => h.push_token(&q, &k, &v, &mut o).unwrap(),
+            Mode::NonCausal => h.append_kv(&k, &v).unwrap(),
+        }
+    }
+}
+
+/// Largest `|a - b| / scale` of two states, `scale = max |b|` per array.
+fn state_diff(a: &Sketch, b: &Sketch) -> f64 {
+    let rel = |x: &[f64], y: &[f64]| {
+        let s = y.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+        x.iter()
+            .zip(y)
+            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs() / s))
+    };
+    rel(&a.state().m_f64(), &b.state().m_f64()).max(rel(&a.state().z_f64(), &b.state().z_f64()))
+}
+
+#[test]
+fn merge_equals_concatenation() {
+    for &(d, dv, g, mode) in CONFIGS {
+        let c = cfg(d, dv, g, mode, 3);
+        for &(n1, n2) in &[
+            (0usize, 10usize),
+            (10, 0),
+            (63, 1),
+            (64, 64),
+            (100, 157),
+            (1000, 999),
+        ] {
+            let seed = 1000 + n1 as u64;
+            let mut whole = Sketch::new(&c).unwrap();
+            stream(&mut whole, seed, 0, n1 + n2);
+            let mut a = Sketch::new(&c).unwrap();
+            stream(&mut a, seed, 0, n1);
+            let mut b = Sketch::new(&c).unwrap();
+            stream(&mut b, seed, n1, n2);
+            a.merge(&b).unwrap();
+            assert_eq!(a.token_count(), (n1 + n2) as u64);
+            let err = state_diff(&a, &whole);
+            // Stated tolerance: 1e-6 of the largest state element.
+            assert!(err <= 1e-6, "{d} {dv} {g} {mode:?} {n1}+{n2}: {err:e}");
+            // Queries agree too (same tolerance scaled by the normaliser).
+            let q = Rng(seed).vec(d as usize, 1.0);
+            let (mut oa, mut ow) = (vec![0.0f32; dv as usize], vec![0.0f32; dv as usize]);
+            a.query(&q, &mut oa).unwrap();
+            whole.query(&q, &mut ow).unwrap();
+            for (x, y) in oa.iter().zip(&ow) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+            // The merged head keeps streaming and serializing.
+            stream(&mut a, 7, 0, 10);
+            let s = a.serialize().unwrap();
+            assert!(Sketch::deserialize(&s).is_ok());
+        }
+    }
+}
+
+#[test]
+fn merge_of_many_pieces_and_after_round_trip() {
+    let c = cfg(4, 3, 2, Mode::Causal, 11);
+    let mut whole = Sketch::new(&c).unwrap();
+    stream(&mut whole, 5, 0, 1000);
+    let mut acc = Sketch::new(&c).unwrap();
+    let mut from = 0;
+    for piece in [1usize, 50, 64, 200, 385, 300] {
+        let mut p = Sketch::new(&c).unwrap();
+        stream(&mut p, 5, from, piece);
+        let p = Sketch::deserialize(&p.serialize().unwrap()).unwrap();
+        acc.merge(&p).unwrap();
+        from += piece;
+    }
+    assert_eq!(from, 1000);
+    assert!(state_diff(&acc, &whole) <= 1e-6);
+}
+
+#[test]
+fn merge_refusals_change_nothing() {
+    let c = cfg(3, 2, 2, Mode::Causal, 1);
+    let mut a = Sketch::new(&c).unwrap();
+    stream(&mut a, 1, 0, 30);
+    let before = a.serialize().unwrap();
+    let mut others = Vec::new();
+    let mut c2 = c.clone();
+    c2.seed = 2;
+    others.push(c2);
+    let mut c2 = c.clone();
+    c2.scale *= 1.0001;
+    others.push(c2);
+    let mut c2 = c.clone();
+    c2.degree = 3;
+    others.push(c2);
+    let mut c2 = c.clone();
+    c2.mode = Mode::NonCausal;
+    others.push(c2);
+    let mut c2 = c.clone();
+    c2.value_dim = 3;
+    others.push(c2);
+    for oc in others {
+        let mut b = Sketch::new(&oc).unwrap();
+        stream(&mut b, 9, 0, 5);
+        assert_eq!(a.merge(&b), Err(Error::InvalidArg), "{oc:?}");
+        assert_eq!(a.serialize().unwrap(), before);
+    }
+    // A merge that would pass the state limit: Range, nothing changed.
+    let mut big = Sketch::new(&c).unwrap();
+    let mut o = [0.0f32; 2];
+    let v = [1.0f32; 2];
+    let q = [1e-30f32; 3];
+    // |k| = 1e14 at degree 2 adds 1e28 to the bound: ~126 tokens reach the
+    // 2^100 limit, so this head merged with its twin would pass it.
+    let k = [1.0e14f32; 3];
+    let mut n = 0;
+    while n < 1000 && big.push_token(&q, &k, &v, &mut o).is_ok() {
+        n += 1;
+    }
+    assert!(n > 60 && n < 1000, "{n}");
+    let before_big = big.serialize().unwrap();
+    let twin = Sketch::deserialize(&before_big).unwrap();
+    assert_eq!(big.merge(&twin), Err(Error::Range));
+    assert_eq!(big.serialize().unwrap(), before_big);
+}
+
+/// Hybrid heads (exact tokens) have no section in format version 1 and no
+/// merge rule yet: refused with UNSUPPORTED / WRONG_MODE, nothing changed.
+#[test]
+fn hybrid_heads_refuse_serialize_and_merge() {
+    let mut c = cfg(4, 4, 2, Mode::Causal, 1);
+    c.window_tokens = 8;
+    let Ok(mut h) = Sketch::new(&c) else {
+        panic!("hybrid config refused")
+    };
+    stream(&mut h, 3, 0, 20);
+    assert_eq!(h.serialize().err(), Some(Error::Unsupported));
+    let mut buf = vec![0u8; 1 << 16];
+    assert_eq!(h.serialize_into(&mut buf).err(), Some(Error::Unsupported));
+    let twin = h.clone();
+    assert_eq!(h.merge(&twin), Err(Error::WrongMode));
+    assert_eq!(h.token_count(), 20);
+    let mut plain = Sketch::new(&cfg(4, 4, 2, Mode::Causal, 1)).unwrap();
+    assert_eq!(plain.merge(&twin), Err(Error::InvalidArg)); // configs differ
+    assert_eq!(plain.token_count(), 0);
+}
+
+/// Through the C ABI: a hybrid head's size query and full call are both
+/// UNSUPPORTED, with `*written` and the buffer untouched.
+#[test]
+fn hybrid_serialize_through_c_is_unsupported() {
+    use attnsketch::ffi::*;
+    let mut c = cfg(4, 4, 2, Mode::Causal, 1);
+    c.window_tokens = 8;
+    let cc = to_c(&c);
+    let mut h: *mut as_sketch = std::ptr::null_mut();
+    assert_eq!(unsafe { as_create(&cc, &mut h) }, AS_OK);
+    let mut w = 12345usize;
+    let mut buf = vec![0xA5u8; 4096];
+    unsafe {
+        assert_eq!(
+            as_serialize(h, std::ptr::null_mut(), 0, &mut w),
+            AS_ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            as_serialize(h, buf.as_mut_ptr(), 1, &mut w),
+            AS_ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            as_serialize(h, buf.as_mut_ptr(), buf.len(), &mut w),
+            AS_ERR_UNSUPPORTED
+        );
+        as_free(h);
+    }
+    assert_eq!(w, 12345);
+    assert!(buf.iter().all(|&x| x == 0xA5));
+}
