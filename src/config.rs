@@ -49,6 +49,11 @@ pub struct Config {
     pub window_tokens: u32,
     /// Exact slots for heavy-hitter tokens.
     pub heavy_tokens: u32,
+    /// Stream-length hint of the output and key sketches: the number of
+    /// tree levels is sized so decoding stays logarithmic up to this many
+    /// token indices (more are still recorded; decode then costs
+    /// `O(n / 16^(levels-1))`). 1..=2^60; default 2^32.
+    pub max_tokens: u64,
 }
 
 impl Config {
@@ -72,6 +77,7 @@ impl Config {
             sink_tokens: 0,
             window_tokens: 0,
             heavy_tokens: 0,
+            max_tokens: crate::recovery::DEFAULT_MAX_TOKENS,
         }
     }
 
@@ -110,9 +116,18 @@ impl Config {
         if self.recovery_k > 0 && !(self.recovery_eps.is_finite() && self.recovery_eps > 0.0) {
             return Err(Error::InvalidArg);
         }
-        if self.recovery_k > 0
-            || self.retrieval_k > 0
-            || self.sink_tokens > 0
+        if self.recovery_k > crate::recovery::MAX_K || self.retrieval_k > crate::recovery::MAX_K {
+            return Err(Error::InvalidArg);
+        }
+        if self.max_tokens == 0 || self.max_tokens > crate::recovery::MAX_MAX_TOKENS {
+            return Err(Error::InvalidArg);
+        }
+        // Output sketch (4 L R b dv) and key sketch (4 L R b t): see `recovery`.
+        let rec = crate::recovery::sketch_bytes(self, t);
+        if bytes.saturating_add(rec) > MAX_STATE_BYTES {
+            return Err(Error::InvalidArg);
+        }
+        if self.sink_tokens > 0
             || self.window_tokens > 0
             || self.heavy_tokens > 0
         {

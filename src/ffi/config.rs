@@ -47,6 +47,10 @@ pub struct as_config {
     pub window_tokens: u32,
     /// Exact slots for heavy-hitter tokens (default 0).
     pub heavy_tokens: u32,
+    /// Stream-length hint for the output/key sketches (their tree depth);
+    /// 0 or absent (older struct_size) means the default 2^32; at most 2^60.
+    /// Longer streams still work, with a decode that is no longer logarithmic.
+    pub max_tokens: u64,
 }
 
 /// Bytes of the fields every caller must provide (up to `heavy_tokens`).
@@ -93,6 +97,7 @@ pub fn to_c(c: &Config) -> as_config {
         sink_tokens: c.sink_tokens,
         window_tokens: c.window_tokens,
         heavy_tokens: c.heavy_tokens,
+        max_tokens: c.max_tokens,
     }
 }
 
@@ -109,7 +114,8 @@ pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
         return Err(Error::InvalidArg);
     }
     // SAFETY: every read below lies within the CONFIG_BASE_SIZE bytes that
-    // struct_size (checked first) says the caller provides.
+    // struct_size (checked first) says the caller provides; later fields are
+    // read only when struct_size covers them.
     unsafe {
         let size = addr_of!((*cfg).struct_size).read() as usize;
         if size < CONFIG_BASE_SIZE {
@@ -133,6 +139,13 @@ pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
             sink_tokens: addr_of!((*cfg).sink_tokens).read(),
             window_tokens: addr_of!((*cfg).window_tokens).read(),
             heavy_tokens: addr_of!((*cfg).heavy_tokens).read(),
+            max_tokens: match size >= core::mem::offset_of!(as_config, max_tokens) + 8 {
+                true => match addr_of!((*cfg).max_tokens).read() {
+                    0 => crate::recovery::DEFAULT_MAX_TOKENS,
+                    m => m,
+                },
+                false => crate::recovery::DEFAULT_MAX_TOKENS,
+            },
         })
     }
 }

@@ -10,12 +10,14 @@ pub mod bank;
 pub mod config;
 pub mod handles;
 pub mod panic;
+pub mod recovery;
 pub mod sketch;
 pub mod status;
 pub mod version;
 
 pub use bank::*;
 pub use config::*;
+pub use recovery::*;
 pub use sketch::*;
 pub use status::*;
 pub use version::*;

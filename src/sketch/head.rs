@@ -13,6 +13,9 @@ use crate::poly::{FeatureMap, Polynomial};
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::cell::RefCell;
 
+// Recovery and retrieval (`recover_column`, `heavy_tokens`): src/sketch/head/recover.rs.
+mod recover;
+
 /// Largest value any state element may reach (a running bound is kept and a
 /// token that could push past it is refused with [`Error::Range`]).
 pub const STATE_LIMIT: f64 = 1.2676506002282294e30; // 2^100
@@ -52,6 +55,8 @@ pub struct Sketch {
     fallbacks: AtomicU64,
     /// Set while a commit runs; left set if a panic interrupted one.
     poisoned: bool,
+    /// Output sketch `Y = Phi T` and key sketch `Phi U2` (issue 3).
+    rec: crate::recovery::Recorder,
 }
 
 impl Clone for Sketch {
@@ -69,6 +74,7 @@ impl Clone for Sketch {
             scratch: self.scratch.clone(),
             fallbacks: AtomicU64::new(self.fallbacks.load(Ordering::Relaxed)),
             poisoned: self.poisoned,
+            rec: self.rec.clone(),
         }
     }
 }
@@ -117,6 +123,7 @@ impl Sketch {
             bound: 0.0,
             fallbacks: AtomicU64::new(0),
             poisoned: false,
+            rec: crate::recovery::Recorder::new(cfg, t)?,
         })
     }
 
@@ -157,6 +164,7 @@ impl Sketch {
             + self.alphas.capacity() * 4
             + self.poly.coeffs().len() * 8
             + self.state.heap_bytes()
+            + self.rec.heap_bytes()
             + (self.scratch.phik.capacity()
                 + self.scratch.phiq.capacity()
                 + self.scratch.sq.capacity()
@@ -306,6 +314,9 @@ impl Sketch {
         let acc = core::mem::take(&mut self.scratch.acc);
         self.normalise(&acc, den, mag, out);
         self.scratch.acc = acc;
+        let j = self.tokens - 1;
+        self.rec.record_key(j, &self.scratch.phik);
+        self.rec.record_output(j, out);
         self.state.tick(kern);
         self.poisoned = false;
     }
@@ -380,6 +391,7 @@ impl Sketch {
         (kern.expand)(&self.map, k, &mut self.scratch.phik);
         (kern.absorb)(&mut self.state.d, &self.scratch.phik, v);
         (kern.absorb_z)(&mut self.state.zd, &self.scratch.phik);
+        self.rec.record_key(self.tokens, &self.scratch.phik);
         self.tokens += 1;
         self.bound += incr;
         self.state.tick(kern);
@@ -395,6 +407,7 @@ impl Sketch {
             return Err(Error::WrongMode);
         }
         self.query(q, out)?;
+        self.rec.record_output(self.queries, out);
         self.queries += 1;
         Ok(())
     }
