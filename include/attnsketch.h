@@ -121,6 +121,12 @@ typedef struct as_config {
    Exact slots for heavy-hitter tokens (default 0).
    */
   uint32_t heavy_tokens;
+  /*
+   Stream-length hint for the output/key sketches (their tree depth);
+   0 or absent (older struct_size) means the default 2^32; at most 2^60.
+   Longer streams still work, with a decode that is no longer logarithmic.
+   */
+  uint64_t max_tokens;
 } as_config;
 
 /*
@@ -229,6 +235,43 @@ size_t as_bank_state_bytes(const struct as_bank *b);
 as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
 
 /*
+ The paper's decode: a k-sparse approximation of output column `col` over
+ the recorded outputs (causal: output j of token j; non-causal: the i-th
+ `as_push_query`). Writes up to `k` (output index, value) pairs into
+ `idx[k]`, `val[k]`, largest |value| first, and their count into `*found`.
+
+ `AS_ERR_WRONG_MODE`: the handle has no output sketch (`recovery_k == 0`).
+ `AS_ERR_INVALID_ARG`: `col >= value_dim` or `k > recovery_k`.
+ `k == 0` or no recorded output: `AS_OK` with `*found = 0`. Outputs are
+ written only on success. Cost: logarithmic in the number of outputs.
+ */
+as_status as_recover_column(const struct as_sketch *h,
+                            uint32_t col,
+                            uint32_t k,
+                            uint64_t *idx,
+                            float *val,
+                            uint32_t *found);
+
+/*
+ For query `q` (`head_dim` floats), the up-to-`k` past tokens with the
+ largest attention weight, heaviest first, decoded from the key-side
+ sketch. `weight[i]` is the estimated polynomial-kernel weight
+ `P(s q.k_j) / sum_i P(s q.k_i)` (an attention weight; see docs/recovery.md
+ for its relation to softmax weights).
+
+ `AS_ERR_WRONG_MODE`: no key sketch (`retrieval_k == 0`).
+ `AS_ERR_INVALID_ARG`: `k > retrieval_k`; `AS_ERR_NON_FINITE`/`AS_ERR_RANGE`
+ for a bad `q` (as `as_query`), `AS_ERR_RANGE` also when the normaliser is
+ not trustworthy. No absorbed token or `k == 0`: `AS_OK`, `*found = 0`.
+ */
+as_status as_heavy_tokens(const struct as_sketch *h,
+                          const float *q,
+                          uint32_t k,
+                          uint64_t *idx,
+                          float *weight,
+                          uint32_t *found);
+
+/*
  Creates a head from `cfg`. On success `*out` receives the handle; on
  failure `*out` is not written.
  */
@@ -307,28 +350,6 @@ as_status as_push_token_bf16(struct as_sketch *h,
                              const uint16_t *k,
                              const uint16_t *v,
                              float *out);
-
-/*
- The paper's decode of output column `col` (needs `recovery_k > 0`).
- Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL checks).
- */
-as_status as_recover_column(const struct as_sketch *h,
-                            uint32_t col,
-                            uint32_t k,
-                            uint64_t *idx,
-                            float *val,
-                            uint32_t *found);
-
-/*
- Heavy-token retrieval (needs `retrieval_k > 0`). Not in this build yet:
- `AS_ERR_UNSUPPORTED` (after the NULL checks).
- */
-as_status as_heavy_tokens(const struct as_sketch *h,
-                          const float *q,
-                          uint32_t k,
-                          uint64_t *idx,
-                          float *weight,
-                          uint32_t *found);
 
 /*
  Serialization. Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL checks).

@@ -127,10 +127,7 @@ impl Config {
         if bytes.saturating_add(rec) > MAX_STATE_BYTES {
             return Err(Error::InvalidArg);
         }
-        if self.sink_tokens > 0
-            || self.window_tokens > 0
-            || self.heavy_tokens > 0
-        {
+        if self.sink_tokens > 0 || self.window_tokens > 0 || self.heavy_tokens > 0 {
             return Err(Error::Unsupported);
         }
         Ok(())

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //!   projection  levels * rows * buckets * (1 or width)
-//!   descent     (top level + 1) * beam * 16 * rows   hash evaluations
+//!   descent     (top level + 1) * 2 beam * 16 * rows   hash evaluations
 //! ```
 //!
 //! with `top = min { l : ceil(n / 16^l) <= beam }`: logarithmic in n, never a
@@ -16,9 +16,13 @@
 //! the top stored level holds more than `beam` nodes and all of them are
 //! scored).
 //!
-//! Scores: a node `p` at level `l >= 1` scores
-//! `mean_r ys[l, r, h_{l,r}(p)]^2`, the AMS estimate of its energy
-//! `sum_{j in p} x_j^2` (+ colliding mass); a token scores
+//! Scores: a node `p` at level `l >= 1` has the squares
+//! `e_r = ys[l, r, h_{l,r}(p)]^2`, each an estimate of its energy
+//! `sum_{j in p} x_j^2` (4-wise signs) plus colliding mass. The beam keeps
+//! the union of the `beam` best nodes by `median_r e_r` (robust to a heavy
+//! colliding in a few rows) and by the second largest `e_r` (robust to two
+//! heavy entries of the node cancelling in some rows), so up to `2 beam`
+//! nodes survive a level. A token scores
 //! `x^_j = median_r s_r(j) ys[0, r, h_{0,r}(j)]`.
 
 use super::hash;
@@ -60,24 +64,39 @@ pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64
         return Vec::new();
     }
     let b = sh.buckets as u32;
+    let b0 = sh.buckets0 as u32;
     let top = top_level(n, sh.levels, sh.beam);
     let mut cands: Vec<u64> = (0..nodes(n, top)).collect();
     let mut bk = vec![0u32; cands.len()];
     let mut score = vec![0.0f64; cands.len()];
+    let mut vals: Vec<f64> = Vec::new();
     for l in (1..=top).rev() {
         if cands.len() > sh.beam {
-            bk.resize(cands.len(), 0);
-            score.clear();
-            score.resize(cands.len(), 0.0);
+            // Squares of the node's bucket in every row: vals[i * rows + r].
+            let m = cands.len();
+            bk.resize(m, 0);
+            vals.clear();
+            vals.resize(m * sh.rows, 0.0);
             for r in 0..sh.rows {
                 hash::buckets(sk.bucket_hash(l, r), b, &cands, &mut bk);
                 let base = sh.cell(l, r, 0);
-                for (s, &c) in score.iter_mut().zip(&bk) {
+                for (i, &c) in bk.iter().enumerate() {
                     let v = ys[base + c as usize];
-                    *s += v * v;
+                    vals[i * sh.rows + r] = v * v;
                 }
             }
-            let keep = top_k(&score, sh.beam);
+            // Sorted per node; median (robust to collisions) and second
+            // largest (robust to two heavies cancelling in some rows).
+            score.clear();
+            score.resize(m, 0.0);
+            median_rows(&mut vals, sh.rows, &mut score);
+            let second: Vec<f64> = (0..m)
+                .map(|i| vals[i * sh.rows + sh.rows.saturating_sub(2)])
+                .collect();
+            let mut keep = top_k(&score, sh.beam);
+            keep.extend(top_k(&second, sh.beam));
+            keep.sort_unstable();
+            keep.dedup();
             cands = keep.iter().map(|&i| cands[i]).collect();
         }
         let below = nodes(n, l - 1);
@@ -95,9 +114,10 @@ pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64
     let m = cands.len();
     bk.resize(m, 0);
     let mut sg = vec![0.0f32; m];
-    let mut vals = vec![0.0f64; m * rows];
+    vals.clear();
+    vals.resize(m * rows, 0.0);
     for r in 0..rows {
-        hash::buckets(sk.bucket_hash(0, r), b, &cands, &mut bk);
+        hash::buckets(sk.bucket_hash(0, r), b0, &cands, &mut bk);
         hash::signs(sk.sign_hash(r), &cands, &mut sg);
         let base = sh.cell(0, r, 0);
         for i in 0..m {

@@ -23,8 +23,8 @@ pub fn token_slots(
     for l in 1..shape.levels {
         slot_sign.copy_within(0..rows, l * rows);
     }
-    let b = shape.buckets as u32;
     for l in 0..shape.levels {
+        let b = shape.buckets_at(l) as u32;
         let key = if (l as u32) * FANOUT_BITS >= 64 {
             0
         } else {

@@ -38,13 +38,17 @@ pub const MAX_MAX_TOKENS: u64 = 1 << 60;
 /// Largest `recovery_k` / `retrieval_k`.
 pub const MAX_K: u32 = 1 << 16;
 /// Rows of the output sketch.
-pub const OUTPUT_ROWS: usize = 7;
-/// Buckets per `k / eps` of the output sketch.
+pub const OUTPUT_ROWS: usize = 9;
+/// Buckets per `k / eps` of the output sketch's identification levels.
 pub const OUTPUT_BUCKETS_PER_K_EPS: f64 = 4.0;
+/// Level 0 of the output sketch has this many times more buckets.
+pub const OUTPUT_LEVEL0_FACTOR: usize = 4;
 /// Rows of the key sketch.
 pub const KEY_ROWS: usize = 5;
-/// Buckets per `k` of the key sketch.
+/// Buckets per `k` of the key sketch's identification levels.
 pub const KEY_BUCKETS_PER_K: usize = 4;
+/// Level 0 of the key sketch has this many times more buckets.
+pub const KEY_LEVEL0_FACTOR: usize = 2;
 /// Seed domains (so the two sketches hash independently).
 const DOMAIN_OUTPUT: u64 = 1;
 const DOMAIN_KEYS: u64 = 2;
@@ -69,6 +73,7 @@ pub fn output_shape(cfg: &Config) -> Option<Shape> {
         levels: levels_for(cfg.max_tokens, b),
         rows: OUTPUT_ROWS,
         buckets: b,
+        buckets0: OUTPUT_LEVEL0_FACTOR * b,
         beam: b,
         width: cfg.value_dim as usize,
     })
@@ -84,6 +89,7 @@ pub fn key_shape(cfg: &Config, t: usize) -> Option<Shape> {
         levels: levels_for(cfg.max_tokens, 2 * b),
         rows: KEY_ROWS,
         buckets: b,
+        buckets0: KEY_LEVEL0_FACTOR * b,
         beam: 2 * b,
         width: t,
     })

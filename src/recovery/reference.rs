@@ -54,7 +54,13 @@ pub fn median(v: &[f64]) -> f64 {
 /// Top-k by full stable sort (largest first, lower index on ties).
 pub fn top_k(score: &[f64], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..score.len()).collect();
-    let key = |i: usize| if score[i].is_nan() { f64::NEG_INFINITY } else { score[i] };
+    let key = |i: usize| {
+        if score[i].is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            score[i]
+        }
+    };
     idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
     idx.truncate(k);
     idx
@@ -74,4 +80,29 @@ pub fn sparse_error(x: &[f64], y: &[(u64, f64)]) -> f64 {
         d[i as usize] -= v;
     }
     d.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+/// Exact softmax attention of one query over all `n` keys (`k` is `n x d`,
+/// `v` is `n x dv`), f64, log-sum-exp stable.
+pub fn softmax_attention(q: &[f64], k: &[f64], v: &[f64], d: usize, dv: usize, s: f64) -> Vec<f64> {
+    let w = softmax_weights(q, k, d, s);
+    let mut out = vec![0.0; dv];
+    for (i, &wi) in w.iter().enumerate() {
+        for c in 0..dv {
+            out[c] += wi * v[i * dv + c];
+        }
+    }
+    out
+}
+
+/// Softmax weights `exp(s q.k_i) / sum_j exp(s q.k_j)` over the `n` rows of `k`.
+pub fn softmax_weights(q: &[f64], k: &[f64], d: usize, s: f64) -> Vec<f64> {
+    let n = k.len() / d;
+    let sc: Vec<f64> = (0..n)
+        .map(|i| (0..d).map(|c| q[c] * k[i * d + c]).sum::<f64>() * s)
+        .collect();
+    let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
+    let den: f64 = e.iter().sum();
+    e.iter().map(|x| x / den).collect()
 }

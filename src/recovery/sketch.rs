@@ -13,7 +13,11 @@
 //!   y[l][r][bucket][0..width] += s_r(j) * x_j           (levels * rows adds of `width` floats per token)
 //! ```
 //!
-//! Bytes: `4 * levels * rows * buckets * width` (+ the hash coefficients).
+//! Level 0 (the estimation level) has `buckets0` buckets per row, the
+//! identification levels `buckets`.
+//!
+//! Bytes: `4 * rows * (buckets0 + (levels - 1) * buckets) * width` (+ the
+//! hash coefficients).
 
 use super::hash::{BucketHash, SeedStream, SignHash};
 use super::kernels;
@@ -31,8 +35,10 @@ pub struct Shape {
     pub levels: usize,
     /// Hash rows per level (odd: the median of level 0).
     pub rows: usize,
-    /// Buckets per row.
+    /// Buckets per row of the identification levels (`l >= 1`).
     pub buckets: usize,
+    /// Buckets per row of level 0 (the estimation level).
+    pub buckets0: usize,
     /// Candidates kept per level while descending.
     pub beam: usize,
     /// Floats per bucket.
@@ -40,9 +46,18 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// `levels * rows * buckets`: the number of sketch cells.
+    /// `rows * (buckets0 + (levels - 1) * buckets)`: the number of cells.
     pub fn cells(&self) -> usize {
-        self.levels * self.rows * self.buckets
+        self.rows * (self.buckets0 + (self.levels - 1) * self.buckets)
+    }
+    /// Buckets per row of level `l`.
+    #[inline(always)]
+    pub fn buckets_at(&self, l: usize) -> usize {
+        if l == 0 {
+            self.buckets0
+        } else {
+            self.buckets
+        }
     }
     /// Bytes of the bucket array.
     pub fn bytes(&self) -> u64 {
@@ -51,7 +66,11 @@ impl Shape {
     /// Cell index of `(level, row, bucket)`.
     #[inline(always)]
     pub fn cell(&self, l: usize, r: usize, b: u32) -> usize {
-        (l * self.rows + r) * self.buckets + b as usize
+        if l == 0 {
+            r * self.buckets0 + b as usize
+        } else {
+            self.rows * self.buckets0 + ((l - 1) * self.rows + r) * self.buckets + b as usize
+        }
     }
 }
 
@@ -75,13 +94,21 @@ pub struct Dyadic {
 impl Dyadic {
     /// An all-zero sketch; hash functions drawn from `(seed, domain)`.
     pub fn new(shape: Shape, seed: u64, domain: u64) -> Result<Self> {
-        if shape.levels == 0 || shape.rows == 0 || shape.buckets == 0 || shape.width == 0 {
+        if shape.levels == 0
+            || shape.rows == 0
+            || shape.buckets == 0
+            || shape.buckets0 == 0
+            || shape.width == 0
+        {
             return Err(Error::InvalidArg);
         }
-        if shape.cells() > u32::MAX as usize || shape.buckets > u32::MAX as usize {
+        if shape.cells() > u32::MAX as usize {
             return Err(Error::InvalidArg);
         }
-        let len = shape.cells().checked_mul(shape.width).ok_or(Error::InvalidArg)?;
+        let len = shape
+            .cells()
+            .checked_mul(shape.width)
+            .ok_or(Error::InvalidArg)?;
         let mut rng = SeedStream::new(seed, domain);
         let sign = (0..shape.rows).map(|_| rng.sign_hash()).collect();
         let bucket = (0..shape.levels * shape.rows)
@@ -144,7 +171,13 @@ impl Dyadic {
             &mut self.slot,
             &mut self.slot_sign,
         );
-        kernels::scatter_add(&mut self.y, self.shape.width, &self.slot, &self.slot_sign, x);
+        kernels::scatter_add(
+            &mut self.y,
+            self.shape.width,
+            &self.slot,
+            &self.slot_sign,
+            x,
+        );
         self.n = self.n.max(j + 1);
     }
 }
