@@ -52,7 +52,9 @@ impl Sketch {
     /// heaviest first: `(token index, weight)` with
     /// `weight = P^(s q.k_j) / sum_i P(s q.k_i)`, the sketch's estimate of the
     /// polynomial kernel weight normalised by the exact denominator
-    /// `phi_q(q)^T z`. Tokens with a non-positive estimate are not reported.
+    /// `phi_q(q)^T z`. The sketch is read with the weights centred on their
+    /// mean (`w_j - den/n`), and only tokens estimated above the mean are
+    /// reported.
     ///
     /// Errors: `WrongMode` without a key sketch (`retrieval_k == 0`);
     /// `InvalidArg`/`NonFinite`/`Range` for a bad `q` (as `query`);
@@ -88,12 +90,18 @@ impl Sketch {
         if !(den.is_finite() && mag.is_finite() && den > 0.0 && den > super::NORM_REL * mag) {
             return Err(Error::Range);
         }
+        // Centre the weights: feature 0 is the constant monomial (phi_k = 1),
+        // so lowering phi_q[0] by the mean weight mu = den / n sketches
+        // w_j - mu. Same ranking, but the l2 tail the heavy tokens must stand
+        // out of shrinks from sum w_j^2 to sum (w_j - mu)^2.
+        let mu = den as f64 / n as f64;
+        phiq[0] -= mu as f32;
         let mut ys = crate::error::try_vec(sh.cells(), 0.0f64)?;
         kernels::project_dot(sk.cells(), sh.width, &phiq, &mut ys);
         let inv = 1.0 / den as f64;
         Ok(decode(sk, &ys, n, k as usize, Rank::Positive)
             .into_iter()
-            .map(|(j, w)| (j, (w * inv) as f32))
+            .map(|(j, w)| (j, ((w + mu) * inv) as f32))
             .collect())
     }
 }
