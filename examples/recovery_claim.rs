@@ -70,7 +70,8 @@ fn main() {
             let q: Vec<f32> = (0..m * d).map(|_| rng.uni() * b_entry).collect();
             let kx: Vec<f32> = (0..m * d).map(|_| rng.uni() * b_entry).collect();
             let v: Vec<f32> = (0..m * dv).map(|_| rng.uni()).collect();
-            h.push_tokens(m, &q, &kx, &v, &mut out[..m * dv]).expect("push");
+            h.push_tokens(m, &q, &kx, &v, &mut out[..m * dv])
+                .expect("push");
             for j in 0..m {
                 o_col.push(out[j * dv + col] as f64);
             }
@@ -87,7 +88,11 @@ fn main() {
         let err = rref::sparse_error(&o_col, &y64);
         let best = rref::best_k_error(&o_col, k as usize);
         let norm = o_col.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let mut mags: Vec<(f64, usize)> = o_col.iter().enumerate().map(|(i, v)| (v.abs(), i)).collect();
+        let mut mags: Vec<(f64, usize)> = o_col
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.abs(), i))
+            .collect();
         mags.sort_by(|a, b| b.0.total_cmp(&a.0));
         let found = mags[..k as usize]
             .iter()

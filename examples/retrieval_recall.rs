@@ -65,7 +65,9 @@ fn synthetic(bnd: f32) {
             cfg.max_tokens = 1 << 20;
             cfg.seed = trial as u64;
             let mut h = Sketch::new(&cfg).unwrap();
-            let q: Vec<f32> = (0..d).map(|_| if rng.uni() < 0.0 { -bnd } else { bnd }).collect();
+            let q: Vec<f32> = (0..d)
+                .map(|_| if rng.uni() < 0.0 { -bnd } else { bnd })
+                .collect();
             let planted: Vec<usize> = (0..k).map(|_| (rng.next() % n as u64) as usize).collect();
             let mut keys = Vec::with_capacity(n * d);
             for j in 0..n {
@@ -83,11 +85,17 @@ fn synthetic(bnd: f32) {
             let p = Polynomial::taylor(g as usize);
             let pw: Vec<f64> = (0..n)
                 .map(|j| {
-                    let x: f64 = (0..d).map(|c| q64[c] * keys[j * d + c]).sum::<f64>() * cfg.scale as f64;
+                    let x: f64 =
+                        (0..d).map(|c| q64[c] * keys[j * d + c]).sum::<f64>() * cfg.scale as f64;
                     p.eval(x)
                 })
                 .collect();
-            let got: Vec<usize> = h.heavy_tokens(&q, k as u32).unwrap().iter().map(|&(j, _)| j as usize).collect();
+            let got: Vec<usize> = h
+                .heavy_tokens(&q, k as u32)
+                .unwrap()
+                .iter()
+                .map(|&(j, _)| j as usize)
+                .collect();
             r_sk += recall(&got, &truth) / trials as f64;
             r_poly += recall(&top(&pw, k), &truth) / trials as f64;
             let kb = h.recorder().keys.as_ref().unwrap().heap_bytes();
@@ -128,7 +136,8 @@ fn real(dir: &std::path::Path, g: u32) {
         let mut pi = 0;
         for i in 0..n {
             let r = i * d..(i + 1) * d;
-            h.push_token(&q[r.clone()], &kk[r.clone()], &v[r.clone()], &mut out).unwrap();
+            h.push_token(&q[r.clone()], &kk[r.clone()], &v[r.clone()], &mut out)
+                .unwrap();
             if pi < positions.len() && positions[pi] == i {
                 pi += 1;
                 let t = Instant::now();

@@ -443,3 +443,72 @@ fn recording_is_consistent_across_paths_and_memory_is_flat() {
         common::bits(a.recorder().out.as_ref().unwrap().cells())
     );
 }
+
+/// Retrieval on planted bounded-regime data (d = 16, g = 4, s = 1/d, entries
+/// in [-2, 2], n = 4096): 8 keys equal to the query are the true softmax
+/// top-8; mean recall@8 over trials must be >= 0.9.
+#[test]
+fn retrieval_recall_planted_bounded_regime() {
+    let (d, n, k) = (16usize, 4096usize, 8usize);
+    let trials = 6;
+    let mut recall = 0.0;
+    for trial in 0..trials {
+        let mut rng = Rng(500 + trial);
+        let mut cfg = Config::new(d as u32);
+        cfg.degree = 4;
+        cfg.scale = 1.0 / d as f32;
+        cfg.value_dim = 1;
+        cfg.mode = Mode::NonCausal;
+        cfg.retrieval_k = k as u32;
+        cfg.max_tokens = 1 << 16;
+        cfg.seed = trial;
+        let mut h = Sketch::new(&cfg).unwrap();
+        let q: Vec<f32> = (0..d)
+            .map(|_| if rng.uni() < 0.0 { -2.0 } else { 2.0 })
+            .collect();
+        let mut planted = Vec::new();
+        while planted.len() < k {
+            let j = (rng.next_u64() % n as u64) as usize;
+            if !planted.contains(&j) {
+                planted.push(j);
+            }
+        }
+        let mut keys = Vec::new();
+        for j in 0..n {
+            let kj = if planted.contains(&j) {
+                q.clone()
+            } else {
+                rng.vec(d, 2.0)
+            };
+            h.append_kv(&kj, &[0.0]).unwrap();
+            keys.extend(kj.iter().map(|&x| x as f64));
+        }
+        let q64: Vec<f64> = q.iter().map(|&x| x as f64).collect();
+        let w = rref::softmax_weights(&q64, &keys, d, cfg.scale as f64);
+        // The planted keys are the true top-k.
+        let truth = rref::top_k(&w, k);
+        let mut tp = truth.clone();
+        tp.sort();
+        let mut pl = planted.clone();
+        pl.sort();
+        assert_eq!(tp, pl);
+        let got = h.heavy_tokens(&q, k as u32).unwrap();
+        assert!(got.len() <= k);
+        for pair in got.windows(2) {
+            assert!(pair[0].1 >= pair[1].1, "heaviest first");
+        }
+        let hit = truth
+            .iter()
+            .filter(|&&t| got.iter().any(|&(j, _)| j as usize == t))
+            .count();
+        recall += hit as f64 / k as f64 / trials as f64;
+        // Reported weights approximate attention weights of the planted keys.
+        for &(j, wt) in &got {
+            if planted.contains(&(j as usize)) {
+                assert!((wt as f64 - w[j as usize]).abs() < 0.5 * w[j as usize] + 1e-3);
+            }
+        }
+    }
+    eprintln!("retrieval recall@8 = {recall:.3}");
+    assert!(recall >= 0.9, "recall {recall}");
+}

@@ -44,7 +44,7 @@ pub const OUTPUT_BUCKETS_PER_K_EPS: f64 = 4.0;
 /// Level 0 of the output sketch has this many times more buckets.
 pub const OUTPUT_LEVEL0_FACTOR: usize = 4;
 /// Rows of the key sketch.
-pub const KEY_ROWS: usize = 5;
+pub const KEY_ROWS: usize = 7;
 /// Buckets per `k` of the key sketch's identification levels.
 pub const KEY_BUCKETS_PER_K: usize = 4;
 /// Level 0 of the key sketch has this many times more buckets.
