@@ -18,7 +18,9 @@ fn sketch_of(n: u64, dv: usize) -> Dyadic {
     let mut s = 1u64;
     for j in 0..n {
         for v in x.iter_mut() {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *v = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) / ((j + 1) as f32).sqrt();
         }
         sk.record(j, &x);
@@ -34,13 +36,17 @@ fn bench(c: &mut Criterion) {
         let n = 1u64 << lg;
         let sk = sketch_of(n, dv);
         let cells = sk.shape().cells();
-        g.bench_with_input(BenchmarkId::new("decode", format!("2^{lg}")), &n, |b, &n| {
-            b.iter(|| {
-                let mut ys = vec![0.0f64; cells];
-                kernels::project_column(sk.cells(), dv, 0, &mut ys);
-                black_box(decode(&sk, &ys, n, 8, Rank::Magnitude))
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("decode", format!("2^{lg}")),
+            &n,
+            |b, &n| {
+                b.iter(|| {
+                    let mut ys = vec![0.0f64; cells];
+                    kernels::project_column(sk.cells(), dv, 0, &mut ys);
+                    black_box(decode(&sk, &ys, n, 8, Rank::Magnitude))
+                })
+            },
+        );
     }
     g.finish();
     let mut sk = sketch_of(1, dv);

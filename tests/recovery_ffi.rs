@@ -121,7 +121,7 @@ fn statuses_and_untouched_outputs() {
             as_recover_column(h, 1, 4, idx.as_mut_ptr(), val.as_mut_ptr(), &mut found),
             AS_OK
         );
-        assert!(found >= 1 && found <= 4);
+        assert!((1..=4).contains(&found));
         for i in 1..found as usize {
             assert!(val[i - 1].abs() >= val[i].abs());
             assert!(idx[i] < 50);
