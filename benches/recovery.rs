@@ -60,5 +60,36 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// `push_token` in the bounded regime (d = dv = 16, g = 4) without and with
+/// the output sketch (k = 8, eps = 0.5) and with the key sketch (k_r = 8,
+/// max_tokens 2^20), measured side by side.
+fn push_cost(c: &mut Criterion) {
+    let mut g = c.benchmark_group("push_token_d16_g4");
+    g.sample_size(30);
+    for (name, rk, kk) in [
+        ("plain", 0u32, 0u32),
+        ("output_sketch", 8, 0),
+        ("key_sketch", 0, 8),
+    ] {
+        let mut cfg = Config::new(16);
+        cfg.degree = 4;
+        cfg.scale = 1.0 / 16.0;
+        cfg.recovery_k = rk;
+        cfg.retrieval_k = kk;
+        cfg.max_tokens = 1 << 20;
+        let mut h = attnsketch::Sketch::new(&cfg).unwrap();
+        let q: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
+        let k: Vec<f32> = (0..16).map(|i| (i as f32 * 0.71).cos()).collect();
+        let mut out = vec![0.0f32; 16];
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                h.push_token(black_box(&q), black_box(&k), &k, &mut out)
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, push_cost);
 criterion_main!(benches);
