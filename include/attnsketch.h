@@ -122,6 +122,11 @@ typedef struct as_config {
    */
   uint32_t heavy_tokens;
   /*
+   Hybrid mode: groups of the clustered moment tail that absorbs evicted
+   tokens (0: default 32).
+   */
+  uint32_t tail_groups;
+  /*
    Stream-length hint for the output/key sketches (their tree depth);
    0 or absent (older struct_size) means the default 2^32; at most 2^60.
    Longer streams still work, with a decode that is no longer logarithmic.
@@ -233,6 +238,18 @@ size_t as_bank_state_bytes(const struct as_bank *b);
  no exact tokens. Writes all `sizeof(as_config)` bytes of this version.
  */
 as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
+
+/*
+ Fills `cfg` with the most accurate configuration the library knows whose
+ `as_state_bytes` is at most `bytes`, for the caller's `head_dim`,
+ `value_dim`, `scale` and `mode` (call `as_config_init` first). Today:
+ 4 attention sinks, an adaptive recent window / heavy-hitter split, and a
+ 32-group moment tail that absorbs every evicted token (see README,
+ "Hybrid"). Budgets too small for that get fewer tail groups, then the
+ plain degree-1 polynomial sketch; below that `AS_ERR_INVALID_ARG`.
+ Writes `cfg` only on success.
+ */
+as_status as_config_for_budget(struct as_config *cfg, size_t bytes);
 
 /*
  The paper's decode: a k-sparse approximation of output column `col` over

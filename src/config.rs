@@ -49,6 +49,8 @@ pub struct Config {
     pub window_tokens: u32,
     /// Exact slots for heavy-hitter tokens.
     pub heavy_tokens: u32,
+    /// Hybrid mode: groups of the clustered moment tail (0: default 32).
+    pub tail_groups: u32,
     /// Stream-length hint of the output and key sketches: the number of
     /// tree levels is sized so decoding stays logarithmic up to this many
     /// token indices (more are still recorded; decode then costs
@@ -77,8 +79,65 @@ impl Config {
             sink_tokens: 0,
             window_tokens: 0,
             heavy_tokens: 0,
+            tail_groups: 0,
             max_tokens: crate::recovery::DEFAULT_MAX_TOKENS,
         }
+    }
+
+    /// Chooses degree, sinks, window, heavy slots and tail groups for a byte
+    /// budget (keeping dims, scale, mode, seed): the largest hybrid whose
+    /// `Sketch::state_bytes` is at most `bytes`. See `as_config_for_budget`.
+    pub fn for_budget(&mut self, bytes: usize) -> Result<()> {
+        use crate::sketch::{hybrid, Sketch};
+        let mut c = self.clone();
+        c.recovery_k = 0;
+        c.retrieval_k = 0;
+        let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
+        let (d, dv) = (self.head_dim as usize, self.value_dim as usize);
+        for groups in [hybrid::DEFAULT_GROUPS as u32, 16, 8, 4, 1] {
+            // The tail takes at most ~1/8 of the budget; the rest goes to exact tokens.
+            let tail = (groups as usize + 1) * (1 + 2 * d + dv) * 8;
+            if groups > 1 && tail * 8 > bytes {
+                continue;
+            }
+            c.tail_groups = groups;
+            c.sink_tokens = 4;
+            // Dynamic slots D: window D - BAND (its maximum), heavy BAND.
+            let band = hybrid::BAND as u32;
+            let set = |c: &mut Config, dynamic: u32| {
+                c.window_tokens = dynamic - band;
+                c.heavy_tokens = band;
+            };
+            let (mut lo, mut hi) = (2 * band, 1u32 << 24);
+            set(&mut c, lo);
+            if !fits(&c) {
+                continue;
+            }
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                set(&mut c, mid);
+                if fits(&c) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            set(&mut c, lo);
+            c.degree = 2;
+            *self = c;
+            return Ok(());
+        }
+        // No room for exact tokens: the plain degree-1 polynomial sketch.
+        c.sink_tokens = 0;
+        c.window_tokens = 0;
+        c.heavy_tokens = 0;
+        c.tail_groups = 0;
+        c.degree = 1;
+        if fits(&c) {
+            *self = c;
+            return Ok(());
+        }
+        Err(Error::InvalidArg)
     }
 
     /// Feature count t = binom(d + g, g).
@@ -101,15 +160,24 @@ impl Config {
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return Err(Error::InvalidArg);
         }
-        let t = feature_count(self.head_dim, self.degree).ok_or(Error::InvalidArg)?;
+        let hybrid = crate::sketch::Hybrid::wanted(self);
+        if hybrid {
+            crate::sketch::Hybrid::validate(self)?;
+        }
+        // In hybrid mode the polynomial state is not used (degree 0 inside).
+        let g = if hybrid { 0 } else { self.degree };
+        let t = feature_count(self.head_dim, g).ok_or(Error::InvalidArg)?;
         if t > MAX_FEATURES {
             return Err(Error::InvalidArg);
         }
         // Two f32 copies of M (t x dv) and z (t): see `sketch::state`.
-        let bytes = t
+        let mut bytes = t
             .checked_mul(self.value_dim as u64 + 1)
             .and_then(|x| x.checked_mul(8))
             .ok_or(Error::InvalidArg)?;
+        if hybrid {
+            bytes += crate::sketch::Hybrid::heap_bytes_for(self) as u64;
+        }
         if bytes > MAX_STATE_BYTES {
             return Err(Error::InvalidArg);
         }
@@ -122,13 +190,15 @@ impl Config {
         if self.max_tokens == 0 || self.max_tokens > crate::recovery::MAX_MAX_TOKENS {
             return Err(Error::InvalidArg);
         }
-        // Output sketch (4 L R b dv) and key sketch (4 L R b t): see `recovery`.
+        // The output/key sketches record the polynomial path's outputs and
+        // features; the hybrid state does not offer them (yet).
+        if hybrid && (self.recovery_k > 0 || self.retrieval_k > 0) {
+            return Err(Error::Unsupported);
+        }
+        // Output sketch and key sketch bytes: see `recovery`.
         let rec = crate::recovery::sketch_bytes(self, t);
         if bytes.saturating_add(rec) > MAX_STATE_BYTES {
             return Err(Error::InvalidArg);
-        }
-        if self.sink_tokens > 0 || self.window_tokens > 0 || self.heavy_tokens > 0 {
-            return Err(Error::Unsupported);
         }
         Ok(())
     }

@@ -24,6 +24,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+#[doc(hidden)]
+pub mod drift;
 pub mod error;
 pub mod ffi;
 pub mod kernels;

@@ -126,6 +126,11 @@ impl FeatureMap {
     pub fn mult(&self) -> &[f32] {
         &self.mult
     }
+    /// Bytes `new(d, g)` allocates when it has `t` features.
+    pub fn heap_bytes_for(d: usize, g: usize, t: usize) -> usize {
+        (g + 2) * core::mem::size_of::<usize>() + (g + 1) * d * 4 + t * 4
+    }
+
     /// Bytes owned by the tables.
     pub fn heap_bytes(&self) -> usize {
         self.block_off.capacity() * core::mem::size_of::<usize>()

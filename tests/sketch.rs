@@ -345,3 +345,51 @@ fn config_validation() {
     c.degree = 3; // 47905 x 65 x 8 = 25 MB: fine
     assert!(c.validate().is_ok());
 }
+
+#[test]
+fn bank_equals_one_sketch_per_kv_head() {
+    use attnsketch::Bank;
+    let mut rng = Rng(17);
+    let (d, dv, nq, nkv, n) = (8usize, 6usize, 6usize, 2usize, 90usize);
+    let c = cfg(d as u32, dv as u32, 2, Mode::Causal);
+    let mut bank = Bank::new(&c, nq as u32, nkv as u32).unwrap();
+    let mut singles: Vec<Sketch> = (0..nq).map(|_| Sketch::new(&c).unwrap()).collect();
+    let (q, k, v) = (
+        rng.vec(n * nq * d, 1.0),
+        rng.vec(n * nkv * d, 1.0),
+        rng.vec(n * nkv * dv, 1.0),
+    );
+    let mut out = vec![0.0f32; n * nq * dv];
+    bank.push_tokens(n, &q, &k, &v, &mut out).unwrap();
+    let g = nq / nkv;
+    for j in 0..n {
+        for hq in 0..nq {
+            let hk = hq / g;
+            let mut o = vec![0.0f32; dv];
+            let qo = (j * nq + hq) * d;
+            let ko = (j * nkv + hk) * d;
+            let vo = (j * nkv + hk) * dv;
+            singles[hq]
+                .push_token(&q[qo..qo + d], &k[ko..ko + d], &v[vo..vo + dv], &mut o)
+                .unwrap();
+            let got = &out[(j * nq + hq) * dv..][..dv];
+            let e = reference::rel_err(&to64(got), &to64(&o));
+            assert!(e < 1e-6, "token {j} head {hq}: {e}");
+        }
+    }
+    assert!(bank.state_bytes() >= nkv * singles[0].state_bytes());
+    // Refusals: bad shapes, NaN anywhere -> nothing absorbed.
+    let mut bad_k = k[..nkv * d].to_vec();
+    bad_k[nkv * d - 1] = f32::NAN;
+    let mut o = vec![1.5f32; nq * dv];
+    assert_eq!(
+        bank.push_token(&q[..nq * d], &bad_k, &v[..nkv * dv], &mut o),
+        Err(Error::NonFinite)
+    );
+    assert_eq!(o, vec![1.5f32; nq * dv]);
+    assert_eq!(bank.head(0).unwrap().token_count(), n as u64);
+    assert_eq!(Bank::new(&c, 5, 2).err(), Some(Error::InvalidArg));
+    let mut nc = c.clone();
+    nc.mode = Mode::NonCausal;
+    assert_eq!(Bank::new(&nc, 4, 2).err(), Some(Error::WrongMode));
+}

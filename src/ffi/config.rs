@@ -4,7 +4,7 @@ use super::panic::guard;
 use super::status::as_status;
 use crate::config::{Config, Mode};
 use crate::error::Error;
-use core::ptr::addr_of;
+use core::ptr::{addr_of, addr_of_mut};
 
 /// Attention mode of a handle.
 #[repr(u32)]
@@ -47,6 +47,10 @@ pub struct as_config {
     pub window_tokens: u32,
     /// Exact slots for heavy-hitter tokens (default 0).
     pub heavy_tokens: u32,
+    /* Fields added by the library (read only when struct_size covers them). */
+    /// Hybrid mode: groups of the clustered moment tail that absorbs evicted
+    /// tokens (0: default 32).
+    pub tail_groups: u32,
     /// Stream-length hint for the output/key sketches (their tree depth);
     /// 0 or absent (older struct_size) means the default 2^32; at most 2^60.
     /// Longer streams still work, with a decode that is no longer logarithmic.
@@ -78,6 +82,36 @@ pub unsafe extern "C" fn as_config_init(cfg: *mut as_config, head_dim: u32) -> a
     })
 }
 
+/// Fills `cfg` with the most accurate configuration the library knows whose
+/// `as_state_bytes` is at most `bytes`, for the caller's `head_dim`,
+/// `value_dim`, `scale` and `mode` (call `as_config_init` first). Today:
+/// 4 attention sinks, an adaptive recent window / heavy-hitter split, and a
+/// 32-group moment tail that absorbs every evicted token (see README,
+/// "Hybrid"). Budgets too small for that get fewer tail groups, then the
+/// plain degree-1 polynomial sketch; below that `AS_ERR_INVALID_ARG`.
+/// Writes `cfg` only on success.
+#[no_mangle]
+pub unsafe extern "C" fn as_config_for_budget(cfg: *mut as_config, bytes: usize) -> as_status {
+    guard(|| {
+        // SAFETY: a config of struct_size bytes, per the contract.
+        let mut c = unsafe { read_config(cfg) }?;
+        c.for_budget(bytes)?;
+        // SAFETY: read_config checked non-null and alignment; only fields the
+        // caller's struct_size covers are written.
+        unsafe {
+            addr_of_mut!((*cfg).degree).write(c.degree);
+            addr_of_mut!((*cfg).sink_tokens).write(c.sink_tokens);
+            addr_of_mut!((*cfg).window_tokens).write(c.window_tokens);
+            addr_of_mut!((*cfg).heavy_tokens).write(c.heavy_tokens);
+            let size = addr_of!((*cfg).struct_size).read() as usize;
+            if size >= core::mem::offset_of!(as_config, tail_groups) + 4 {
+                addr_of_mut!((*cfg).tail_groups).write(c.tail_groups);
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The C struct of a safe config.
 pub fn to_c(c: &Config) -> as_config {
     as_config {
@@ -97,6 +131,7 @@ pub fn to_c(c: &Config) -> as_config {
         sink_tokens: c.sink_tokens,
         window_tokens: c.window_tokens,
         heavy_tokens: c.heavy_tokens,
+        tail_groups: c.tail_groups,
         max_tokens: c.max_tokens,
     }
 }
@@ -139,6 +174,11 @@ pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
             sink_tokens: addr_of!((*cfg).sink_tokens).read(),
             window_tokens: addr_of!((*cfg).window_tokens).read(),
             heavy_tokens: addr_of!((*cfg).heavy_tokens).read(),
+            tail_groups: if size >= core::mem::offset_of!(as_config, tail_groups) + 4 {
+                addr_of!((*cfg).tail_groups).read()
+            } else {
+                0
+            },
             max_tokens: match size >= core::mem::offset_of!(as_config, max_tokens) + 8 {
                 true => match addr_of!((*cfg).max_tokens).read() {
                     0 => crate::recovery::DEFAULT_MAX_TOKENS,

@@ -17,6 +17,7 @@ pub mod version;
 
 pub use bank::*;
 pub use config::*;
+pub use handles::{as_bank, as_sketch};
 pub use recovery::*;
 pub use sketch::*;
 pub use status::*;

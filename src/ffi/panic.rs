@@ -20,3 +20,20 @@ pub fn guard(f: impl FnOnce() -> Result<(), Error>) -> as_status {
 pub fn guard_value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::status::AS_ERR_NON_FINITE;
+
+    #[test]
+    fn panics_become_internal_errors() {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        assert_eq!(guard(|| panic!("boom")), AS_ERR_INTERNAL);
+        assert_eq!(guard_value(7u32, || panic!("boom")), 7);
+        std::panic::set_hook(prev);
+        assert_eq!(guard(|| Err(Error::NonFinite)), AS_ERR_NON_FINITE);
+        assert_eq!(guard(|| Ok(())), AS_OK);
+    }
+}

@@ -5,6 +5,7 @@
 //! it was. The per-token path allocates nothing: all scratch is sized at
 //! creation.
 
+use super::hybrid::Hybrid;
 use super::state::State;
 use crate::config::{Config, Mode};
 use crate::error::{try_vec, Error, Result};
@@ -55,6 +56,8 @@ pub struct Sketch {
     fallbacks: AtomicU64,
     /// Set while a commit runs; left set if a panic interrupted one.
     poisoned: bool,
+    /// Exact tokens + moment tail (when sink/window/heavy tokens are configured).
+    hybrid: Option<Box<Hybrid>>,
     /// Output sketch `Y = Phi T` and key sketch `Phi U2` (issue 3).
     rec: crate::recovery::Recorder,
 }
@@ -74,6 +77,7 @@ impl Clone for Sketch {
             scratch: self.scratch.clone(),
             fallbacks: AtomicU64::new(self.fallbacks.load(Ordering::Relaxed)),
             poisoned: self.poisoned,
+            hybrid: self.hybrid.clone(),
             rec: self.rec.clone(),
         }
     }
@@ -82,6 +86,8 @@ impl Clone for Sketch {
 thread_local! {
     /// Scratch of read-only queries (`&self`, may run on many threads at once).
     static QUERY_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Scratch of read-only queries in hybrid mode.
+    static HYBRID_SCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Sketch {
@@ -94,11 +100,18 @@ impl Sketch {
     pub fn with_level(cfg: &Config, level: Level) -> Result<Self> {
         cfg.validate()?;
         let kern = Kernels::for_level(level)?;
-        let (d, dv, g) = (
-            cfg.head_dim as usize,
-            cfg.value_dim as usize,
-            cfg.degree as usize,
-        );
+        let hybrid = if Hybrid::wanted(cfg) {
+            Some(Box::new(Hybrid::new(cfg)?))
+        } else {
+            None
+        };
+        // In hybrid mode the tail is the moment groups; the polynomial state is degree 0.
+        let g = if hybrid.is_some() {
+            0
+        } else {
+            cfg.degree as usize
+        };
+        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
         let map = FeatureMap::new(d, g)?;
         let t = map.len();
         let poly = Polynomial::taylor(g);
@@ -123,6 +136,7 @@ impl Sketch {
             bound: 0.0,
             fallbacks: AtomicU64::new(0),
             poisoned: false,
+            hybrid,
             rec: crate::recovery::Recorder::new(cfg, t)?,
         })
     }
@@ -138,6 +152,10 @@ impl Sketch {
     /// The feature map.
     pub fn feature_map(&self) -> &FeatureMap {
         &self.map
+    }
+    /// The hybrid state, when exact tokens are configured.
+    pub fn hybrid(&self) -> Option<&Hybrid> {
+        self.hybrid.as_deref()
     }
     /// The compensated state (M, z).
     pub fn state(&self) -> &super::state::State {
@@ -160,6 +178,10 @@ impl Sketch {
     /// creation; it does not change with the number of tokens.
     pub fn state_bytes(&self) -> usize {
         core::mem::size_of::<Self>()
+            + self
+                .hybrid
+                .as_ref()
+                .map_or(0, |h| core::mem::size_of::<Hybrid>() + h.heap_bytes())
             + self.map.heap_bytes()
             + self.alphas.capacity() * 4
             + self.poly.coeffs().len() * 8
@@ -171,6 +193,21 @@ impl Sketch {
                 + self.scratch.acc.capacity()
                 + self.scratch.conv.capacity())
                 * 4
+    }
+
+    /// `state_bytes` of a handle created from `cfg` (valid configs), without creating it.
+    pub fn bytes_for(cfg: &Config) -> usize {
+        let hybrid = Hybrid::wanted(cfg);
+        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
+        let g = if hybrid { 0 } else { cfg.degree as usize };
+        let t = crate::poly::feature_count(cfg.head_dim, g as u32).unwrap_or(u64::MAX) as usize;
+        core::mem::size_of::<Self>()
+            + if hybrid { core::mem::size_of::<Hybrid>() + Hybrid::heap_bytes_for(cfg) } else { 0 }
+            + FeatureMap::heap_bytes_for(d, g, t)
+            + (g + 1) * 4 // alphas
+            + (g + 1) * 8 // polynomial coefficients
+            + 8 * t * (dv + 1) // compensated M and z
+            + (2 * t + d + dv + 2 * d + dv) * 4 // scratch
     }
 
     fn dims(&self) -> (usize, usize) {
@@ -197,7 +234,11 @@ impl Sketch {
         if !km.is_finite() || !vm.is_finite() {
             return Err(Error::NonFinite);
         }
-        Ok((km as f64).max(1.0).powi(self.cfg.degree as i32) * (vm as f64).max(1.0))
+        if self.hybrid.is_some() {
+            Hybrid::check_range(k)?;
+            Hybrid::check_range(v)?;
+        }
+        Ok((km as f64).max(1.0).powi(self.map.degree() as i32) * (vm as f64).max(1.0))
     }
 
     /// [`kv_incr`](Self::kv_incr) plus the state limit, given a bound.
@@ -226,6 +267,9 @@ impl Sketch {
                 return Err(Error::NonFinite);
             }
             l1 += x.abs() as f64;
+        }
+        if self.hybrid.is_some() {
+            Hybrid::check_range(q)?;
         }
         let b = poly.query_l1_bound(self.cfg.scale, l1, self.map.degree());
         if !(b <= OUT_LIMIT && b * bound.max(1.0) <= OUT_LIMIT) {
@@ -293,6 +337,14 @@ impl Sketch {
         out: &mut [f32],
     ) {
         self.poisoned = true;
+        if let Some(h) = self.hybrid.as_mut() {
+            h.insert(k, v);
+            h.step_query(q, out);
+            self.tokens += 1;
+            self.bound += incr;
+            self.poisoned = false;
+            return;
+        }
         let kern = self.kern;
         let sc = &mut self.scratch;
         (kern.expand)(&self.map, k, &mut sc.phik);
@@ -387,6 +439,13 @@ impl Sketch {
         }
         let incr = self.check_kv(k, v, self.bound)?;
         self.poisoned = true;
+        if let Some(h) = self.hybrid.as_mut() {
+            h.insert(k, v);
+            self.tokens += 1;
+            self.bound += incr;
+            self.poisoned = false;
+            return Ok(());
+        }
         let kern = self.kern;
         (kern.expand)(&self.map, k, &mut self.scratch.phik);
         (kern.absorb)(&mut self.state.d, &self.scratch.phik, v);
@@ -406,7 +465,17 @@ impl Sketch {
         if self.cfg.mode != Mode::NonCausal {
             return Err(Error::WrongMode);
         }
-        self.query(q, out)?;
+        if self.hybrid.is_some() {
+            if out.len() != self.cfg.value_dim as usize {
+                return Err(Error::InvalidArg);
+            }
+            self.check_q(q, &self.poly, self.bound)?;
+            if let Some(h) = self.hybrid.as_mut() {
+                h.push_query(q, out);
+            }
+        } else {
+            self.query(q, out)?;
+        }
         self.rec.record_output(self.queries, out);
         self.queries += 1;
         Ok(())
@@ -426,6 +495,9 @@ impl Sketch {
     /// Read-only query with a caller-chosen polynomial `P` (degree <= g): the
     /// key-side state is a sufficient statistic for every such `P`.
     pub fn query_with(&self, q: &[f32], poly: &Polynomial, out: &mut [f32]) -> Result<()> {
+        if self.hybrid.is_some() {
+            return Err(Error::WrongMode);
+        }
         let g = self.map.degree();
         if poly.degree() > g {
             return Err(Error::InvalidArg);
@@ -448,6 +520,22 @@ impl Sketch {
             return Err(Error::InvalidArg);
         }
         self.check_q(q, poly, self.bound)?;
+        if let Some(h) = self.hybrid.as_deref() {
+            return HYBRID_SCRATCH.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                let (c, g, dv) = h.scratch_sizes();
+                let need = c + g + dv;
+                if buf.len() < need {
+                    let extra = need - buf.len();
+                    buf.try_reserve_exact(extra).map_err(|_| Error::Alloc)?;
+                    buf.resize(need, 0.0);
+                }
+                let (x, rest) = buf.split_at_mut(c);
+                let (lw, rest) = rest.split_at_mut(g);
+                h.query_with_scratch(q, out, x, lw, &mut rest[..dv]);
+                Ok(())
+            });
+        }
         let t = self.map.len();
         QUERY_SCRATCH.with(|cell| {
             let mut buf = cell.borrow_mut();

@@ -2,7 +2,9 @@
 
 mod bank;
 mod head;
+pub mod hybrid;
 pub mod state;
 
 pub use bank::Bank;
 pub use head::{Sketch, NORM_REL, OUT_LIMIT, STATE_LIMIT};
+pub use hybrid::Hybrid;

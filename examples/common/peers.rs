@@ -1,0 +1,337 @@
+//! The constant-memory peers of the evaluation tool, each at a byte budget,
+//! faithful to its paper. Each returns the outputs at the evaluation rows
+//! (causal: row j sees tokens 0..=j) and the bytes its state really holds.
+//!
+//! - StreamingLLM (Xiao et al. 2023): 4 attention-sink tokens + the most
+//!   recent window; `(4 + W)(d + dv) 4` bytes.
+//! - H2O (Zhang et al. 2023): half heavy hitters, half recent window; every
+//!   step adds the current query's softmax weights to each cached token's
+//!   accumulated score and, when full, evicts the non-recent token with the
+//!   lowest score; `C ((d + dv) 4 + 4)` bytes (the score is kept per token).
+//! - Taylor-2 (Based, Arora et al. 2024, without its learned projection):
+//!   `P(x) = 1 + x + x^2/2` features of all tokens, plain f32 state
+//!   `binom(d'+2, 2)(dv + 1) 4` bytes; when the full d does not fit, q and k
+//!   are first projected to the largest d' that fits by a seeded Gaussian
+//!   (JL) map. Evaluated by its closed form `sum_i P(s q.k_i) v_i / sum_i P`,
+//!   which equals the sketch's output up to f32 rounding.
+//! - Performer FAVOR+ (Choromanski et al. 2021): m positive orthogonal random
+//!   features `exp(w.x - |x|^2/2)/sqrt(m)`, `x = s^(1/2) q` or `s^(1/2) k`,
+//!   `m (dv + 1) 4` bytes (W regenerated from a seed, not stored), streamed
+//!   in f64 with a running log-offset so nothing under- or overflows.
+
+use super::{Head, Rng};
+
+/// Exact softmax attention of query row `j` over the token indices `idx`.
+pub fn attend(h: &Head, j: usize, idx: impl Iterator<Item = usize>, out: &mut [f64]) {
+    let d = h.d;
+    let q = &h.q[j * d..(j + 1) * d];
+    let s: Vec<(usize, f64)> = idx
+        .map(|i| (i, dot(q, &h.k[i * d..(i + 1) * d]) as f64 * h.scale as f64))
+        .collect();
+    let mx = s.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+    out.fill(0.0);
+    let mut den = 0.0;
+    for &(i, x) in &s {
+        let w = (x - mx).exp();
+        den += w;
+        for (o, &v) in out.iter_mut().zip(&h.v[i * d..(i + 1) * d]) {
+            *o += w * v as f64;
+        }
+    }
+    out.iter_mut().for_each(|o| *o /= den);
+}
+
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// Output of a peer at the evaluation rows (row-major) and its state bytes.
+pub struct PeerResult {
+    pub out: Vec<f64>,
+    pub bytes: usize,
+}
+
+pub fn streaming_llm(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    let per = (h.d + h.d) * 4;
+    let cap = budget / per;
+    if cap <= 4 {
+        return None;
+    }
+    let w = cap - 4;
+    let mut out = vec![0.0; rows.len() * h.d];
+    for (r, &j) in rows.iter().enumerate() {
+        let lo = (j + 1).saturating_sub(w).max(4.min(j + 1));
+        let idx = (0..4.min(j + 1)).chain(lo..=j);
+        attend(h, j, idx, &mut out[r * h.d..(r + 1) * h.d]);
+    }
+    Some(PeerResult {
+        out,
+        bytes: cap * per,
+    })
+}
+
+pub fn h2o(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    let d = h.d;
+    let per = (d + d) * 4 + 4;
+    let cap = budget / per;
+    if cap < 4 {
+        return None;
+    }
+    let recent = cap / 2;
+    let mut cache: Vec<usize> = Vec::with_capacity(cap + 1);
+    let mut score: Vec<f32> = Vec::with_capacity(cap + 1);
+    let mut out = vec![0.0; rows.len() * d];
+    let mut next_row = 0;
+    let mut w = vec![0.0f32; cap + 1];
+    for j in 0..h.n {
+        cache.push(j);
+        score.push(0.0);
+        let q = &h.q[j * d..(j + 1) * d];
+        let mut mx = f32::NEG_INFINITY;
+        for (c, &i) in cache.iter().enumerate() {
+            w[c] = dot(q, &h.k[i * d..(i + 1) * d]) * h.scale;
+            mx = mx.max(w[c]);
+        }
+        let mut den = 0.0f32;
+        for x in w[..cache.len()].iter_mut() {
+            *x = (*x - mx).exp();
+            den += *x;
+        }
+        for (s, x) in score.iter_mut().zip(&w[..cache.len()]) {
+            *s += x / den;
+        }
+        if next_row < rows.len() && rows[next_row] == j {
+            let o = &mut out[next_row * d..(next_row + 1) * d];
+            o.fill(0.0);
+            for (c, &i) in cache.iter().enumerate() {
+                for (oo, &v) in o.iter_mut().zip(&h.v[i * d..(i + 1) * d]) {
+                    *oo += (w[c] / den) as f64 * v as f64;
+                }
+            }
+            next_row += 1;
+        }
+        if cache.len() > cap {
+            // Evict the lowest accumulated score among the non-recent tokens.
+            let limit = (j + 1).saturating_sub(recent);
+            let mut best = usize::MAX;
+            for (c, &i) in cache.iter().enumerate() {
+                if i < limit && (best == usize::MAX || score[c] < score[best]) {
+                    best = c;
+                }
+            }
+            cache.remove(best);
+            score.remove(best);
+        }
+    }
+    Some(PeerResult {
+        out,
+        bytes: cap * per,
+    })
+}
+
+pub fn taylor2(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    let (d, dv) = (h.d, h.d);
+    let size = |dp: usize| (dp + 2) * (dp + 1) / 2 * (dv + 1) * 4;
+    let dp = (1..=d).rev().find(|&dp| size(dp) <= budget)?;
+    // Seeded Gaussian projection (identity when the full d fits).
+    let proj: Option<Vec<f32>> = (dp < d).then(|| {
+        let mut rng = Rng(0x7A7);
+        (0..dp * d)
+            .map(|_| gauss(&mut rng) / (dp as f32).sqrt())
+            .collect()
+    });
+    let project = |x: &[f32]| -> Vec<f32> {
+        match &proj {
+            None => x.to_vec(),
+            Some(p) => (0..dp).map(|r| dot(&p[r * d..(r + 1) * d], x)).collect(),
+        }
+    };
+    let kp: Vec<Vec<f32>> = (0..h.n)
+        .map(|i| project(&h.k[i * d..(i + 1) * d]))
+        .collect();
+    let mut out = vec![0.0; rows.len() * dv];
+    for (r, &j) in rows.iter().enumerate() {
+        let qp = project(&h.q[j * d..(j + 1) * d]);
+        let (mut num, mut den) = (vec![0.0f64; dv], 0.0f64);
+        for (i, k) in kp.iter().enumerate().take(j + 1) {
+            let x = dot(&qp, k) as f64 * h.scale as f64;
+            let w = 1.0 + x + 0.5 * x * x;
+            den += w;
+            for (o, &v) in num.iter_mut().zip(&h.v[i * dv..(i + 1) * dv]) {
+                *o += w * v as f64;
+            }
+        }
+        for c in 0..dv {
+            out[r * dv + c] = num[c] / den;
+        }
+    }
+    Some(PeerResult {
+        out,
+        bytes: size(dp),
+    })
+}
+
+fn gauss(rng: &mut Rng) -> f32 {
+    // Box-Muller on two uniforms in (0, 1].
+    let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// Orthogonal random features: blocks of d orthonormal rows (Gram-Schmidt
+/// of Gaussians), each row scaled by the norm of an independent Gaussian d-vector.
+fn orthogonal_features(m: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng(seed);
+    let mut w = vec![0.0f32; m * d];
+    for b in (0..m).step_by(d) {
+        let rows = d.min(m - b);
+        let mut blk: Vec<Vec<f64>> = Vec::new();
+        while blk.len() < rows {
+            let mut g: Vec<f64> = (0..d).map(|_| gauss(&mut rng) as f64).collect();
+            for e in &blk {
+                let p: f64 = g.iter().zip(e).map(|(a, b)| a * b).sum();
+                g.iter_mut().zip(e).for_each(|(a, b)| *a -= p * b);
+            }
+            let nrm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if nrm > 1e-6 {
+                blk.push(g.iter().map(|x| x / nrm).collect());
+            }
+        }
+        for (r, e) in blk.iter().enumerate() {
+            let chi = (0..d)
+                .map(|_| (gauss(&mut rng) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            for c in 0..d {
+                w[(b + r) * d + c] = (e[c] * chi) as f32;
+            }
+        }
+    }
+    w
+}
+
+pub fn performer(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    let (d, dv) = (h.d, h.d);
+    let m = budget / ((dv + 1) * 4);
+    if m == 0 {
+        return None;
+    }
+    let w = orthogonal_features(m, d, 0xFA70);
+    let rs = h.scale.sqrt();
+    let mut mm = vec![0.0f64; m * dv];
+    let mut z = vec![0.0f64; m];
+    let mut off = f64::NEG_INFINITY; // state = exp(off) * (mm, z)
+    let mut e = vec![0.0f64; m];
+    let mut x = vec![0.0f32; d];
+    let mut out = vec![0.0; rows.len() * dv];
+    let mut next_row = 0;
+    for j in 0..h.n {
+        x.iter_mut()
+            .zip(&h.k[j * d..(j + 1) * d])
+            .for_each(|(a, &b)| *a = b * rs);
+        let half = dot(&x, &x) as f64 / 2.0;
+        let mut mx = f64::NEG_INFINITY;
+        for i in 0..m {
+            e[i] = dot(&w[i * d..(i + 1) * d], &x) as f64 - half;
+            mx = mx.max(e[i]);
+        }
+        if mx > off {
+            let c = (off - mx).exp();
+            mm.iter_mut().for_each(|a| *a *= c);
+            z.iter_mut().for_each(|a| *a *= c);
+            off = mx;
+        }
+        let v = &h.v[j * dv..(j + 1) * dv];
+        for i in 0..m {
+            let p = (e[i] - off).exp();
+            z[i] += p;
+            for (a, &b) in mm[i * dv..(i + 1) * dv].iter_mut().zip(v) {
+                *a += p * b as f64;
+            }
+        }
+        if next_row < rows.len() && rows[next_row] == j {
+            x.iter_mut()
+                .zip(&h.q[j * d..(j + 1) * d])
+                .for_each(|(a, &b)| *a = b * rs);
+            let mut mq = f64::NEG_INFINITY;
+            for i in 0..m {
+                e[i] = dot(&w[i * d..(i + 1) * d], &x) as f64;
+                mq = mq.max(e[i]);
+            }
+            let (mut num, mut den) = (vec![0.0f64; dv], 0.0f64);
+            for i in 0..m {
+                let p = (e[i] - mq).exp();
+                den += p * z[i];
+                for (o, &a) in num.iter_mut().zip(&mm[i * dv..(i + 1) * dv]) {
+                    *o += p * a;
+                }
+            }
+            for c in 0..dv {
+                out[next_row * dv + c] = num[c] / den;
+            }
+            next_row += 1;
+        }
+    }
+    Some(PeerResult {
+        out,
+        bytes: m * (dv + 1) * 4,
+    })
+}
+
+/// attnsketch itself, through the C ABI: `as_config_for_budget`, then every
+/// token through `as_push_tokens`; bytes are `as_state_bytes`.
+pub fn attnsketch(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    use attnsketch::ffi::*;
+    let (d, dv) = (h.d, h.d);
+    unsafe {
+        let mut cfg = std::mem::zeroed::<as_config>();
+        if as_config_init(&mut cfg, d as u32) != AS_OK {
+            return None;
+        }
+        cfg.value_dim = dv as u32;
+        cfg.scale = h.scale;
+        if as_config_for_budget(&mut cfg, budget) != AS_OK {
+            return None;
+        }
+        let mut s = std::ptr::null_mut();
+        if as_create(&cfg, &mut s) != AS_OK {
+            return None;
+        }
+        let mut all = vec![0.0f32; h.n * dv];
+        let chunk = 512;
+        let mut j = 0;
+        while j < h.n {
+            let m = chunk.min(h.n - j);
+            let st = as_push_tokens(
+                s,
+                m,
+                h.q[j * d..].as_ptr(),
+                h.k[j * d..].as_ptr(),
+                h.v[j * dv..].as_ptr(),
+                all[j * dv..].as_mut_ptr(),
+            );
+            assert_eq!(st, AS_OK);
+            j += m;
+        }
+        let bytes = as_state_bytes(s);
+        as_free(s);
+        let out = rows
+            .iter()
+            .flat_map(|&r| all[r * dv..(r + 1) * dv].iter().map(|&x| x as f64))
+            .collect();
+        Some(PeerResult { out, bytes })
+    }
+}

@@ -1,0 +1,198 @@
+//! Accuracy at equal memory: streams every head of a directory in the
+//! `../shared/data` format causally and prints, per head and byte budget, the
+//! relative Frobenius error of the outputs against the stored exact `_o`, for
+//! attnsketch (through the C ABI) and for each peer (see `common/peers.rs`).
+//! Also writes a PNG plot of error vs bytes per head.
+//!
+//! ```text
+//! cargo run --release --example eval -- [--data DIR] [--budgets 256,512,1024,2048]
+//!                                        [--png docs/eval.png] [--step 16]
+//! ```
+//! Rows: the second half of the stream, every `step`-th (default 16: 256 rows
+//! of an 8192-token head). Budgets are KiB per head.
+
+mod common;
+
+use common::peers::{self, PeerResult};
+use common::plot::{write_png, Panel, Series};
+use common::{read_heads, Head};
+use std::path::PathBuf;
+
+type Method = fn(&Head, usize, &[usize]) -> Option<PeerResult>;
+
+fn methods() -> Vec<(&'static str, Method)> {
+    vec![
+        ("StreamingLLM", peers::streaming_llm as Method),
+        ("H2O", peers::h2o as Method),
+        ("Taylor-2", peers::taylor2 as Method),
+        ("Performer", peers::performer as Method),
+        ("attnsketch", peers::attnsketch as Method),
+    ]
+}
+
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    let n: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let d: f64 = b.iter().map(|y| y * y).sum();
+    (n / d).sqrt()
+}
+
+struct Cell {
+    err: Option<f64>,
+    bytes: usize,
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
+    let mut budgets: Vec<usize> = vec![256, 512, 1024, 2048];
+    let mut png = String::from("docs/eval.png");
+    let mut step = 16usize;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--data" => data = PathBuf::from(args.next().expect("--data DIR")),
+            "--budgets" => {
+                budgets = args
+                    .next()
+                    .expect("--budgets")
+                    .split(',')
+                    .map(|x| x.parse().expect("KiB"))
+                    .collect()
+            }
+            "--png" => png = args.next().expect("--png FILE"),
+            "--step" => step = args.next().and_then(|x| x.parse().ok()).expect("--step N"),
+            x => {
+                eprintln!("unknown argument {x}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let heads = read_heads(&data).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
+    let ms = methods();
+    // results[head][budget][method]
+    let results: Vec<Vec<Vec<Cell>>> = std::thread::scope(|s| {
+        let jobs: Vec<_> = heads
+            .iter()
+            .map(|h| {
+                let (budgets, ms) = (&budgets, &ms);
+                s.spawn(move || {
+                    let rows: Vec<usize> = (h.n / 2..h.n).step_by(step).collect();
+                    let want: Vec<f64> = rows
+                        .iter()
+                        .flat_map(|&j| h.o[j * h.d..(j + 1) * h.d].iter().map(|&x| x as f64))
+                        .collect();
+                    budgets
+                        .iter()
+                        .map(|&kib| {
+                            ms.iter()
+                                .map(|(_, m)| match m(h, kib * 1024, &rows) {
+                                    Some(r) => Cell {
+                                        err: Some(rel(&r.out, &want)),
+                                        bytes: r.bytes,
+                                    },
+                                    None => Cell {
+                                        err: None,
+                                        bytes: 0,
+                                    },
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+
+    println!("relative Frobenius error vs exact causal attention (rows n/2..n step {step}); budget per head\n");
+    print!("{:<8} {:>8}", "head", "budget");
+    for (n, _) in &ms {
+        print!(" {:>13}", n);
+    }
+    println!(" {:>13}", "best peer");
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); budgets.len()];
+    for (h, per_budget) in heads.iter().zip(&results) {
+        for (bi, (kib, cells)) in budgets.iter().zip(per_budget).enumerate() {
+            print!("{:<8} {:>5} KiB", h.name, kib);
+            for c in cells {
+                match c.err {
+                    Some(e) => print!(" {:>13.4}", e),
+                    None => print!(" {:>13}", "-"),
+                }
+            }
+            let n = cells.len();
+            let best = cells[..n - 1]
+                .iter()
+                .filter_map(|c| c.err)
+                .fold(f64::INFINITY, f64::min);
+            match cells[n - 1].err {
+                Some(e) => {
+                    println!(" {:>13.4}   ours/best {:.2}", best, e / best);
+                    ratios[bi].push(e / best);
+                }
+                None => println!(" {:>13.4}", best),
+            }
+        }
+    }
+    println!("\nattnsketch error / best peer error, per budget over the heads:");
+    for (kib, r) in budgets.iter().zip(ratios.iter_mut()) {
+        if r.is_empty() {
+            continue;
+        }
+        r.sort_by(|a, b| a.total_cmp(b));
+        let med = if r.len() % 2 == 1 {
+            r[r.len() / 2]
+        } else {
+            0.5 * (r[r.len() / 2 - 1] + r[r.len() / 2])
+        };
+        println!(
+            "  {kib:>5} KiB: median {med:.2}, worst {:.2}, heads where ours is better {}/{}",
+            r[r.len() - 1],
+            r.iter().filter(|&&x| x <= 1.0).count(),
+            r.len()
+        );
+    }
+    println!("\nbytes actually used (first head):");
+    for (kib, cells) in budgets.iter().zip(&results[0]) {
+        print!("  {kib:>5} KiB:");
+        for ((n, _), c) in ms.iter().zip(cells) {
+            print!(" {n} {}", c.bytes);
+        }
+        println!();
+    }
+
+    let panels: Vec<Panel> = heads
+        .iter()
+        .zip(&results)
+        .map(|(h, per_budget)| Panel {
+            title: h.name.clone(),
+            series: ms
+                .iter()
+                .enumerate()
+                .map(|(mi, (n, _))| Series {
+                    name: n.to_string(),
+                    points: per_budget
+                        .iter()
+                        .filter_map(|cells| {
+                            cells[mi].err.map(|e| (cells[mi].bytes as f64 / 1024.0, e))
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    if let Some(dir) = std::path::Path::new(&png).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match write_png(
+        &png,
+        &panels,
+        "state bytes per head (KiB)",
+        "relative error",
+    ) {
+        Ok(()) => println!("\nplot: {png}"),
+        Err(e) => eprintln!("plot failed: {e}"),
+    }
+}

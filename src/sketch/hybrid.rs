@@ -1,0 +1,452 @@
+//! Hybrid state: exact tokens (attention sinks, a recent window, heavy
+//! hitters) plus a clustered moment tail that absorbs every evicted token.
+//! Nothing is dropped: a token leaving the exact set is folded into the tail.
+//!
+//! Exact part: `C = sinks + window + heavy` slots, each `k` (d), `v` (dv),
+//! its accumulated attention `acc` and its position. Per token j:
+//!
+//! ```text
+//! insert (k_j, v_j); x_i = s q_j.k_i for every exact slot i
+//! tail group g (N_g, Sk_g, Sk2_g, Sv_g):
+//!     mu_g  = s q.mean_k                  var_g = clamp(s^2 sum_c q_c^2 var(k_c), 0, VAR_MAX)
+//!     lw_g  = ln N_g + mu_g + ln(1 + var_g / 2)        (2nd-order expansion of E[e^x])
+//! c = max(max_i x_i, max_g lw_g)                       (one common scale: nothing overflows)
+//! o_j = (sum_i e^(x_i - c) v_i + sum_g e^(lw_g - c) Sv_g / N_g) / (sum_i e^(x_i - c) + sum_g e^(lw_g - c))
+//! acc_i += e^(x_i - c) / den                           (H2O accumulated attention, tail mass included)
+//! when the cache is full: adapt the window/heavy split, then evict the
+//! non-sink token outside the window with the lowest acc into the tail.
+//! ```
+//!
+//! Split controller: every full step compares an EMA of the squared attention
+//! mass on the window's oldest `BAND` tokens with that on the `BAND` heavy
+//! tokens of lowest acc, and moves the window boundary by one slot toward the
+//! side that receives more (per head, so recency-heads grow the window and
+//! heavy-hitter heads grow the heavy set). Only when both a window and a
+//! heavy set are configured.
+//!
+//! Tail: at most G groups; an evicted token becomes a singleton group and the
+//! two groups of least Ward cost `N_a N_b / (N_a + N_b) |mean_a - mean_b|^2`
+//! (key space) are merged (sums add). Sums are f64 so long streams do not drift.
+
+use crate::config::Config;
+use crate::error::{try_vec, Error, Result};
+
+/// Clamp of the per-group score variance in the expansion.
+pub const VAR_MAX: f64 = 2.0;
+/// EMA rate of the split controller.
+pub const ALPHA: f64 = 1.0 / 256.0;
+/// Tokens compared at the window/heavy boundary by the controller.
+pub const BAND: usize = 32;
+/// Largest input magnitude accepted in hybrid mode (keeps scores and second
+/// moments finite in f32/f64): `2^40`.
+pub const MAX_INPUT: f32 = 1_099_511_627_776.0;
+
+/// Exact tokens plus the moment tail of one head.
+#[derive(Clone, Debug)]
+pub struct Hybrid {
+    d: usize,
+    dv: usize,
+    scale: f32,
+    sinks: u64,
+    cap: usize,
+    /// Current window length (moves in `[w_min, w_max]`).
+    window: usize,
+    w_min: usize,
+    w_max: usize,
+    adaptive: bool,
+    ew: f64,
+    eh: f64,
+    /// Live slots `0..m` (compact; order irrelevant).
+    m: usize,
+    keys: Vec<f32>,
+    vals: Vec<f32>,
+    acc: Vec<f32>,
+    pos: Vec<u64>,
+    /// Tail groups, `G + 1` rows (one spare for the new singleton).
+    groups: usize,
+    ng: usize,
+    g_n: Vec<f64>,
+    g_k: Vec<f64>,
+    g_k2: Vec<f64>,
+    g_v: Vec<f64>,
+    /// Tokens seen.
+    j: u64,
+    // scratch
+    x: Vec<f64>,
+    lw: Vec<f64>,
+    num: Vec<f64>,
+    idx: Vec<u32>,
+}
+
+/// Sizes of a hybrid config: `(capacity C, window, w_min, w_max, groups)`.
+fn shape(cfg: &Config) -> (usize, usize, usize, usize, usize) {
+    let (s, w, h) = (
+        cfg.sink_tokens as usize,
+        cfg.window_tokens as usize,
+        cfg.heavy_tokens as usize,
+    );
+    let dynamic = w + h;
+    let (w_min, w_max) = if h > 0 {
+        (
+            BAND.min(w).max(1),
+            dynamic.saturating_sub(BAND.min(h)).max(w),
+        )
+    } else {
+        (w, w)
+    };
+    let g = if cfg.tail_groups == 0 {
+        DEFAULT_GROUPS
+    } else {
+        cfg.tail_groups as usize
+    };
+    (s + dynamic, w, w_min, w_max, g)
+}
+
+/// Tail groups when `tail_groups` is 0.
+pub const DEFAULT_GROUPS: usize = 32;
+
+impl Hybrid {
+    /// Whether a config asks for the hybrid state.
+    pub fn wanted(cfg: &Config) -> bool {
+        cfg.sink_tokens > 0 || cfg.window_tokens > 0 || cfg.heavy_tokens > 0
+    }
+
+    /// Checks the hybrid fields: the window holds at least the current token.
+    pub fn validate(cfg: &Config) -> Result<()> {
+        if cfg.window_tokens == 0 {
+            return Err(Error::InvalidArg);
+        }
+        let (c, ..) = shape(cfg);
+        if c > (1 << 26) || cfg.tail_groups > 4096 {
+            return Err(Error::InvalidArg);
+        }
+        Ok(())
+    }
+
+    /// Bytes the hybrid state allocates for `cfg` (exactly what `new` reserves).
+    pub fn heap_bytes_for(cfg: &Config) -> usize {
+        let (c, _, _, _, g) = shape(cfg);
+        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
+        c * (d + dv) * 4 + c * 4 + c * 8 // keys, values, acc, pos
+            + (g + 1) * (1 + 2 * d + dv) * 8 // tail groups
+            + c * 8 + (g + 1) * 8 + dv * 8 + c * 4 // scratch: scores, group weights, numerator, indices
+    }
+
+    /// An empty hybrid state.
+    pub fn new(cfg: &Config) -> Result<Self> {
+        let (c, w, w_min, w_max, g) = shape(cfg);
+        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
+        let cap_d = c.checked_mul(d).ok_or(Error::InvalidArg)?;
+        let cap_dv = c.checked_mul(dv).ok_or(Error::InvalidArg)?;
+        Ok(Hybrid {
+            d,
+            dv,
+            scale: cfg.scale,
+            sinks: cfg.sink_tokens as u64,
+            cap: c,
+            window: if cfg.heavy_tokens > 0 { w_max } else { w },
+            w_min,
+            w_max,
+            adaptive: cfg.heavy_tokens > 0,
+            ew: 0.0,
+            eh: 0.0,
+            m: 0,
+            keys: try_vec(cap_d, 0.0)?,
+            vals: try_vec(cap_dv, 0.0)?,
+            acc: try_vec(c, 0.0)?,
+            pos: try_vec(c, 0)?,
+            groups: g,
+            ng: 0,
+            g_n: try_vec(g + 1, 0.0)?,
+            g_k: try_vec((g + 1) * d, 0.0)?,
+            g_k2: try_vec((g + 1) * d, 0.0)?,
+            g_v: try_vec((g + 1) * dv, 0.0)?,
+            j: 0,
+            x: try_vec(c, 0.0)?,
+            lw: try_vec(g + 1, 0.0)?,
+            num: try_vec(dv, 0.0)?,
+            idx: try_vec(c, 0)?,
+        })
+    }
+
+    /// Bytes owned (the vectors' capacities).
+    pub fn heap_bytes(&self) -> usize {
+        (self.keys.capacity() + self.vals.capacity() + self.acc.capacity()) * 4
+            + self.pos.capacity() * 8
+            + (self.g_n.capacity()
+                + self.g_k.capacity()
+                + self.g_k2.capacity()
+                + self.g_v.capacity())
+                * 8
+            + (self.x.capacity() + self.lw.capacity() + self.num.capacity()) * 8
+            + self.idx.capacity() * 4
+    }
+
+    /// Exact slots in use.
+    pub fn exact_len(&self) -> usize {
+        self.m
+    }
+    /// Exact capacity C.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+    /// Current window length.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+    /// Tokens folded into the tail.
+    pub fn tail_tokens(&self) -> u64 {
+        self.g_n[..self.ng].iter().sum::<f64>() as u64
+    }
+
+    /// Input check of hybrid mode: every magnitude `<= MAX_INPUT`.
+    pub fn check_range(x: &[f32]) -> Result<()> {
+        if x.iter().all(|v| v.abs() <= MAX_INPUT) {
+            Ok(())
+        } else {
+            Err(Error::Range)
+        }
+    }
+
+    /// Absorbs token (k, v) as the next position (non-causal append, or the
+    /// first half of a causal step). Evicts when the cache was full.
+    pub fn insert(&mut self, k: &[f32], v: &[f32]) {
+        let (d, dv) = (self.d, self.dv);
+        if self.m == self.cap {
+            // Only reachable without a query since the last insert (non-causal):
+            // make room by the same rule, without adapting.
+            self.evict();
+        }
+        let m = self.m;
+        self.keys[m * d..(m + 1) * d].copy_from_slice(k);
+        self.vals[m * dv..(m + 1) * dv].copy_from_slice(v);
+        self.acc[m] = 0.0;
+        self.pos[m] = self.j;
+        self.m += 1;
+        self.j += 1;
+    }
+
+    /// Attention of `q` over the exact tokens and the tail into `out`;
+    /// leaves the normalised exact weights in `x[..m]`. Scratch: `x` (C),
+    /// `lw` (G + 1), `num` (dv).
+    fn attend(&self, q: &[f32], out: &mut [f32], x: &mut [f64], lw: &mut [f64], num: &mut [f64]) {
+        let (d, dv, m) = (self.d, self.dv, self.m);
+        let s = self.scale as f64;
+        let mut c = f64::NEG_INFINITY;
+        for i in 0..m {
+            let kk = &self.keys[i * d..(i + 1) * d];
+            let dot: f32 = q.iter().zip(kk).map(|(a, b)| a * b).sum();
+            x[i] = s * dot as f64;
+            c = c.max(x[i]);
+        }
+        for g in 0..self.ng {
+            let n = self.g_n[g];
+            let (mut mu, mut var) = (0.0f64, 0.0f64);
+            for cc in 0..d {
+                let mk = self.g_k[g * d + cc] / n;
+                let vk = (self.g_k2[g * d + cc] / n - mk * mk).max(0.0);
+                let qc = q[cc] as f64;
+                mu += qc * mk;
+                var += qc * qc * vk;
+            }
+            let var = (s * s * var).clamp(0.0, VAR_MAX);
+            lw[g] = n.ln() + s * mu + (0.5 * var).ln_1p();
+            c = c.max(lw[g]);
+        }
+        if m == 0 && self.ng == 0 {
+            out.fill(0.0);
+            return;
+        }
+        num.fill(0.0);
+        let mut den = 0.0f64;
+        for g in 0..self.ng {
+            let w = (lw[g] - c).exp();
+            den += w;
+            let wn = w / self.g_n[g];
+            for (o, &sv) in num.iter_mut().zip(&self.g_v[g * dv..(g + 1) * dv]) {
+                *o += wn * sv;
+            }
+        }
+        for i in 0..m {
+            let w = (x[i] - c).exp();
+            x[i] = w;
+            den += w;
+            for (o, &vv) in num.iter_mut().zip(&self.vals[i * dv..(i + 1) * dv]) {
+                *o += w * vv as f64;
+            }
+        }
+        let inv = 1.0 / den;
+        for (o, &n) in out.iter_mut().zip(num.iter()) {
+            *o = (n * inv) as f32;
+        }
+        x[..m].iter_mut().for_each(|w| *w *= inv);
+    }
+
+    /// Scratch sizes of a read-only query: `(C, G + 1, dv)`.
+    pub fn scratch_sizes(&self) -> (usize, usize, usize) {
+        (self.cap, self.groups + 1, self.dv)
+    }
+
+    /// Read-only attention (records nothing), with caller scratch.
+    pub fn query_with_scratch(
+        &self,
+        q: &[f32],
+        out: &mut [f32],
+        x: &mut [f64],
+        lw: &mut [f64],
+        num: &mut [f64],
+    ) {
+        self.attend(q, out, x, lw, num);
+    }
+
+    /// Attention that records: accumulated scores get the normalised weights.
+    fn attend_recorded(&mut self, q: &[f32], out: &mut [f32]) {
+        let (mut x, mut lw, mut num) = (
+            core::mem::take(&mut self.x),
+            core::mem::take(&mut self.lw),
+            core::mem::take(&mut self.num),
+        );
+        self.attend(q, out, &mut x, &mut lw, &mut num);
+        for (a, &w) in self.acc[..self.m].iter_mut().zip(&x[..self.m]) {
+            *a += w as f32;
+        }
+        (self.x, self.lw, self.num) = (x, lw, num);
+    }
+
+    /// Causal step after `insert`: answer `q`, update the accumulated
+    /// attention, adapt the split and evict when full.
+    pub fn step_query(&mut self, q: &[f32], out: &mut [f32]) {
+        self.attend_recorded(q, out);
+        if self.m == self.cap {
+            if self.adaptive {
+                self.adapt();
+            }
+            self.evict();
+        }
+    }
+
+    /// Non-causal recorded query: attention plus the accumulated-score update.
+    pub fn push_query(&mut self, q: &[f32], out: &mut [f32]) {
+        self.attend_recorded(q, out);
+    }
+
+    fn is_sink(&self, i: usize) -> bool {
+        self.pos[i] < self.sinks
+    }
+
+    /// Age of slot i relative to the newest token.
+    fn age(&self, i: usize) -> u64 {
+        (self.j - 1) - self.pos[i]
+    }
+
+    fn adapt(&mut self) {
+        let (w, m) = (self.window as u64, self.m);
+        let band = BAND as u64;
+        let mut mw = 0.0f64;
+        let mut nh = 0usize;
+        for i in 0..m {
+            if self.is_sink(i) {
+                continue;
+            }
+            let a = self.age(i);
+            if a < w && a + band >= w {
+                mw += self.x[i];
+            } else if a >= w {
+                self.idx[nh] = i as u32;
+                nh += 1;
+            }
+        }
+        let heavy = &mut self.idx[..nh];
+        if nh > BAND {
+            let acc = &self.acc;
+            heavy
+                .select_nth_unstable_by(BAND, |a, b| acc[*a as usize].total_cmp(&acc[*b as usize]));
+        }
+        let mh: f64 = heavy[..nh.min(BAND)]
+            .iter()
+            .map(|&i| self.x[i as usize])
+            .sum();
+        self.ew += ALPHA * (mw * mw - self.ew);
+        self.eh += ALPHA * (mh * mh - self.eh);
+        self.window = if self.ew > self.eh {
+            (self.window + 1).min(self.w_max)
+        } else {
+            self.window.saturating_sub(1).max(self.w_min)
+        };
+    }
+
+    /// Folds the non-sink token outside the next window with the lowest
+    /// accumulated attention into the tail.
+    fn evict(&mut self) {
+        let (d, dv, m) = (self.d, self.dv, self.m);
+        // Outside the next window: age >= window - 1 (position <= j - W + 1).
+        let w = self.window as u64;
+        let mut best = usize::MAX;
+        for i in 0..m {
+            if self.is_sink(i) || self.age(i) + 1 < w {
+                continue;
+            }
+            if best == usize::MAX || self.acc[i] < self.acc[best] {
+                best = i;
+            }
+        }
+        if best == usize::MAX {
+            // Only sinks and window tokens: the oldest non-sink goes.
+            best = (0..m)
+                .filter(|&i| !self.is_sink(i))
+                .max_by_key(|&i| self.age(i))
+                .unwrap_or(0);
+        }
+        let g = self.ng;
+        self.g_n[g] = 1.0;
+        for cc in 0..d {
+            let k = self.keys[best * d + cc] as f64;
+            self.g_k[g * d + cc] = k;
+            self.g_k2[g * d + cc] = k * k;
+        }
+        for cc in 0..dv {
+            self.g_v[g * dv + cc] = self.vals[best * dv + cc] as f64;
+        }
+        self.ng += 1;
+        if self.ng > self.groups {
+            self.merge_closest();
+        }
+        let last = m - 1;
+        if best != last {
+            self.keys.copy_within(last * d..(last + 1) * d, best * d);
+            self.vals.copy_within(last * dv..(last + 1) * dv, best * dv);
+            self.acc[best] = self.acc[last];
+            self.pos[best] = self.pos[last];
+        }
+        self.m = last;
+    }
+
+    fn merge_closest(&mut self) {
+        let (d, dv, ng) = (self.d, self.dv, self.ng);
+        let (mut ba, mut bb, mut bc) = (0usize, 1usize, f64::INFINITY);
+        for a in 0..ng {
+            for b in a + 1..ng {
+                let (na, nb) = (self.g_n[a], self.g_n[b]);
+                let mut dist = 0.0;
+                for cc in 0..d {
+                    let t = self.g_k[a * d + cc] / na - self.g_k[b * d + cc] / nb;
+                    dist += t * t;
+                }
+                let cost = dist * na * nb / (na + nb);
+                if cost < bc {
+                    (ba, bb, bc) = (a, b, cost);
+                }
+            }
+        }
+        let last = ng - 1;
+        self.g_n[ba] += self.g_n[bb];
+        self.g_n[bb] = self.g_n[last];
+        for (arr, w) in [(&mut self.g_k, d), (&mut self.g_k2, d), (&mut self.g_v, dv)] {
+            for cc in 0..w {
+                arr[ba * w + cc] += arr[bb * w + cc];
+                arr[bb * w + cc] = arr[last * w + cc];
+            }
+        }
+        self.ng = last;
+    }
+}

@@ -1,0 +1,195 @@
+/*
+ * Black-box checks of the C ABI contract (../shared/C-API.md) through the
+ * shared library: refusals change nothing, twins are bit-identical, batched
+ * and per-token pushes agree, memory does not grow, bad configs are refused.
+ * Exits non-zero on the first failed check.
+ */
+#include "attnsketch.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(cond)                                                             \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            exit(1);                                                            \
+        }                                                                       \
+    } while (0)
+#define OK(call) CHECK((call) == AS_OK)
+
+enum { D = 16, DV = 12, N = 300 };
+
+static uint64_t rng = 42;
+static float uni(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+static void fill(float *x, int n) {
+    for (int i = 0; i < n; i++) x[i] = uni();
+}
+
+static as_sketch *make(int degree, as_mode mode) {
+    as_config c;
+    OK(as_config_init(&c, D));
+    c.value_dim = DV;
+    c.degree = (uint32_t)degree;
+    c.mode = mode;
+    as_sketch *h = NULL;
+    OK(as_create(&c, &h));
+    CHECK(h != NULL);
+    return h;
+}
+
+static void test_config_refusals(void) {
+    as_config c;
+    CHECK(as_config_init(NULL, 8) == AS_ERR_NULL);
+    memset(&c, 0xAB, sizeof c);
+    as_config before = c;
+    CHECK(as_config_init(&c, 0) == AS_ERR_INVALID_ARG);
+    CHECK(memcmp(&c, &before, sizeof c) == 0); /* nothing written */
+    OK(as_config_init(&c, 64));
+    CHECK(c.struct_size == sizeof(as_config));
+    CHECK(c.head_dim == 64 && c.value_dim == 64 && c.degree == 2);
+    CHECK(fabsf(c.scale - 0.125f) < 1e-7f);
+    CHECK(c.mode == AS_MODE_CAUSAL && c.seed == 0 && c.recovery_k == 0);
+
+    as_sketch *h = (as_sketch *)0x1; /* must stay untouched on failure */
+    as_config bad = c;
+    bad.head_dim = 0;
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad = c;
+    bad.value_dim = 0;
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad = c;
+    bad.degree = 9; /* binom(73, 9): absurd state */
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad = c;
+    bad.scale = NAN;
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad.scale = -1.0f;
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad.scale = 0.0f;
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad = c;
+    bad.struct_size = 8; /* smaller than the fields read */
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad = c;
+    bad.mode = (as_mode)7;
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    CHECK(h == (as_sketch *)0x1);
+    CHECK(as_create(NULL, &h) == AS_ERR_NULL);
+    CHECK(as_create(&c, NULL) == AS_ERR_NULL);
+    CHECK(h == (as_sketch *)0x1);
+}
+
+/* Refused calls change nothing: a twin that never saw them stays bit-identical. */
+static void test_refusals_change_nothing(void) {
+    as_sketch *a = make(2, AS_MODE_CAUSAL), *b = make(2, AS_MODE_CAUSAL);
+    float q[D], k[D], v[DV], oa[DV], ob[DV];
+    for (int j = 0; j < 100; j++) {
+        fill(q, D), fill(k, D), fill(v, DV);
+        OK(as_push_token(a, q, k, v, oa));
+        OK(as_push_token(b, q, k, v, ob));
+    }
+    size_t bytes = as_state_bytes(a);
+    float sentinel[DV];
+    for (int i = 0; i < DV; i++) sentinel[i] = oa[i] = 123.0f;
+    float bad[D];
+    fill(q, D), fill(k, D), fill(v, DV);
+    memcpy(bad, k, sizeof bad);
+    bad[3] = NAN;
+    CHECK(as_push_token(a, q, bad, v, oa) == AS_ERR_NON_FINITE);
+    bad[3] = INFINITY;
+    CHECK(as_push_token(a, bad, k, v, oa) == AS_ERR_NON_FINITE);
+    float badv[DV];
+    memcpy(badv, v, sizeof badv);
+    badv[DV - 1] = -INFINITY;
+    CHECK(as_push_token(a, q, k, badv, oa) == AS_ERR_NON_FINITE);
+    CHECK(as_push_token(a, NULL, k, v, oa) == AS_ERR_NULL);
+    CHECK(as_push_token(a, q, NULL, v, oa) == AS_ERR_NULL);
+    CHECK(as_push_token(a, q, k, NULL, oa) == AS_ERR_NULL);
+    CHECK(as_push_token(a, q, k, v, NULL) == AS_ERR_NULL);
+    CHECK(as_push_token(NULL, q, k, v, oa) == AS_ERR_NULL);
+    CHECK(as_append_kv(a, k, v) == AS_ERR_WRONG_MODE);
+    CHECK(as_push_query(a, q, oa) == AS_ERR_WRONG_MODE);
+    float huge[D];
+    for (int i = 0; i < D; i++) huge[i] = 1e30f; /* features overflow f32 */
+    CHECK(as_push_token(a, q, huge, v, oa) == AS_ERR_RANGE);
+    /* Batch with one bad token at the end: nothing absorbed. */
+    float Q[4 * D], K[4 * D], V[4 * DV], O[4 * DV];
+    fill(Q, 4 * D), fill(K, 4 * D), fill(V, 4 * DV);
+    V[4 * DV - 1] = NAN;
+    CHECK(as_push_tokens(a, 4, Q, K, V, O) == AS_ERR_NON_FINITE);
+    CHECK(memcmp(oa, sentinel, sizeof oa) == 0); /* no output written */
+    CHECK(as_token_count(a) == 100);
+    CHECK(as_state_bytes(a) == bytes);
+    /* The same next tokens give bit-identical outputs on both. */
+    for (int j = 0; j < 50; j++) {
+        fill(q, D), fill(k, D), fill(v, DV);
+        OK(as_push_token(a, q, k, v, oa));
+        OK(as_push_token(b, q, k, v, ob));
+        CHECK(memcmp(oa, ob, sizeof oa) == 0);
+    }
+    as_free(a);
+    as_free(b);
+}
+
+static void test_batched_equals_per_token(void) {
+    as_sketch *a = make(3, AS_MODE_CAUSAL), *b = make(3, AS_MODE_CAUSAL);
+    static float Q[N * D], K[N * D], V[N * DV], OA[N * DV], OB[N * DV];
+    fill(Q, N * D), fill(K, N * D), fill(V, N * DV);
+    for (int j = 0; j < N; j++) OK(as_push_token(a, Q + j * D, K + j * D, V + j * DV, OA + j * DV));
+    OK(as_push_tokens(b, 100, Q, K, V, OB));
+    OK(as_push_tokens(b, N - 100, Q + 100 * D, K + 100 * D, V + 100 * DV, OB + 100 * DV));
+    CHECK(memcmp(OA, OB, sizeof OA) == 0);
+    CHECK(as_token_count(b) == N);
+    as_free(a);
+    as_free(b);
+}
+
+static void test_memory_flat_and_noncausal(void) {
+    as_sketch *h = make(2, AS_MODE_NONCAUSAL);
+    size_t b0 = as_state_bytes(h);
+    CHECK(b0 > 0);
+    float q[D], k[D], v[DV], o[DV], o2[DV];
+    for (int j = 0; j < 5000; j++) {
+        fill(k, D), fill(v, DV);
+        OK(as_append_kv(h, k, v));
+    }
+    CHECK(as_state_bytes(h) == b0);
+    CHECK(as_token_count(h) == 5000);
+    fill(q, D);
+    OK(as_query(h, q, o));
+    OK(as_push_query(h, q, o2));
+    CHECK(memcmp(o, o2, sizeof o) == 0);
+    CHECK(as_push_token(h, q, k, v, o) == AS_ERR_WRONG_MODE);
+    for (int i = 0; i < DV; i++) CHECK(isfinite(o[i]));
+    as_free(h);
+}
+
+static void test_misc(void) {
+    as_free(NULL);
+    as_bank_free(NULL);
+    CHECK(as_token_count(NULL) == 0);
+    CHECK(as_state_bytes(NULL) == 0);
+    CHECK(strcmp(as_status_string(AS_OK), "ok") == 0);
+    CHECK(as_status_string(12345) != NULL && strlen(as_status_string(-7)) > 0);
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", ATTNSKETCH_VERSION_MAJOR, ATTNSKETCH_VERSION_MINOR,
+             ATTNSKETCH_VERSION_PATCH);
+    CHECK(strcmp(as_version_string(), want) == 0);
+    CHECK(strcmp(ATTNSKETCH_VERSION_STRING, want) == 0);
+}
+
+int main(void) {
+    test_config_refusals();
+    test_refusals_change_nothing();
+    test_batched_equals_per_token();
+    test_memory_flat_and_noncausal();
+    test_misc();
+    printf("contract: all checks passed\n");
+    return 0;
+}

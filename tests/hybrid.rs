@@ -1,0 +1,206 @@
+//! The hybrid state: exact while everything fits, never drops a token,
+//! combines exact and tail on one scale, stays within its byte budget.
+mod common;
+use attnsketch::{reference, Config, Error, Mode, Sketch};
+use common::*;
+
+fn hybrid_cfg(d: u32, sinks: u32, window: u32, heavy: u32) -> Config {
+    let mut c = Config::new(d);
+    c.sink_tokens = sinks;
+    c.window_tokens = window;
+    c.heavy_tokens = heavy;
+    c
+}
+
+#[test]
+fn exact_while_everything_fits() {
+    let mut rng = Rng(21);
+    let (d, n) = (8usize, 100usize);
+    let c = hybrid_cfg(d as u32, 4, 60, 60);
+    let mut h = Sketch::new(&c).unwrap();
+    let (q, k, v) = (
+        rng.vec(n * d, 2.0),
+        rng.vec(n * d, 2.0),
+        rng.vec(n * d, 1.0),
+    );
+    let mut out = vec![0.0f32; n * d];
+    h.push_tokens(n, &q, &k, &v, &mut out).unwrap();
+    let want =
+        reference::softmax_attention_causal(&to64(&q), &to64(&k), &to64(&v), d, d, c.scale as f64);
+    let e = reference::rel_err(&to64(&out), &want);
+    assert!(e < 1e-5, "rel err {e}");
+    assert_eq!(h.hybrid().unwrap().tail_tokens(), 0);
+}
+
+#[test]
+fn evicted_tokens_are_folded_not_dropped() {
+    let mut rng = Rng(22);
+    let (d, n) = (8usize, 500usize);
+    let c = hybrid_cfg(d as u32, 2, 40, 40);
+    let mut h = Sketch::new(&c).unwrap();
+    let bytes = h.state_bytes();
+    assert_eq!(bytes, Sketch::bytes_for(&c));
+    let (q, k, v) = (
+        rng.vec(n * d, 1.0),
+        rng.vec(n * d, 1.0),
+        rng.vec(n * d, 1.0),
+    );
+    let mut out = vec![0.0f32; n * d];
+    h.push_tokens(n, &q, &k, &v, &mut out).unwrap();
+    let hy = h.hybrid().unwrap();
+    assert_eq!(hy.exact_len() as u64 + hy.tail_tokens(), n as u64);
+    assert_eq!(h.state_bytes(), bytes);
+    let want =
+        reference::softmax_attention_causal(&to64(&q), &to64(&k), &to64(&v), d, d, c.scale as f64);
+    let e = reference::rel_err(&to64(&out[n / 2 * d..]), &want[n / 2 * d..]);
+    // Dropping instead of folding: sinks + the most recent 80 tokens (same slots).
+    let mut drop = vec![0.0f64; n * d];
+    for j in n / 2..n {
+        let keep: Vec<usize> = (0..2).chain(j + 1 - 80..=j).collect();
+        let s: Vec<f64> = keep
+            .iter()
+            .map(|&i| {
+                (0..d)
+                    .map(|c| q[j * d + c] as f64 * k[i * d + c] as f64)
+                    .sum::<f64>()
+                    * c.scale as f64
+            })
+            .collect();
+        let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+        let den: f64 = s.iter().map(|x| (x - mx).exp()).sum();
+        for (w, &i) in s.iter().zip(&keep) {
+            for cc in 0..d {
+                drop[j * d + cc] += (w - mx).exp() / den * v[i * d + cc] as f64;
+            }
+        }
+    }
+    let e_drop = reference::rel_err(&drop[n / 2 * d..], &want[n / 2 * d..]);
+    println!("rel err with 82 exact slots of 500 tokens: {e:.4} (dropping the rest: {e_drop:.4})");
+    assert!(e < 0.5 * e_drop, "{e} vs {e_drop}");
+}
+
+#[test]
+fn budget_presets_stay_within_budget() {
+    for &d in &[16u32, 64, 128] {
+        for &kib in &[48usize, 64, 256, 512, 1024, 2048, 8192] {
+            let mut c = Config::new(d);
+            let r = c.for_budget(kib * 1024);
+            if r.is_err() {
+                assert_eq!(r, Err(Error::InvalidArg));
+                assert!(kib <= 64, "d={d}: {kib} KiB refused");
+                continue;
+            }
+            let h = Sketch::new(&c).unwrap();
+            assert!(
+                h.state_bytes() <= kib * 1024,
+                "d={d} {kib} KiB: {} bytes",
+                h.state_bytes()
+            );
+            assert_eq!(h.state_bytes(), Sketch::bytes_for(&c));
+            if kib >= 256 {
+                // Most of a larger budget goes to exact tokens.
+                let tok = (2 * d as usize) * 4;
+                let cap = h.hybrid().unwrap().capacity();
+                assert!(
+                    cap * tok > kib * 1024 * 3 / 4,
+                    "d={d} {kib} KiB: {cap} slots"
+                );
+            }
+        }
+    }
+    let mut c = Config::new(64);
+    assert_eq!(c.for_budget(1000), Err(Error::InvalidArg));
+    assert_eq!(c, Config::new(64), "a refused preset changes nothing");
+}
+
+#[test]
+fn batched_equals_per_token_and_query_is_read_only() {
+    let mut rng = Rng(23);
+    let (d, n) = (8usize, 300usize);
+    let c = hybrid_cfg(d as u32, 4, 40, 40);
+    let mut a = Sketch::new(&c).unwrap();
+    let mut b = Sketch::new(&c).unwrap();
+    let (q, k, v) = (
+        rng.vec(n * d, 1.5),
+        rng.vec(n * d, 1.5),
+        rng.vec(n * d, 1.0),
+    );
+    let mut oa = vec![0.0f32; n * d];
+    let mut ob = vec![0.0f32; n * d];
+    for j in 0..n {
+        a.push_token(
+            &q[j * d..][..d],
+            &k[j * d..][..d],
+            &v[j * d..][..d],
+            &mut oa[j * d..][..d],
+        )
+        .unwrap();
+        // Until the first eviction, the read-only query of the same q sees the same state: same bits.
+        if j + 1 < 84 {
+            let mut o2 = vec![0.0f32; d];
+            a.query(&q[j * d..][..d], &mut o2).unwrap();
+            assert_eq!(bits(&o2), bits(&oa[j * d..][..d]));
+        }
+    }
+    b.push_tokens(n, &q, &k, &v, &mut ob).unwrap();
+    assert_eq!(bits(&oa), bits(&ob));
+}
+
+#[test]
+fn refusals_change_nothing_in_hybrid_mode() {
+    let mut rng = Rng(24);
+    let d = 8usize;
+    let c = hybrid_cfg(d as u32, 2, 20, 20);
+    let mut a = Sketch::new(&c).unwrap();
+    let mut b = Sketch::new(&c).unwrap();
+    let mut o = vec![0.0f32; d];
+    for _ in 0..100 {
+        let (q, k, v) = (rng.vec(d, 1.0), rng.vec(d, 1.0), rng.vec(d, 1.0));
+        a.push_token(&q, &k, &v, &mut o).unwrap();
+        b.push_token(&q, &k, &v, &mut o).unwrap();
+    }
+    let (q, k, v) = (rng.vec(d, 1.0), rng.vec(d, 1.0), rng.vec(d, 1.0));
+    let mut big = k.clone();
+    big[0] = 3e12; // above 2^40
+    assert_eq!(a.push_token(&q, &big, &v, &mut o), Err(Error::Range));
+    let mut nan = q.clone();
+    nan[1] = f32::NAN;
+    assert_eq!(a.push_token(&nan, &k, &v, &mut o), Err(Error::NonFinite));
+    assert_eq!(a.append_kv(&k, &v), Err(Error::WrongMode));
+    let (mut oa, mut ob) = (vec![0.0f32; d], vec![0.0f32; d]);
+    for _ in 0..50 {
+        let (q, k, v) = (rng.vec(d, 1.0), rng.vec(d, 1.0), rng.vec(d, 1.0));
+        a.push_token(&q, &k, &v, &mut oa).unwrap();
+        b.push_token(&q, &k, &v, &mut ob).unwrap();
+        assert_eq!(bits(&oa), bits(&ob));
+    }
+}
+
+#[test]
+fn noncausal_hybrid() {
+    let mut rng = Rng(25);
+    let (d, n) = (8usize, 50usize);
+    let mut c = hybrid_cfg(d as u32, 2, 100, 0);
+    c.mode = Mode::NonCausal;
+    let mut h = Sketch::new(&c).unwrap();
+    let (k, v) = (rng.vec(n * d, 1.0), rng.vec(n * d, 1.0));
+    for j in 0..n {
+        h.append_kv(&k[j * d..][..d], &v[j * d..][..d]).unwrap();
+    }
+    let q = rng.vec(d, 1.0);
+    let (mut o1, mut o2) = (vec![0.0f32; d], vec![0.0f32; d]);
+    h.query(&q, &mut o1).unwrap();
+    h.push_query(&q, &mut o2).unwrap();
+    assert_eq!(bits(&o1), bits(&o2));
+    assert_eq!(h.query_count(), 1);
+    // Everything fits: exact softmax over all keys.
+    let qq: Vec<f32> = (0..n).flat_map(|_| q.clone()).collect();
+    let want =
+        reference::softmax_attention_causal(&to64(&qq), &to64(&k), &to64(&v), d, d, c.scale as f64);
+    assert!(reference::rel_err(&to64(&o1), &want[(n - 1) * d..]) < 1e-5);
+    // The window must hold the current token.
+    let mut bad = hybrid_cfg(8, 4, 0, 10);
+    assert_eq!(Sketch::new(&bad).err(), Some(Error::InvalidArg));
+    bad.window_tokens = 1;
+    assert!(Sketch::new(&bad).is_ok());
+}
