@@ -126,6 +126,12 @@ typedef struct as_config {
    tokens (0: default 32).
    */
   uint32_t tail_groups;
+  /*
+   Stream-length hint for the output/key sketches (their tree depth);
+   0 or absent (older struct_size) means the default 2^32; at most 2^60.
+   Longer streams still work, with a decode that is no longer logarithmic.
+   */
+  uint64_t max_tokens;
 } as_config;
 
 /*
@@ -305,6 +311,43 @@ as_status as_create_at_level(const struct as_config *cfg,
 const char *as_sketch_level_name(const struct as_sketch *h);
 
 /*
+ The paper's decode: a k-sparse approximation of output column `col` over
+ the recorded outputs (causal: output j of token j; non-causal: the i-th
+ `as_push_query`). Writes up to `k` (output index, value) pairs into
+ `idx[k]`, `val[k]`, largest |value| first, and their count into `*found`.
+
+ `AS_ERR_WRONG_MODE`: the handle has no output sketch (`recovery_k == 0`).
+ `AS_ERR_INVALID_ARG`: `col >= value_dim` or `k > recovery_k`.
+ `k == 0` or no recorded output: `AS_OK` with `*found = 0`. Outputs are
+ written only on success. Cost: logarithmic in the number of outputs.
+ */
+as_status as_recover_column(const struct as_sketch *h,
+                            uint32_t col,
+                            uint32_t k,
+                            uint64_t *idx,
+                            float *val,
+                            uint32_t *found);
+
+/*
+ For query `q` (`head_dim` floats), the up-to-`k` past tokens with the
+ largest attention weight, heaviest first, decoded from the key-side
+ sketch. `weight[i]` is the estimated polynomial-kernel weight
+ `P(s q.k_j) / sum_i P(s q.k_i)` (an attention weight; see docs/recovery.md
+ for its relation to softmax weights).
+
+ `AS_ERR_WRONG_MODE`: no key sketch (`retrieval_k == 0`).
+ `AS_ERR_INVALID_ARG`: `k > retrieval_k`; `AS_ERR_NON_FINITE`/`AS_ERR_RANGE`
+ for a bad `q` (as `as_query`), `AS_ERR_RANGE` also when the normaliser is
+ not trustworthy. No absorbed token or `k == 0`: `AS_OK`, `*found = 0`.
+ */
+as_status as_heavy_tokens(const struct as_sketch *h,
+                          const float *q,
+                          uint32_t k,
+                          uint64_t *idx,
+                          float *weight,
+                          uint32_t *found);
+
+/*
  Serializes a head. With `buf == NULL` stores the needed size in
  `*written` and returns `AS_OK`. With `cap` smaller than that size returns
  `AS_ERR_BUFFER_TOO_SMALL`, stores the size in `*written` and writes
@@ -407,28 +450,6 @@ as_status as_push_token_bf16(struct as_sketch *h,
                              const uint16_t *k,
                              const uint16_t *v,
                              float *out);
-
-/*
- The paper's decode of output column `col` (needs `recovery_k > 0`).
- Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL checks).
- */
-as_status as_recover_column(const struct as_sketch *h,
-                            uint32_t col,
-                            uint32_t k,
-                            uint64_t *idx,
-                            float *val,
-                            uint32_t *found);
-
-/*
- Heavy-token retrieval (needs `retrieval_k > 0`). Not in this build yet:
- `AS_ERR_UNSUPPORTED` (after the NULL checks).
- */
-as_status as_heavy_tokens(const struct as_sketch *h,
-                          const float *q,
-                          uint32_t k,
-                          uint64_t *idx,
-                          float *weight,
-                          uint32_t *found);
 
 /*
  Tokens absorbed; 0 for NULL.

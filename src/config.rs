@@ -51,6 +51,11 @@ pub struct Config {
     pub heavy_tokens: u32,
     /// Hybrid mode: groups of the clustered moment tail (0: default 32).
     pub tail_groups: u32,
+    /// Stream-length hint of the output and key sketches: the number of
+    /// tree levels is sized so decoding stays logarithmic up to this many
+    /// token indices (more are still recorded; decode then costs
+    /// `O(n / 16^(levels-1))`). 1..=2^60; default 2^32.
+    pub max_tokens: u64,
 }
 
 impl Config {
@@ -75,6 +80,7 @@ impl Config {
             window_tokens: 0,
             heavy_tokens: 0,
             tail_groups: 0,
+            max_tokens: crate::recovery::DEFAULT_MAX_TOKENS,
         }
     }
 
@@ -178,8 +184,21 @@ impl Config {
         if self.recovery_k > 0 && !(self.recovery_eps.is_finite() && self.recovery_eps > 0.0) {
             return Err(Error::InvalidArg);
         }
-        if self.recovery_k > 0 || self.retrieval_k > 0 {
+        if self.recovery_k > crate::recovery::MAX_K || self.retrieval_k > crate::recovery::MAX_K {
+            return Err(Error::InvalidArg);
+        }
+        if self.max_tokens == 0 || self.max_tokens > crate::recovery::MAX_MAX_TOKENS {
+            return Err(Error::InvalidArg);
+        }
+        // The output/key sketches record the polynomial path's outputs and
+        // features; the hybrid state does not offer them (yet).
+        if hybrid && (self.recovery_k > 0 || self.retrieval_k > 0) {
             return Err(Error::Unsupported);
+        }
+        // Output sketch and key sketch bytes: see `recovery`.
+        let rec = crate::recovery::sketch_bytes(self, t);
+        if bytes.saturating_add(rec) > MAX_STATE_BYTES {
+            return Err(Error::InvalidArg);
         }
         Ok(())
     }

@@ -31,6 +31,7 @@ pub mod error;
 pub mod ffi;
 pub mod kernels;
 pub mod poly;
+pub mod recovery;
 pub mod sketch;
 
 #[doc(hidden)]

@@ -51,6 +51,10 @@ pub struct as_config {
     /// Hybrid mode: groups of the clustered moment tail that absorbs evicted
     /// tokens (0: default 32).
     pub tail_groups: u32,
+    /// Stream-length hint for the output/key sketches (their tree depth);
+    /// 0 or absent (older struct_size) means the default 2^32; at most 2^60.
+    /// Longer streams still work, with a decode that is no longer logarithmic.
+    pub max_tokens: u64,
 }
 
 /// Bytes of the fields every caller must provide (up to `heavy_tokens`).
@@ -128,6 +132,7 @@ pub fn to_c(c: &Config) -> as_config {
         window_tokens: c.window_tokens,
         heavy_tokens: c.heavy_tokens,
         tail_groups: c.tail_groups,
+        max_tokens: c.max_tokens,
     }
 }
 
@@ -144,7 +149,8 @@ pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
         return Err(Error::InvalidArg);
     }
     // SAFETY: every read below lies within the CONFIG_BASE_SIZE bytes that
-    // struct_size (checked first) says the caller provides.
+    // struct_size (checked first) says the caller provides; later fields are
+    // read only when struct_size covers them.
     unsafe {
         let size = addr_of!((*cfg).struct_size).read() as usize;
         if size < CONFIG_BASE_SIZE {
@@ -172,6 +178,13 @@ pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
                 addr_of!((*cfg).tail_groups).read()
             } else {
                 0
+            },
+            max_tokens: match size >= core::mem::offset_of!(as_config, max_tokens) + 8 {
+                true => match addr_of!((*cfg).max_tokens).read() {
+                    0 => crate::recovery::DEFAULT_MAX_TOKENS,
+                    m => m,
+                },
+                false => crate::recovery::DEFAULT_MAX_TOKENS,
             },
         })
     }

@@ -196,49 +196,6 @@ pub unsafe extern "C" fn as_push_token_bf16(
     })
 }
 
-/// The paper's decode of output column `col` (needs `recovery_k > 0`).
-/// Not in this build yet: `AS_ERR_UNSUPPORTED` (after the NULL checks).
-#[no_mangle]
-pub unsafe extern "C" fn as_recover_column(
-    h: *const as_sketch,
-    col: u32,
-    k: u32,
-    idx: *mut u64,
-    val: *mut f32,
-    found: *mut u32,
-) -> as_status {
-    let _ = (col, k);
-    guard(|| {
-        unsafe { get_ref(h) }?;
-        out_ptr(idx)?;
-        out_ptr(val)?;
-        out_ptr(found)?;
-        Err(Error::Unsupported)
-    })
-}
-
-/// Heavy-token retrieval (needs `retrieval_k > 0`). Not in this build yet:
-/// `AS_ERR_UNSUPPORTED` (after the NULL checks).
-#[no_mangle]
-pub unsafe extern "C" fn as_heavy_tokens(
-    h: *const as_sketch,
-    q: *const f32,
-    k: u32,
-    idx: *mut u64,
-    weight: *mut f32,
-    found: *mut u32,
-) -> as_status {
-    let _ = k;
-    guard(|| {
-        let h = unsafe { get_ref(h) }?;
-        unsafe { input(q, h.config().head_dim as usize)? };
-        out_ptr(idx)?;
-        out_ptr(weight)?;
-        out_ptr(found)?;
-        Err(Error::Unsupported)
-    })
-}
-
 /// Tokens absorbed; 0 for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn as_token_count(h: *const as_sketch) -> u64 {

@@ -21,6 +21,11 @@ impl Bank {
             return Err(Error::InvalidArg);
         }
         cfg.validate()?;
+        // Output/key sketches are per query head and position; a bank's kv
+        // states serve several query heads, so they are not offered here.
+        if cfg.recovery_k > 0 || cfg.retrieval_k > 0 {
+            return Err(Error::Unsupported);
+        }
         if cfg.mode != Mode::Causal {
             return Err(Error::WrongMode);
         }

@@ -18,6 +18,8 @@ use std::cell::RefCell;
 // private fields below without widening them.
 #[path = "serialize.rs"]
 pub mod serialize;
+// Recovery and retrieval (`recover_column`, `heavy_tokens`): src/sketch/head/recover.rs.
+mod recover;
 
 /// Largest value any state element may reach (a running bound is kept and a
 /// token that could push past it is refused with [`Error::Range`]).
@@ -60,6 +62,8 @@ pub struct Sketch {
     poisoned: bool,
     /// Exact tokens + moment tail (when sink/window/heavy tokens are configured).
     hybrid: Option<Box<Hybrid>>,
+    /// Output sketch `Y = Phi T` and key sketch `Phi U2` (issue 3).
+    rec: crate::recovery::Recorder,
 }
 
 impl Clone for Sketch {
@@ -78,6 +82,7 @@ impl Clone for Sketch {
             fallbacks: AtomicU64::new(self.fallbacks.load(Ordering::Relaxed)),
             poisoned: self.poisoned,
             hybrid: self.hybrid.clone(),
+            rec: self.rec.clone(),
         }
     }
 }
@@ -136,6 +141,7 @@ impl Sketch {
             fallbacks: AtomicU64::new(0),
             poisoned: false,
             hybrid,
+            rec: crate::recovery::Recorder::new(cfg, t)?,
         })
     }
 
@@ -184,6 +190,7 @@ impl Sketch {
             + self.alphas.capacity() * 4
             + self.poly.coeffs().len() * 8
             + self.state.heap_bytes()
+            + self.rec.heap_bytes()
             + (self.scratch.phik.capacity()
                 + self.scratch.phiq.capacity()
                 + self.scratch.sq.capacity()
@@ -363,6 +370,9 @@ impl Sketch {
         let acc = core::mem::take(&mut self.scratch.acc);
         self.normalise(&acc, den, mag, out);
         self.scratch.acc = acc;
+        let j = self.tokens - 1;
+        self.rec.record_key(j, &self.scratch.phik);
+        self.rec.record_output(j, out);
         self.state.tick(kern);
         self.poisoned = false;
     }
@@ -444,6 +454,7 @@ impl Sketch {
         (kern.expand)(&self.map, k, &mut self.scratch.phik);
         (kern.absorb)(&mut self.state.d, &self.scratch.phik, v);
         (kern.absorb_z)(&mut self.state.zd, &self.scratch.phik);
+        self.rec.record_key(self.tokens, &self.scratch.phik);
         self.tokens += 1;
         self.bound += incr;
         self.state.tick(kern);
@@ -469,6 +480,7 @@ impl Sketch {
         } else {
             self.query(q, out)?;
         }
+        self.rec.record_output(self.queries, out);
         self.queries += 1;
         Ok(())
     }

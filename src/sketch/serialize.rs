@@ -50,7 +50,7 @@ pub const SECTION_HEADER_LEN: usize = 12;
 /// Bytes of the CRC-32 trailer.
 pub const TRAILER_LEN: usize = 4;
 /// Bytes of the `CONF` payload in version 1.
-pub const CONF_LEN: usize = 56;
+pub const CONF_LEN: usize = 64;
 /// Bytes of the fixed part of the `CORE` payload (before the arrays).
 pub const CORE_FIXED_LEN: usize = 56;
 
@@ -189,6 +189,7 @@ fn write_config(c: &Config, w: &mut Writer) {
     w.u32(c.window_tokens);
     w.u32(c.heavy_tokens);
     w.u32(c.tail_groups);
+    w.u64(c.max_tokens);
 }
 
 fn read_config(r: &mut Reader) -> Result<Config> {
@@ -215,6 +216,7 @@ fn read_config(r: &mut Reader) -> Result<Config> {
         window_tokens: r.u32()?,
         heavy_tokens: r.u32()?,
         tail_groups: r.u32()?,
+        max_tokens: r.u64()?,
     })
 }
 
@@ -241,7 +243,12 @@ impl Sketch {
     /// `Ok` if this head has a serialized form: live, and no part without a
     /// section (hybrid exact tokens give `Unsupported`).
     pub fn check_serializable(&self) -> Result<()> {
-        self.live()
+        self.live()?;
+        // The output and retrieval sketches (`RECO`, `RETR`) have no section yet.
+        if self.cfg.recovery_k > 0 || self.cfg.retrieval_k > 0 {
+            return Err(Error::Unsupported);
+        }
+        Ok(())
     }
 
     /// Writes the serialized head into `buf[..serialized_len()]` and returns
@@ -363,6 +370,9 @@ impl Sketch {
             Err(Error::Unsupported) => return Err(Error::Unsupported),
             Err(_) => return Err(Error::Corrupt),
         }
+        if cfg.recovery_k > 0 || cfg.retrieval_k > 0 {
+            return Err(Error::Unsupported);
+        }
 
         // Every other section: expected tag and exact config-derived size,
         // all checked before anything is allocated.
@@ -454,6 +464,10 @@ impl Sketch {
         // Exact-token (hybrid) heads: no merge rule yet. Position-indexed
         // parts (output / retrieval sketches) refuse here too once they exist.
         if self.hybrid.is_some() || src.hybrid.is_some() {
+            return Err(Error::WrongMode);
+        }
+        // Position-indexed sketches (output, retrieval): no merge rule.
+        if self.cfg.recovery_k > 0 || self.cfg.retrieval_k > 0 {
             return Err(Error::WrongMode);
         }
         let tokens = self.tokens.checked_add(src.tokens).ok_or(Error::Range)?;

@@ -1,0 +1,138 @@
+//! Sublinear decode: descend the 16-ary tree from the top stored level,
+//! keeping the `beam` most energetic nodes per level, then estimate the
+//! surviving tokens with the CountSketch median.
+//!
+//! Input is the *scalar* sketch `ys[cell]` (the sketch projected onto one
+//! column, or onto `phi_q(q)`), `levels * rows * buckets` values, so the cost
+//! of a decode is
+//!
+//! ```text
+//!   projection  levels * rows * buckets * (1 or width)
+//!   descent     (top level + 1) * 2 beam * 16 * rows   hash evaluations
+//! ```
+//!
+//! with `top = min { l : ceil(n / 16^l) <= beam }`: logarithmic in n, never a
+//! scan over the n token indices (unless n exceeds the `max_tokens` hint, when
+//! the top stored level holds more than `beam` nodes and all of them are
+//! scored).
+//!
+//! Scores: a node `p` at level `l >= 1` has the squares
+//! `e_r = ys[l, r, h_{l,r}(p)]^2`, each an estimate of its energy
+//! `sum_{j in p} x_j^2` (4-wise signs) plus colliding mass. The beam keeps
+//! the union of the `beam` best nodes by `median_r e_r` (robust to a heavy
+//! colliding in a few rows) and by the second largest `e_r` (robust to two
+//! heavy entries of the node cancelling in some rows), so up to `2 beam`
+//! nodes survive a level. A token scores
+//! `x^_j = median_r s_r(j) ys[0, r, h_{0,r}(j)]`.
+
+use super::hash;
+use super::kernels::{median_rows, top_k};
+use super::sketch::{Dyadic, FANOUT, FANOUT_BITS};
+
+/// How the final candidates are ranked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rank {
+    /// By `|x^_j|` (output columns: signed values).
+    Magnitude,
+    /// By `x^_j`, positive estimates only (kernel weights).
+    Positive,
+}
+
+/// Nodes at level `l` for `n` indices: `ceil(n / 16^l)`.
+fn nodes(n: u64, l: usize) -> u64 {
+    let shift = l as u32 * FANOUT_BITS;
+    if shift >= 64 {
+        return u64::from(n > 0);
+    }
+    (n >> shift) + u64::from(n & ((1u64 << shift) - 1) != 0)
+}
+
+/// The level where the descent starts for `n` indices.
+pub fn top_level(n: u64, levels: usize, beam: usize) -> usize {
+    (0..levels)
+        .find(|&l| nodes(n, l) <= beam as u64)
+        .unwrap_or(levels - 1)
+}
+
+/// Up to `k` `(index, estimate)` pairs from the scalar sketch `ys` of `sk`
+/// over indices `0..n`, ranked by `rank`, best first. Zero (or, for
+/// `Positive`, non-positive) estimates are dropped.
+pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64, f64)> {
+    let sh = *sk.shape();
+    debug_assert_eq!(ys.len(), sh.cells());
+    if n == 0 || k == 0 {
+        return Vec::new();
+    }
+    let b = sh.buckets as u32;
+    let b0 = sh.buckets0 as u32;
+    let top = top_level(n, sh.levels, sh.beam);
+    let mut cands: Vec<u64> = (0..nodes(n, top)).collect();
+    let mut bk = vec![0u32; cands.len()];
+    let mut score = vec![0.0f64; cands.len()];
+    let mut vals: Vec<f64> = Vec::new();
+    for l in (1..=top).rev() {
+        if cands.len() > sh.beam {
+            // Squares of the node's bucket in every row: vals[i * rows + r].
+            let m = cands.len();
+            bk.resize(m, 0);
+            vals.clear();
+            vals.resize(m * sh.rows, 0.0);
+            for r in 0..sh.rows {
+                hash::buckets(sk.bucket_hash(l, r), b, &cands, &mut bk);
+                let base = sh.cell(l, r, 0);
+                for (i, &c) in bk.iter().enumerate() {
+                    let v = ys[base + c as usize];
+                    vals[i * sh.rows + r] = v * v;
+                }
+            }
+            // Sorted per node; median (robust to collisions) and second
+            // largest (robust to two heavies cancelling in some rows).
+            score.clear();
+            score.resize(m, 0.0);
+            median_rows(&mut vals, sh.rows, &mut score);
+            let second: Vec<f64> = (0..m)
+                .map(|i| vals[i * sh.rows + sh.rows.saturating_sub(2)])
+                .collect();
+            let mut keep = top_k(&score, sh.beam);
+            keep.extend(top_k(&second, sh.beam));
+            keep.sort_unstable();
+            keep.dedup();
+            cands = keep.iter().map(|&i| cands[i]).collect();
+        }
+        let below = nodes(n, l - 1);
+        let mut next = Vec::with_capacity(cands.len() * FANOUT as usize);
+        for &p in &cands {
+            let first = p << FANOUT_BITS;
+            for c in first..(first + FANOUT).min(below) {
+                next.push(c);
+            }
+        }
+        cands = next;
+    }
+    // Level 0: median estimate of each candidate token.
+    let rows = sh.rows;
+    let m = cands.len();
+    bk.resize(m, 0);
+    let mut sg = vec![0.0f32; m];
+    vals.clear();
+    vals.resize(m * rows, 0.0);
+    for r in 0..rows {
+        hash::buckets(sk.bucket_hash(0, r), b0, &cands, &mut bk);
+        hash::signs(sk.sign_hash(r), &cands, &mut sg);
+        let base = sh.cell(0, r, 0);
+        for i in 0..m {
+            vals[i * rows + r] = sg[i] as f64 * ys[base + bk[i] as usize];
+        }
+    }
+    let mut est = vec![0.0f64; m];
+    median_rows(&mut vals, rows, &mut est);
+    let key: Vec<f64> = match rank {
+        Rank::Magnitude => est.iter().map(|e| e.abs()).collect(),
+        Rank::Positive => est.clone(),
+    };
+    top_k(&key, k)
+        .into_iter()
+        .filter(|&i| key[i] > 0.0)
+        .map(|i| (cands[i], est[i]))
+        .collect()
+}
