@@ -189,8 +189,8 @@ fn inconsistent_fields_with_valid_crc_are_refused() {
         edit(&|b| put32(b, cf + 12, f32::NAN.to_bits())),
         Some(Error::Corrupt)
     );
-    // A part this build lacks: unsupported.
-    assert_eq!(edit(&|b| put32(b, cf + 28, 4)), Some(Error::Unsupported));
+    // An output sketch claimed without its `RECO` section: corrupt.
+    assert_eq!(edit(&|b| put32(b, cf + 28, 4)), Some(Error::Corrupt));
     // Exact tokens (hybrid) claimed without their `EXCT` section: corrupt.
     assert_eq!(edit(&|b| put32(b, cf + 44, 8)), Some(Error::Corrupt));
     // Core counters and values.
@@ -403,4 +403,41 @@ fn hybrid_heads_round_trip_and_refuse_merge() {
     let mut plain = Sketch::new(&cfg(4, 4, 2, Mode::Causal, 1)).unwrap();
     assert_eq!(plain.merge(&twin), Err(Error::InvalidArg)); // configs differ
     assert_eq!(plain.token_count(), 0);
+}
+
+/// Output and retrieval sketches (`RECO`, `RETR`) round-trip bit-exactly,
+/// decode the same after the trip, refuse a wrong recorded count, and make
+/// merge refuse with WRONG_MODE.
+#[test]
+fn recovery_sketches_round_trip() {
+    for mode in [Mode::Causal, Mode::NonCausal] {
+        let mut c = cfg(4, 4, 2, mode, 9);
+        c.recovery_k = 4;
+        c.retrieval_k = 4;
+        c.max_tokens = 1 << 12;
+        let mut h = Sketch::new(&c).unwrap();
+        stream(&mut h, 5, 0, 50);
+        if mode == Mode::NonCausal {
+            let mut o = vec![0.0f32; 4];
+            for i in 0..7 {
+                h.push_query(&[0.1 * i as f32, 0.2, -0.3, 0.4], &mut o)
+                    .unwrap();
+            }
+        }
+        let buf = h.serialize().unwrap();
+        let back = Sketch::deserialize(&buf).unwrap();
+        assert_eq!(back.serialize().unwrap(), buf);
+        let mut a = h.clone();
+        let mut b = back;
+        stream(&mut a, 6, 50, 30);
+        stream(&mut b, 6, 50, 30);
+        assert_eq!(a.serialize().unwrap(), b.serialize().unwrap());
+        for i in (0..buf.len()).step_by(7) {
+            let mut x = buf.clone();
+            x[i] ^= 0x21;
+            assert!(Sketch::deserialize(&x).is_err(), "{mode:?} byte {i}");
+        }
+        let twin = h.clone();
+        assert_eq!(h.merge(&twin), Err(Error::WrongMode));
+    }
 }

@@ -129,6 +129,18 @@ impl Dyadic {
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
+    /// The bucket values, `cells x width` row-major (serialized form).
+    pub fn values(&self) -> &[f32] {
+        &self.y
+    }
+    /// Restores values and count saved from a sketch of the same shape and
+    /// seed (lengths checked by the caller).
+    pub fn load(&mut self, n: u64, values: impl Iterator<Item = f32>) {
+        for (o, x) in self.y.iter_mut().zip(values) {
+            *o = x;
+        }
+        self.n = n;
+    }
     /// One past the largest recorded index.
     pub fn len(&self) -> u64 {
         self.n

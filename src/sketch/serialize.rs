@@ -63,6 +63,10 @@ pub enum Tag {
     Core,
     /// `EXCT`: the hybrid state (exact tokens and the moment tail).
     Exact,
+    /// `RECO`: the output sketch `Y = Phi T`.
+    Reco,
+    /// `RETR`: the retrieval sketch `Phi U2`.
+    Retr,
 }
 
 impl Tag {
@@ -72,16 +76,21 @@ impl Tag {
             Tag::Config => *b"CONF",
             Tag::Core => *b"CORE",
             Tag::Exact => *b"EXCT",
+            Tag::Reco => *b"RECO",
+            Tag::Retr => *b"RETR",
         }
     }
 
     /// Sections a head with config `cfg` writes, in order. Parts that a
     /// config enables later (e.g. `RECO`, `RETR`, `EXCT`) append here.
     pub fn required(cfg: &Config) -> &'static [Tag] {
-        if Hybrid::wanted(cfg) {
-            &[Tag::Config, Tag::Core, Tag::Exact]
-        } else {
-            &[Tag::Config, Tag::Core]
+        // Hybrid heads have no output or retrieval sketch (refused by validate).
+        match (Hybrid::wanted(cfg), cfg.recovery_k > 0, cfg.retrieval_k > 0) {
+            (true, ..) => &[Tag::Config, Tag::Core, Tag::Exact],
+            (false, false, false) => &[Tag::Config, Tag::Core],
+            (false, true, false) => &[Tag::Config, Tag::Core, Tag::Reco],
+            (false, false, true) => &[Tag::Config, Tag::Core, Tag::Retr],
+            (false, true, true) => &[Tag::Config, Tag::Core, Tag::Reco, Tag::Retr],
         }
     }
 }
@@ -169,6 +178,20 @@ fn payload_len(tag: Tag, cfg: &Config) -> Result<usize> {
                 .ok_or(Error::Corrupt)?
         }
         Tag::Exact => Hybrid::payload_len(cfg),
+        Tag::Reco | Tag::Retr => {
+            let (t, _) = shape(cfg)?;
+            let sh = if tag == Tag::Reco {
+                crate::recovery::output_shape(cfg)
+            } else {
+                crate::recovery::key_shape(cfg, t)
+            };
+            let sh = sh.ok_or(Error::Corrupt)?;
+            sh.cells()
+                .checked_mul(sh.width)
+                .and_then(|n| n.checked_mul(4))
+                .and_then(|n| n.checked_add(8))
+                .ok_or(Error::Corrupt)?
+        }
     })
 }
 
@@ -243,12 +266,7 @@ impl Sketch {
     /// `Ok` if this head has a serialized form: live, and no part without a
     /// section (hybrid exact tokens give `Unsupported`).
     pub fn check_serializable(&self) -> Result<()> {
-        self.live()?;
-        // The output and retrieval sketches (`RECO`, `RETR`) have no section yet.
-        if self.cfg.recovery_k > 0 || self.cfg.retrieval_k > 0 {
-            return Err(Error::Unsupported);
-        }
-        Ok(())
+        self.live()
     }
 
     /// Writes the serialized head into `buf[..serialized_len()]` and returns
@@ -315,6 +333,17 @@ impl Sketch {
                     h.write_payload(&mut |b| w.bytes(b));
                 }
             }
+            Tag::Reco | Tag::Retr => {
+                let sk = if tag == Tag::Reco {
+                    self.rec.out.as_ref()
+                } else {
+                    self.rec.keys.as_ref()
+                };
+                if let Some(sk) = sk {
+                    w.u64(sk.len());
+                    w.f32s(sk.values());
+                }
+            }
         }
     }
 
@@ -370,9 +399,6 @@ impl Sketch {
             Err(Error::Unsupported) => return Err(Error::Unsupported),
             Err(_) => return Err(Error::Corrupt),
         }
-        if cfg.recovery_k > 0 || cfg.retrieval_k > 0 {
-            return Err(Error::Unsupported);
-        }
 
         // Every other section: expected tag and exact config-derived size,
         // all checked before anything is allocated.
@@ -393,6 +419,19 @@ impl Sketch {
         }
         if r.pos != body_len {
             return Err(Error::Corrupt); // trailing bytes
+        }
+        // Cross-section: a sketch has recorded exactly the head's outputs
+        // (causal: tokens; non-causal: queries) or keys (tokens).
+        let core = core_counters(payloads[1]);
+        for (i, &tag) in tags.iter().enumerate() {
+            let want = match (tag, cfg.mode) {
+                (Tag::Reco, Mode::Causal) | (Tag::Retr, _) => core.tokens,
+                (Tag::Reco, Mode::NonCausal) => core.queries,
+                _ => continue,
+            };
+            if u64::from_le_bytes(payloads[i][..8].try_into().unwrap_or([0xFF; 8])) != want {
+                return Err(Error::Corrupt);
+            }
         }
         // Cross-section: the hybrid has seen exactly the head's tokens.
         if Hybrid::wanted(&cfg)
@@ -415,6 +454,17 @@ impl Sketch {
             Tag::Exact => {
                 if let Some(h) = self.hybrid.as_deref_mut() {
                     h.load_payload(p);
+                }
+            }
+            Tag::Reco | Tag::Retr => {
+                let sk = if tag == Tag::Reco {
+                    self.rec.out.as_mut()
+                } else {
+                    self.rec.keys.as_mut()
+                };
+                if let Some(sk) = sk {
+                    let n = u64::from_le_bytes(p[..8].try_into().unwrap_or([0; 8]));
+                    sk.load(n, f32s(&p[8..]));
                 }
             }
             Tag::Core => {
@@ -535,6 +585,13 @@ fn check_section(tag: Tag, cfg: &Config, p: &[u8]) -> Result<()> {
         Tag::Config => Ok(()),
         Tag::Core => check_core(cfg, p),
         Tag::Exact => Hybrid::check_payload(cfg, p),
+        Tag::Reco | Tag::Retr => {
+            if f32s(&p[8..]).all(|x| x.is_finite()) {
+                Ok(())
+            } else {
+                Err(Error::Corrupt)
+            }
+        }
     }
 }
 
