@@ -136,3 +136,22 @@ fn probe() -> Level {
 fn probe() -> Level {
     Level::Portable
 }
+
+/// Probes the CPU and reads `ATTNSKETCH_CPU` when the library is loaded, on
+/// the loading thread, before any caller thread can exist. The `OnceLock`s
+/// are race-free anyway; doing the first initialisation here also keeps
+/// race detectors that cannot see inside std's precompiled `Once` (TSan with
+/// an uninstrumented std, helgrind) from reporting it.
+#[cfg(all(target_os = "linux", not(test)))]
+#[used]
+#[link_section = ".init_array"]
+static PROBE_AT_LOAD: extern "C" fn() = probe_at_load;
+
+#[cfg(all(target_os = "linux", not(test)))]
+extern "C" fn probe_at_load() {
+    // A panic must not unwind out of a loader callback.
+    let _ = std::panic::catch_unwind(|| {
+        let _ = Level::best();
+        let _ = env_cap();
+    });
+}
