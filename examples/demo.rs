@@ -165,7 +165,33 @@ fn synthetic(n: usize, degree: u32) {
     println!("  exact decode at n = {n:<6} {:>10.0} tokens/s ({:.2} us/token, SIMD f32 online softmax, attnsketch::baseline)", 1.0 / ex, ex * 1e6);
 }
 
-fn real(dir: PathBuf, degree: u32) {
+/// Streams one head through a handle (as_push_tokens in chunks); returns
+/// the outputs, the state bytes and tokens per second.
+fn stream_head(hd: &common::Head, h: &Handle) -> (Vec<f32>, usize, f64) {
+    let (n, d) = (hd.n, hd.d);
+    let mut out = vec![0.0f32; n * d];
+    let t0 = Instant::now();
+    let mut j = 0;
+    while j < n {
+        let m = 256.min(n - j);
+        let st = unsafe {
+            as_push_tokens(
+                h.0,
+                m,
+                hd.q[j * d..].as_ptr(),
+                hd.k[j * d..].as_ptr(),
+                hd.v[j * d..].as_ptr(),
+                out[j * d..].as_mut_ptr(),
+            )
+        };
+        check(st, "as_push_tokens");
+        j += m;
+    }
+    let tps = n as f64 / t0.elapsed().as_secs_f64();
+    (out, unsafe { as_state_bytes(h.0) }, tps)
+}
+
+fn real(dir: PathBuf, degree: u32, budget_kib: usize) {
     let heads = read_heads(&dir).unwrap_or_else(|e| {
         eprintln!("reading {}: {e}", dir.display());
         std::process::exit(1)
@@ -175,73 +201,70 @@ fn real(dir: PathBuf, degree: u32) {
         std::process::exit(1);
     }
     println!(
-        "attnsketch {} | real heads from {} | degree {degree}, all tokens in the sketch",
+        "attnsketch {} | real heads from {}",
         attnsketch::VERSION,
         dir.display()
     );
     println!("kernels: {}", attnsketch::Level::detect().name());
-    println!("relative Frobenius error vs the stored exact output, rows n/2..n step 16\n");
+    println!("relative Frobenius error vs the stored exact output, rows n/2..n step 16");
+    println!("  sketch: the paper's degree-{degree} polynomial sketch over all tokens");
+    println!("  hybrid: as_config_for_budget({budget_kib} KiB): sinks + adaptive window/heavy + moment tail\n");
     println!(
-        "{:<8} {:>6} {:>10} {:>10} {:>12} {:>12} {:>12}",
-        "head", "n", "sketch", "uniform", "state", "KV cache", "tokens/s"
+        "{:<8} {:>6} {:>9} {:>9} {:>11} {:>9} {:>11} {:>11} {:>10}",
+        "head", "n", "uniform", "sketch", "(bytes)", "hybrid", "(bytes)", "KV cache", "hybrid t/s"
     );
     for hd in heads {
         let (n, d) = (hd.n, hd.d);
-        let h = Handle::new(d as u32, d as u32, degree, hd.scale);
-        let mut out = vec![0.0f32; n * d];
-        let t0 = Instant::now();
-        let chunk = 256;
-        let mut j = 0;
-        while j < n {
-            let m = chunk.min(n - j);
-            let st = unsafe {
-                as_push_tokens(
-                    h.0,
-                    m,
-                    hd.q[j * d..].as_ptr(),
-                    hd.k[j * d..].as_ptr(),
-                    hd.v[j * d..].as_ptr(),
-                    out[j * d..].as_mut_ptr(),
-                )
-            };
-            check(st, "as_push_tokens");
-            j += m;
-        }
-        let tps = n as f64 / t0.elapsed().as_secs_f64();
-        let (mut got, mut want, mut unif) = (Vec::new(), Vec::new(), Vec::new());
+        let plain = Handle::new(d as u32, d as u32, degree, hd.scale);
+        let (out, bytes, _) = stream_head(&hd, &plain);
+        let hybrid = unsafe {
+            let mut cfg = std::mem::zeroed::<as_config>();
+            check(as_config_init(&mut cfg, d as u32), "as_config_init");
+            cfg.scale = hd.scale;
+            check(
+                as_config_for_budget(&mut cfg, budget_kib * 1024),
+                "as_config_for_budget",
+            );
+            let mut h = std::ptr::null_mut();
+            check(as_create(&cfg, &mut h), "as_create");
+            Handle(h)
+        };
+        let (hout, hbytes, tps) = stream_head(&hd, &hybrid);
+        let (mut got, mut hgot, mut want, mut unif) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut sum = vec![0.0f64; d];
-        let mut next = 0;
         for j in 0..n {
             for c in 0..d {
                 sum[c] += hd.v[j * d + c] as f64;
             }
             if j >= n / 2 && (j - n / 2) % 16 == 0 {
                 got.extend(out[j * d..(j + 1) * d].iter().map(|&x| x as f64));
+                hgot.extend(hout[j * d..(j + 1) * d].iter().map(|&x| x as f64));
                 want.extend(hd.o[j * d..(j + 1) * d].iter().map(|&x| x as f64));
                 unif.extend(sum.iter().map(|s| s / (j + 1) as f64));
-                next += 1;
             }
         }
-        let _ = next;
-        let bytes = unsafe { as_state_bytes(h.0) };
         println!(
-            "{:<8} {:>6} {:>10.4} {:>10.4} {:>12} {:>12} {:>12.0}",
+            "{:<8} {:>6} {:>9.4} {:>9.4} {:>11} {:>9.4} {:>11} {:>11} {:>10.0}",
             hd.name,
             n,
-            rel(&got, &want),
             rel(&unif, &want),
+            rel(&got, &want),
             mib(bytes),
+            rel(&hgot, &want),
+            mib(hbytes),
             mib(n * 2 * d * 4),
             tps
         );
     }
-    println!("\nA plain polynomial sketch over all tokens is far from exact on real heads");
-    println!("(scores reach 10..50 where the paper's bounded regime has O(1)); see README.");
+    println!("\nThe plain polynomial sketch is far from exact on real heads (scores reach");
+    println!("10..50, the paper's bounded regime has O(1)); the hybrid is the configuration");
+    println!("to use there. `cargo run --release --example eval` compares it with peers.");
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut n, mut degree, mut data) = (16384usize, None, None);
+    let (mut n, mut degree, mut data, mut budget) = (16384usize, None, None, 1024usize);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--n" => n = args.next().and_then(|x| x.parse().ok()).expect("--n N"),
@@ -253,8 +276,14 @@ fn main() {
                 )
             }
             "--data" => data = Some(PathBuf::from(args.next().expect("--data DIR"))),
+            "--budget-kib" => {
+                budget = args
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .expect("--budget-kib KIB")
+            }
             "-h" | "--help" => {
-                println!("usage: demo [--n N] [--degree G] [--data DIR]");
+                println!("usage: demo [--n N] [--degree G] [--data DIR [--budget-kib KIB]]");
                 return;
             }
             x => {
@@ -264,7 +293,7 @@ fn main() {
         }
     }
     match data {
-        Some(dir) => real(dir, degree.unwrap_or(2)),
+        Some(dir) => real(dir, degree.unwrap_or(2), budget),
         None => synthetic(n.max(256), degree.unwrap_or(4)),
     }
 }
