@@ -28,14 +28,8 @@ pub fn measure(n: u64, d: usize, seed: u64) -> Drift {
     let mut naive = vec![0.0f32; t * (d + 1)];
     let mut phik = vec![0.0f32; t];
     let (mut k, mut v) = (vec![0.0f32; d], vec![0.0f32; d]);
-    let mut s = seed;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        0.5 + ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rng = crate::rng::SplitMix64(seed);
+    let mut next = || 0.5 + rng.unit();
     let kern = crate::kernels::Kernels::for_level(h.level()).expect("level");
     for _ in 0..n {
         k.iter_mut().for_each(|x| *x = next());

@@ -32,6 +32,7 @@ pub mod ffi;
 pub mod kernels;
 pub mod poly;
 pub mod recovery;
+pub mod rng;
 pub mod sketch;
 
 #[doc(hidden)]

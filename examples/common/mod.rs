@@ -67,21 +67,8 @@ pub fn read_heads(dir: &Path) -> Result<Vec<Head>, String> {
     Ok(heads)
 }
 
-/// SplitMix64.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn uni(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
+/// SplitMix64 (the crate's deterministic generator).
+pub use attnsketch::rng::SplitMix64 as Rng;
 
 /// Exact causal softmax attention output of query row `j` over keys 0..=j, in f64.
 pub fn exact_row(

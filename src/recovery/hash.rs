@@ -114,11 +114,10 @@ impl SeedStream {
 
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let mut g = crate::rng::SplitMix64(self.0);
+        let x = g.next_u64();
+        self.0 = g.0;
+        x
     }
 
     /// Uniform element of `Z_p` (rejection sampling on 61 bits).
