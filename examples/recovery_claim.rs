@@ -12,19 +12,7 @@ use attnsketch::{Config, Sketch};
 use std::io::Write;
 use std::time::Instant;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uni(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
+use attnsketch::rng::SplitMix64 as Rng;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -101,7 +89,7 @@ fn main() {
         // Polynomial error on 32 sampled rows: exact causal softmax in f64.
         let (mut num, mut den) = (0.0f64, 0.0f64);
         for s in 0..32 {
-            let j = (rng.next() % n as u64) as usize;
+            let j = (rng.next_u64() % n as u64) as usize;
             let _ = s;
             let q64: Vec<f64> = qq[j * d..(j + 1) * d].iter().map(|&x| x as f64).collect();
             let k64: Vec<f64> = kk[..(j + 1) * d].iter().map(|&x| x as f64).collect();

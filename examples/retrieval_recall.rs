@@ -12,19 +12,7 @@ use attnsketch::recovery::reference as rref;
 use attnsketch::{Config, Polynomial, Sketch};
 use std::time::Instant;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uni(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
+use attnsketch::rng::SplitMix64 as Rng;
 
 fn top(w: &[f64], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..w.len()).collect();
@@ -68,7 +56,9 @@ fn synthetic(bnd: f32) {
             let q: Vec<f32> = (0..d)
                 .map(|_| if rng.uni() < 0.0 { -bnd } else { bnd })
                 .collect();
-            let planted: Vec<usize> = (0..k).map(|_| (rng.next() % n as u64) as usize).collect();
+            let planted: Vec<usize> = (0..k)
+                .map(|_| (rng.next_u64() % n as u64) as usize)
+                .collect();
             let mut keys = Vec::with_capacity(n * d);
             for j in 0..n {
                 let kj: Vec<f32> = if planted.contains(&j) {
