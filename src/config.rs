@@ -200,6 +200,10 @@ impl Config {
         if bytes.saturating_add(rec) > MAX_STATE_BYTES {
             return Err(Error::InvalidArg);
         }
+        // The cap covers everything the handle owns (tables and scratch too).
+        if crate::sketch::Sketch::bytes_for(self) as u64 > MAX_STATE_BYTES {
+            return Err(Error::InvalidArg);
+        }
         Ok(())
     }
 }

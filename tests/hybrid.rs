@@ -204,3 +204,29 @@ fn noncausal_hybrid() {
     bad.window_tokens = 1;
     assert!(Sketch::new(&bad).is_ok());
 }
+
+#[test]
+fn bytes_for_matches_state_bytes_for_every_part() {
+    let mut cfgs = Vec::new();
+    for (d, dv, g) in [(4u32, 4u32, 2u32), (16, 8, 4), (7, 3, 3)] {
+        let mut c = Config::new(d);
+        c.value_dim = dv;
+        c.degree = g;
+        cfgs.push(c.clone());
+        let mut r = c.clone();
+        r.recovery_k = 8;
+        r.retrieval_k = 4;
+        r.max_tokens = 1 << 16;
+        cfgs.push(r);
+        let mut h = c.clone();
+        h.degree = 16; // ignored by hybrid heads (degree-0 inside)
+        h.window_tokens = 30;
+        h.heavy_tokens = 10;
+        h.sink_tokens = 3;
+        cfgs.push(h);
+    }
+    for c in cfgs {
+        let s = Sketch::new(&c).unwrap();
+        assert_eq!(s.state_bytes(), Sketch::bytes_for(&c), "{c:?}");
+    }
+}

@@ -21,9 +21,11 @@ fuzz_target!(|data: &[u8]| {
     let cfg = raw.as_ptr() as *const as_config;
     let verdict = unsafe { read_config(cfg) }.and_then(|c| c.validate().map(|_| c));
     if let Ok(c) = &verdict {
-        let t = c.features();
-        assert!(t * (c.value_dim as u64 + 1) * 8 <= MAX_STATE_BYTES);
-        if t * (c.value_dim as u64 + 1) * 8 > (16 << 20) {
+        // What the head will own (hybrid heads keep a degree-0 polynomial
+        // state, so `degree` alone does not size them).
+        let need = attnsketch::Sketch::bytes_for(c) as u64;
+        assert!(need <= MAX_STATE_BYTES, "{need}");
+        if need > (16 << 20) {
             return; // valid but too big to create at fuzzing speed
         }
     }
@@ -40,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             unsafe {
                 assert_eq!(as_token_count(h), 0);
                 let bytes = as_state_bytes(h);
-                assert!(bytes > 0 && bytes as u64 <= 2 * MAX_STATE_BYTES);
+                assert_eq!(bytes, attnsketch::Sketch::bytes_for(&c));
                 let (d, dv) = (c.head_dim as usize, c.value_dim as usize);
                 let x = vec![0.5f32; d.max(dv)];
                 let mut out = vec![0.0f32; dv];

@@ -140,6 +140,12 @@ impl Recorder {
         }
     }
 
+    /// Heap bytes `new(cfg, t)` allocates.
+    pub fn heap_bytes_for(cfg: &Config, t: usize) -> usize {
+        output_shape(cfg).map_or(0, |s| Dyadic::heap_bytes_for(&s))
+            + key_shape(cfg, t).map_or(0, |s| Dyadic::heap_bytes_for(&s))
+    }
+
     /// Heap bytes of both sketches.
     pub fn heap_bytes(&self) -> usize {
         self.out.as_ref().map_or(0, |s| s.heap_bytes())

@@ -129,10 +129,6 @@ impl Dyadic {
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
-    /// The bucket values, `cells x width` row-major (serialized form).
-    pub fn values(&self) -> &[f32] {
-        &self.y
-    }
     /// Restores values and count saved from a sketch of the same shape and
     /// seed (lengths checked by the caller).
     pub fn load(&mut self, n: u64, values: impl Iterator<Item = f32>) {
@@ -161,6 +157,15 @@ impl Dyadic {
     pub fn cells(&self) -> &[f32] {
         &self.y
     }
+    /// Bytes `new(shape, ..)` allocates (what `heap_bytes` reports).
+    pub fn heap_bytes_for(shape: &Shape) -> usize {
+        let lr = shape.levels * shape.rows;
+        shape.cells() * shape.width * 4
+            + lr * 8
+            + lr * core::mem::size_of::<BucketHash>()
+            + shape.rows * core::mem::size_of::<SignHash>()
+    }
+
     /// Heap bytes owned.
     pub fn heap_bytes(&self) -> usize {
         self.y.capacity() * 4

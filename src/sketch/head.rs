@@ -212,6 +212,7 @@ impl Sketch {
             + (g + 1) * 8 // polynomial coefficients
             + 8 * t * (dv + 1) // compensated M and z
             + (2 * t + d + dv + 2 * d + dv) * 4 // scratch
+            + crate::recovery::Recorder::heap_bytes_for(cfg, t)
     }
 
     fn dims(&self) -> (usize, usize) {

@@ -341,7 +341,7 @@ impl Sketch {
                 };
                 if let Some(sk) = sk {
                     w.u64(sk.len());
-                    w.f32s(sk.values());
+                    w.f32s(sk.cells());
                 }
             }
         }
