@@ -425,3 +425,82 @@ fn half_push_equals_f32_push_of_converted_inputs() {
         }
     }
 }
+
+/// `C += A B` for both A layouts (row-major, as the batched queries use it,
+/// and transposed, as the batched state update uses it), every row remainder
+/// of the 6-row tile, every column remainder of 8 and 16, and inner
+/// dimensions across the 256-element slice. Tolerance: the sum over k terms
+/// is within `(k + 2) 2u sum_p |a_ip b_pj|` of the f64 value, plus the final
+/// addition to C (`2u |c|`).
+#[test]
+fn gemm_matches_reference_all_shapes() {
+    use attnsketch::kernels::Gemm;
+    let mut rng = Rng(91);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    let mut cases = Vec::new();
+    for m in 1..=13usize {
+        for n in [1usize, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 130] {
+            cases.push((m, n, 1 + (m * 7 + n) % 40));
+        }
+    }
+    cases.extend([(64, 64, 2145), (6, 16, 256), (6, 16, 257), (7, 65, 600), (2145, 64, 64)]);
+    for &(m, n, k) in &cases {
+        for trans in [false, true] {
+            let (rsa, csa) = if trans { (1, m + 3) } else { (k + 2, 1) };
+            let a = rng.vec((m - 1) * rsa + (k - 1) * csa + 1, 1.0);
+            let ldb = n + (k % 3);
+            let b = rng.vec((k - 1) * ldb + n, 2.0);
+            let ldc = n + 1;
+            let c0 = rng.vec((m - 1) * ldc + n, 3.0);
+            let g = Gemm { m, n, k, rsa, csa, ldb, ldc };
+            for kern in &all {
+                let mut c = c0.clone();
+                (kern.gemm)(&g, &a, &b, &mut c);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut want, mut mag) = (0.0f64, 0.0f64);
+                        for p in 0..k {
+                            let x = a[i * rsa + p * csa] as f64 * b[p * ldb + j] as f64;
+                            want += x;
+                            mag += x.abs();
+                        }
+                        let cw = c0[i * ldc + j] as f64;
+                        let tol = (k as f64 + 2.0) * 2.0 * U * mag + 2.0 * U * (cw + want).abs();
+                        let got = c[i * ldc + j] as f64;
+                        assert!(
+                            (got - (cw + want)).abs() <= tol,
+                            "{:?} m={m} n={n} k={k} trans={trans} ({i},{j}): {got} vs {}",
+                            kern.level,
+                            cw + want
+                        );
+                    }
+                    // padding columns of C untouched
+                    for j in n..ldc {
+                        if i * ldc + j < c.len() {
+                            assert_eq!(c[i * ldc + j].to_bits(), c0[i * ldc + j].to_bits());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_refuses_short_slices() {
+    use attnsketch::kernels::Gemm;
+    let g = Gemm { m: 3, n: 4, k: 5, rsa: 5, csa: 1, ldb: 4, ldc: 4 };
+    assert!(g.fits(15, 20, 12));
+    assert!(!g.fits(14, 20, 12));
+    assert!(!g.fits(15, 19, 12));
+    assert!(!g.fits(15, 20, 11));
+    let all: Vec<&Kernels> = std::iter::once(&portable::KERNELS).chain(levels()).collect();
+    for kern in all {
+        let r = std::panic::catch_unwind(|| {
+            let mut c = vec![0.0f32; 11];
+            (kern.gemm)(&g, &[0.0; 15], &[0.0; 20], &mut c);
+        });
+        assert!(r.is_err(), "{:?} accepted a short C", kern.level);
+    }
+}

@@ -12,7 +12,7 @@
 //! and `d` is loaded once and `d` stored once per token. With `dv <= 64`
 //! there is one block and the rows are read contiguously.
 
-use super::{Kernels, Level};
+use super::{Gemm, Kernels, Level};
 use crate::poly::FeatureMap;
 use core::arch::x86_64::*;
 
@@ -31,6 +31,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     max_abs,
     f16_to_f32,
     bf16_to_f32,
+    gemm,
 };
 
 /// Lanes per vector.
@@ -548,4 +549,121 @@ unsafe fn bf16x8(h: __m128i) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bf16_to_f32_imp(src: &[u16], dst: &mut [f32]) {
     unsafe { convert(src, dst, |h| bf16x8(h)) }
+}
+
+/// Rows of C per register tile.
+const MR: usize = 6;
+/// Inner-dimension slice kept hot in cache.
+const KC: usize = 256;
+
+/// Pointers and strides of one tile product.
+#[derive(Clone, Copy)]
+struct Tile {
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    k: usize,
+}
+
+/// `C[0..R, 0..16] += A[0..R, 0..k] B[0..k, 0..16]` with the 16 columns
+/// masked by `(m0, m1)` unless `FULL`: 2R ymm accumulators, one broadcast of
+/// `a_ip` per row and two loads of `b_p` per step.
+#[inline(always)]
+unsafe fn tile<const R: usize, const FULL: bool>(t: Tile, m0: __m256i, m1: __m256i) {
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for p in 0..t.k {
+            let bp = t.b.add(p * t.ldb);
+            let (b0, b1) = if FULL {
+                (ld(bp), ld(bp.add(W)))
+            } else {
+                (_mm256_maskload_ps(bp, m0), _mm256_maskload_ps(bp.add(W), m1))
+            };
+            let ap = t.a.add(p * t.csa);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*ap.add(i * t.rsa));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let cp = t.c.add(i * t.ldc);
+            if FULL {
+                st(cp, _mm256_add_ps(ld(cp), row[0]));
+                st(cp.add(W), _mm256_add_ps(ld(cp.add(W)), row[1]));
+            } else {
+                let c0 = _mm256_add_ps(_mm256_maskload_ps(cp, m0), row[0]);
+                let c1 = _mm256_add_ps(_mm256_maskload_ps(cp.add(W), m1), row[1]);
+                _mm256_maskstore_ps(cp, m0, c0);
+                _mm256_maskstore_ps(cp.add(W), m1, c1);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn tile_rows<const FULL: bool>(r: usize, t: Tile, m0: __m256i, m1: __m256i) {
+    unsafe {
+        match r {
+            1 => tile::<1, FULL>(t, m0, m1),
+            2 => tile::<2, FULL>(t, m0, m1),
+            3 => tile::<3, FULL>(t, m0, m1),
+            4 => tile::<4, FULL>(t, m0, m1),
+            5 => tile::<5, FULL>(t, m0, m1),
+            _ => tile::<6, FULL>(t, m0, m1),
+        }
+    }
+}
+
+/// Block product (see [`Kernels::gemm`]): 6 x 16 register tiles; the inner
+/// dimension in slices of 256 so a B slice stays in L2 while the row tiles
+/// of A pass over it.
+pub(super) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(g.fits(a.len(), b.len(), c.len()), "gemm shape {g:?}");
+    // SAFETY: `fits` bounds every index below; only reachable through the
+    // AVX2 and AVX-512 tables, handed out only when the CPU has AVX2 + FMA.
+    unsafe { gemm_imp(g, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_imp(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
+    unsafe {
+        let mut p0 = 0;
+        while p0 < g.k {
+            let kc = (g.k - p0).min(KC);
+            let mut i0 = 0;
+            while i0 < g.m {
+                let r = (g.m - i0).min(MR);
+                let mut j0 = 0;
+                while j0 < g.n {
+                    let w = (g.n - j0).min(2 * W);
+                    let t = Tile {
+                        a: a.add(i0 * g.rsa + p0 * g.csa),
+                        rsa: g.rsa,
+                        csa: g.csa,
+                        b: b.add(p0 * g.ldb + j0),
+                        ldb: g.ldb,
+                        c: c.add(i0 * g.ldc + j0),
+                        ldc: g.ldc,
+                        k: kc,
+                    };
+                    if w == 2 * W {
+                        let z = _mm256_setzero_si256();
+                        tile_rows::<true>(r, t, z, z);
+                    } else {
+                        let m0 = tail_mask(w.min(W));
+                        let m1 = tail_mask(w.saturating_sub(W));
+                        tile_rows::<false>(r, t, m0, m1);
+                    }
+                    j0 += w;
+                }
+                i0 += r;
+            }
+            p0 += kc;
+        }
+    }
 }

@@ -10,6 +10,9 @@
 use super::{Kernels, Level};
 use crate::poly::FeatureMap;
 use core::arch::x86_64::*;
+/// The block product is the AVX2 one: every AVX-512 CPU has AVX2 + FMA, and
+/// this development machine cannot run (so cannot test) a zmm version.
+use super::avx2::gemm;
 
 /// The AVX-512 kernel table.
 pub(super) static KERNELS: Kernels = Kernels {
@@ -26,6 +29,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     max_abs,
     f16_to_f32,
     bf16_to_f32,
+    gemm,
 };
 
 /// Lanes per vector.

@@ -54,6 +54,49 @@ pub struct Kernels {
     /// `dst[i] = f32(bfloat16 bits src[i])` for `i < min(len)`, exact
     /// (NaNs come out quiet: as `half::bf16::to_f32`).
     pub bf16_to_f32: fn(src: &[u16], dst: &mut [f32]),
+    /// Block product (batched prefill): `c[i ldc + j] += sum_p a[i rsa + p csa] b[p ldb + j]`
+    /// for `i < m, j < n, p < k` (A is m x k with any strides, B k x n and C
+    /// m x n row-major). The sum over `p` is formed first and then added to C.
+    /// Panics (caught at the C boundary) if a slice is too short for the shape.
+    pub gemm: fn(shape: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]),
+}
+
+/// Shape and strides of one [`Kernels::gemm`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gemm {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// A row stride.
+    pub rsa: usize,
+    /// A column stride.
+    pub csa: usize,
+    /// B row stride (`>= n`).
+    pub ldb: usize,
+    /// C row stride (`>= n`).
+    pub ldc: usize,
+}
+
+impl Gemm {
+    /// True when every index the product touches lies inside the slices.
+    pub fn fits(&self, a: usize, b: usize, c: usize) -> bool {
+        if self.m == 0 || self.n == 0 || self.k == 0 {
+            return true;
+        }
+        let last = |rows: usize, rs: usize, cols: usize, cs: usize| {
+            (rows - 1)
+                .checked_mul(rs)
+                .and_then(|x| (cols - 1).checked_mul(cs).and_then(|y| x.checked_add(y)))
+        };
+        self.ldb >= self.n
+            && self.ldc >= self.n
+            && last(self.m, self.rsa, self.k, self.csa).is_some_and(|x| x < a)
+            && last(self.k, self.ldb, self.n, 1).is_some_and(|x| x < b)
+            && last(self.m, self.ldc, self.n, 1).is_some_and(|x| x < c)
+    }
 }
 
 impl Kernels {

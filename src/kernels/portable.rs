@@ -2,7 +2,7 @@
 //! target features give: SSE2 pairs on baseline x86-64, one AVX register with
 //! `-C target-cpu=x86-64-v3`). Scalar tails handle every remainder.
 
-use super::{Kernels, Level};
+use super::{Gemm, Kernels, Level};
 use crate::poly::FeatureMap;
 use wide::f32x8;
 
@@ -21,6 +21,7 @@ pub static KERNELS: Kernels = Kernels {
     max_abs,
     f16_to_f32,
     bf16_to_f32,
+    gemm,
 };
 
 const L: usize = 8;
@@ -290,5 +291,41 @@ pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
 pub fn bf16_to_f32(src: &[u16], dst: &mut [f32]) {
     for (o, &h) in dst.iter_mut().zip(src) {
         *o = half::bf16::from_bits(h).to_f32();
+    }
+}
+
+/// Block product `C += A B` (see [`Kernels::gemm`]): per row `i` of C, the
+/// row `sum_p a_ip b_p` is accumulated in a zeroed scratch strip of up to 64
+/// columns and then added to C.
+pub fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(g.fits(a.len(), b.len(), c.len()), "gemm shape {g:?}");
+    const NS: usize = 64;
+    let mut strip = [0.0f32; NS];
+    for i in 0..g.m {
+        let mut j0 = 0;
+        while j0 < g.n {
+            let w = (g.n - j0).min(NS);
+            let acc = &mut strip[..w];
+            acc.fill(0.0);
+            for p in 0..g.k {
+                let aip = f32x8::splat(a[i * g.rsa + p * g.csa]);
+                let brow = &b[p * g.ldb + j0..p * g.ldb + j0 + w];
+                let mut j = 0;
+                while j + L <= w {
+                    let x = ld(&acc[j..]) + aip * ld(&brow[j..]);
+                    st(&mut acc[j..], x);
+                    j += L;
+                }
+                let s = a[i * g.rsa + p * g.csa];
+                while j < w {
+                    acc[j] += s * brow[j];
+                    j += 1;
+                }
+            }
+            for (o, &x) in c[i * g.ldc + j0..i * g.ldc + j0 + w].iter_mut().zip(acc.iter()) {
+                *o += x;
+            }
+            j0 += w;
+        }
     }
 }
