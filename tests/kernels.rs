@@ -444,7 +444,13 @@ fn gemm_matches_reference_all_shapes() {
             cases.push((m, n, 1 + (m * 7 + n) % 40));
         }
     }
-    cases.extend([(64, 64, 2145), (6, 16, 256), (6, 16, 257), (7, 65, 600), (2145, 64, 64)]);
+    cases.extend([
+        (64, 64, 2145),
+        (6, 16, 256),
+        (6, 16, 257),
+        (7, 65, 600),
+        (2145, 64, 64),
+    ]);
     for &(m, n, k) in &cases {
         for trans in [false, true] {
             let (rsa, csa) = if trans { (1, m + 3) } else { (k + 2, 1) };
@@ -453,7 +459,15 @@ fn gemm_matches_reference_all_shapes() {
             let b = rng.vec((k - 1) * ldb + n, 2.0);
             let ldc = n + 1;
             let c0 = rng.vec((m - 1) * ldc + n, 3.0);
-            let g = Gemm { m, n, k, rsa, csa, ldb, ldc };
+            let g = Gemm {
+                m,
+                n,
+                k,
+                rsa,
+                csa,
+                ldb,
+                ldc,
+            };
             for kern in &all {
                 let mut c = c0.clone();
                 (kern.gemm)(&g, &a, &b, &mut c);
@@ -490,12 +504,22 @@ fn gemm_matches_reference_all_shapes() {
 #[test]
 fn gemm_refuses_short_slices() {
     use attnsketch::kernels::Gemm;
-    let g = Gemm { m: 3, n: 4, k: 5, rsa: 5, csa: 1, ldb: 4, ldc: 4 };
+    let g = Gemm {
+        m: 3,
+        n: 4,
+        k: 5,
+        rsa: 5,
+        csa: 1,
+        ldb: 4,
+        ldc: 4,
+    };
     assert!(g.fits(15, 20, 12));
     assert!(!g.fits(14, 20, 12));
     assert!(!g.fits(15, 19, 12));
     assert!(!g.fits(15, 20, 11));
-    let all: Vec<&Kernels> = std::iter::once(&portable::KERNELS).chain(levels()).collect();
+    let all: Vec<&Kernels> = std::iter::once(&portable::KERNELS)
+        .chain(levels())
+        .collect();
     for kern in all {
         let r = std::panic::catch_unwind(|| {
             let mut c = vec![0.0f32; 11];

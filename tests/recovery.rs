@@ -430,8 +430,24 @@ fn recording_is_consistent_across_paths_and_memory_is_flat() {
     }
     let ca = a.recorder().out.as_ref().unwrap().cells().to_vec();
     let cb = b.recorder().out.as_ref().unwrap().cells().to_vec();
-    assert_eq!(common::bits(&ca), common::bits(&cb));
-    assert_eq!(a.recover_column(1, 4), b.recover_column(1, 4));
+    // Outputs of the block path differ from single pushes by rounding only.
+    let scale = ca.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    for (x, y) in ca.iter().zip(&cb) {
+        assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y}");
+    }
+    // Key features are the same numbers on both paths.
+    let ka = a.recorder().keys.as_ref().map(|s| common::bits(s.cells()));
+    let kb = b.recorder().keys.as_ref().map(|s| common::bits(s.cells()));
+    assert_eq!(ka, kb);
+    let (ra, rb) = (
+        a.recover_column(1, 4).unwrap(),
+        b.recover_column(1, 4).unwrap(),
+    );
+    assert_eq!(ra.len(), rb.len());
+    for ((ia, va), (ib, vb)) in ra.iter().zip(&rb) {
+        assert_eq!(ia, ib);
+        assert!((va - vb).abs() <= 1e-4 * (1.0 + va.abs()));
+    }
     assert_eq!(a.state_bytes(), bytes);
     // A refused push changes nothing in the sketches.
     let before = common::bits(a.recorder().out.as_ref().unwrap().cells());

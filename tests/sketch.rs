@@ -67,7 +67,7 @@ fn causal_matches_reference() {
 }
 
 #[test]
-fn batched_equals_per_token_bitwise() {
+fn batched_matches_per_token_within_rounding() {
     let mut rng = Rng(12);
     let (d, dv, n) = (8usize, 5usize, 200usize);
     let c = cfg(d as u32, dv as u32, 2, Mode::Causal);
@@ -103,8 +103,26 @@ fn batched_equals_per_token_bitwise() {
         j += len;
     }
     assert_eq!(j, n);
-    assert_eq!(bits(&oa), bits(&ob));
-    assert_eq!(state_bits(&a), state_bits(&b));
+    // Block form (matrix products) vs the fused single-token pass: the same
+    // sums in another order. Outputs within 1e-5 of their scale, state within
+    // 1e-6 of max |M| (f64 value of the compensated halves).
+    let scale = oa.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    for (i, (x, y)) in oa.iter().zip(&ob).enumerate() {
+        assert!((x - y).abs() <= 1e-5 * scale, "out[{i}]: {x} vs {y}");
+    }
+    let (ma, mb) = (a.state().m_f64(), b.state().m_f64());
+    let mmax = ma.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+    for (x, y) in ma.iter().zip(&mb) {
+        assert!((x - y).abs() <= 1e-6 * mmax, "M {x} vs {y}");
+    }
+    let (za, zb) = (a.state().z_f64(), b.state().z_f64());
+    for (x, y) in za.iter().zip(&zb) {
+        assert!((x - y).abs() <= 1e-6 * (1.0 + x.abs()), "z {x} vs {y}");
+    }
+    assert_eq!(a.token_count(), b.token_count());
+    // Not bit-identical by accident: the block path really ran (summation
+    // order differs somewhere in 200 tokens x dv outputs).
+    assert_ne!(bits(&oa), bits(&ob), "push_tokens took the per-token path");
 }
 
 #[test]

@@ -581,7 +581,10 @@ unsafe fn tile<const R: usize, const FULL: bool>(t: Tile, m0: __m256i, m1: __m25
             let (b0, b1) = if FULL {
                 (ld(bp), ld(bp.add(W)))
             } else {
-                (_mm256_maskload_ps(bp, m0), _mm256_maskload_ps(bp.add(W), m1))
+                (
+                    _mm256_maskload_ps(bp, m0),
+                    _mm256_maskload_ps(bp.add(W), m1),
+                )
             };
             let ap = t.a.add(p * t.csa);
             for (i, row) in acc.iter_mut().enumerate() {

@@ -7,12 +7,12 @@
 //! `Kernels::for_level` hands out only when the CPU has AVX-512 F/VL/BW
 //! (and AVX2/FMA/F16C).
 
-use super::{Kernels, Level};
-use crate::poly::FeatureMap;
-use core::arch::x86_64::*;
 /// The block product is the AVX2 one: every AVX-512 CPU has AVX2 + FMA, and
 /// this development machine cannot run (so cannot test) a zmm version.
 use super::avx2::gemm;
+use super::{Kernels, Level};
+use crate::poly::FeatureMap;
+use core::arch::x86_64::*;
 
 /// The AVX-512 kernel table.
 pub(super) static KERNELS: Kernels = Kernels {

@@ -322,7 +322,10 @@ pub fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
                     j += 1;
                 }
             }
-            for (o, &x) in c[i * g.ldc + j0..i * g.ldc + j0 + w].iter_mut().zip(acc.iter()) {
+            for (o, &x) in c[i * g.ldc + j0..i * g.ldc + j0 + w]
+                .iter_mut()
+                .zip(acc.iter())
+            {
                 *o += x;
             }
             j0 += w;

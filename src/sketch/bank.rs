@@ -1,6 +1,7 @@
 //! All heads of one layer with grouped-query attention: `n_q` query heads,
 //! `n_kv` key/value states, query head `h` reads state `h / (n_q / n_kv)`.
 
+use super::head::block::Rows;
 use super::head::{Sketch, STATE_LIMIT};
 use crate::config::{Config, Mode};
 use crate::error::{try_vec, Error, Result};
@@ -118,24 +119,26 @@ impl Bank {
                 }
             }
         }
-        for j in 0..n {
-            for (hk, head) in self.heads.iter_mut().enumerate() {
-                let kv0 = j * nkv + hk;
-                let (kj, vj) = (&k[kv0 * d..(kv0 + 1) * d], &v[kv0 * dv..(kv0 + 1) * dv]);
-                let incr = head.kv_incr(kj, vj).unwrap_or(0.0);
-                let q0 = j * nq + hk * g;
-                head.commit_token(
-                    &q[q0 * d..(q0 + 1) * d],
-                    kj,
-                    vj,
-                    incr,
-                    &mut out[q0 * dv..(q0 + 1) * dv],
-                );
-                for r in 1..g {
-                    let qi = q0 + r;
-                    head.query(&q[qi * d..(qi + 1) * d], &mut out[qi * dv..(qi + 1) * dv])?;
-                }
-            }
+        if let Some(h) = self.heads.first() {
+            h.reserve_block_scratch(g)?;
+        }
+        for (hk, head) in self.heads.iter_mut().enumerate() {
+            let mut rows = Rows {
+                q,
+                q_at: hk * g * d,
+                q_tok: nq * d,
+                k,
+                k_at: hk * d,
+                k_tok: nkv * d,
+                v,
+                v_at: hk * dv,
+                v_tok: nkv * dv,
+                out: &mut *out,
+                out_at: hk * g * dv,
+                out_tok: nq * dv,
+                group: g,
+            };
+            head.commit_rows(&mut rows, n);
         }
         Ok(())
     }

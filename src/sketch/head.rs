@@ -20,6 +20,8 @@ use std::cell::RefCell;
 pub mod serialize;
 // Recovery and retrieval (`recover_column`, `heavy_tokens`): src/sketch/head/recover.rs.
 mod recover;
+// Batched pushes in block form (`push_tokens`, bank prefill): src/sketch/head/block.rs.
+pub(crate) mod block;
 
 /// Largest value any state element may reach (a running bound is kept and a
 /// token that could push past it is refused with [`Error::Range`]).
@@ -304,20 +306,27 @@ impl Sketch {
         }
     }
 
+    /// `out = acc / den` when the normaliser is trustworthy (`den > 0`,
+    /// `den > NORM_REL mag`, all finite); false (out unspecified) otherwise.
+    fn divide(acc: &[f32], den: f32, mag: f32, out: &mut [f32]) -> bool {
+        let ok = den.is_finite() && mag.is_finite() && den > 0.0 && den > NORM_REL * mag;
+        if !ok {
+            return false;
+        }
+        let inv = 1.0 / den;
+        let mut finite = true;
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = a * inv;
+            finite &= o.is_finite();
+        }
+        finite
+    }
+
     /// `out = acc / den`, or the mean of the values if `den` is not trustworthy.
     fn normalise(&self, acc: &[f32], den: f32, mag: f32, out: &mut [f32]) {
         let dv = out.len();
-        let ok = den.is_finite() && mag.is_finite() && den > 0.0 && den > NORM_REL * mag;
-        if ok {
-            let inv = 1.0 / den;
-            let mut finite = true;
-            for (o, &a) in out.iter_mut().zip(acc) {
-                *o = a * inv;
-                finite &= o.is_finite();
-            }
-            if finite {
-                return;
-            }
+        if Self::divide(acc, den, mag, out) {
+            return;
         }
         if self.tokens == 0 {
             out.fill(0.0);
@@ -394,8 +403,11 @@ impl Sketch {
         Ok(())
     }
 
-    /// Causal, `n` tokens stored row-major (`n x d`, `n x dv`), identical to
-    /// `n` calls of [`push_token`](Self::push_token). All tokens are checked
+    /// Causal, `n` tokens stored row-major (`n x d`, `n x dv`): the same
+    /// outputs and state as `n` calls of [`push_token`](Self::push_token),
+    /// computed in blocks of up to 64 tokens by matrix products (see
+    /// `head/block.rs`), so equal up to float rounding (hybrid heads:
+    /// bit-identical, they run token by token). All tokens are checked
     /// before any is absorbed.
     pub fn push_tokens(
         &mut self,
@@ -421,18 +433,23 @@ impl Sketch {
             bound += incr;
             self.check_q(&q[j * d..(j + 1) * d], &self.poly, bound)?;
         }
-        for j in 0..n {
-            let (kj, vj) = (&k[j * d..(j + 1) * d], &v[j * dv..(j + 1) * dv]);
-            // Checked above; the increment is recomputed, not re-judged.
-            let incr = self.kv_incr(kj, vj).unwrap_or(0.0);
-            self.commit_token(
-                &q[j * d..(j + 1) * d],
-                kj,
-                vj,
-                incr,
-                &mut out[j * dv..(j + 1) * dv],
-            );
-        }
+        self.reserve_block_scratch(1)?;
+        let mut rows = block::Rows {
+            q,
+            q_at: 0,
+            q_tok: d,
+            k,
+            k_at: 0,
+            k_tok: d,
+            v,
+            v_at: 0,
+            v_tok: dv,
+            out,
+            out_at: 0,
+            out_tok: dv,
+            group: 1,
+        };
+        self.commit_rows(&mut rows, n);
         Ok(())
     }
 

@@ -144,8 +144,23 @@ static void test_batched_equals_per_token(void) {
     for (int j = 0; j < N; j++) OK(as_push_token(a, Q + j * D, K + j * D, V + j * DV, OA + j * DV));
     OK(as_push_tokens(b, 100, Q, K, V, OB));
     OK(as_push_tokens(b, N - 100, Q + 100 * D, K + 100 * D, V + 100 * DV, OB + 100 * DV));
-    CHECK(memcmp(OA, OB, sizeof OA) == 0);
+    /* Block form sums in another order: equal within 1e-5 of each output's scale. */
+    for (int j = 0; j < N; j++) {
+        float scale = 0.f, diff = 0.f;
+        for (int c = 0; c < DV; c++) {
+            float x = fabsf(OA[j * DV + c]), e = fabsf(OA[j * DV + c] - OB[j * DV + c]);
+            scale = x > scale ? x : scale;
+            diff = e > diff ? e : diff;
+        }
+        CHECK(diff <= 1e-5f * (scale > 1.f ? scale : 1.f));
+    }
     CHECK(as_token_count(b) == N);
+    /* Both handles hold the same state: the next token agrees too. */
+    float q1[D], k1[D], v1[DV], o1[DV], o2[DV];
+    fill(q1, D), fill(k1, D), fill(v1, DV);
+    OK(as_push_token(a, q1, k1, v1, o1));
+    OK(as_push_token(b, q1, k1, v1, o2));
+    for (int c = 0; c < DV; c++) CHECK(fabsf(o1[c] - o2[c]) <= 1e-5f * (1.f + fabsf(o1[c])));
     as_free(a);
     as_free(b);
 }
