@@ -622,9 +622,17 @@ unsafe fn tile_rows<const FULL: bool>(r: usize, t: Tile, m0: __m256i, m1: __m256
     }
 }
 
+/// Rows of A copied per panel when A is stored transposed.
+const PR: usize = 48;
+/// Inner-dimension slice of a copied panel (`PR x KP` floats = 12 KiB, L1).
+const KP: usize = 64;
+
 /// Block product (see [`Kernels::gemm`]): 6 x 16 register tiles; the inner
 /// dimension in slices of 256 so a B slice stays in L2 while the row tiles
-/// of A pass over it.
+/// of A pass over it. A stored transposed (`rsa == 1`, the state update
+/// `Phi_k^T V`) is first copied, 48 rows x 64 steps at a time, into a
+/// contiguous panel (`panel[p][i]`, one vector copy per step), so the
+/// broadcasts read one L1-resident block instead of 64 strided lines.
 pub(super) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(g.fits(a.len(), b.len(), c.len()), "gemm shape {g:?}");
     // SAFETY: `fits` bounds every index below; only reachable through the
@@ -632,39 +640,84 @@ pub(super) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     unsafe { gemm_imp(g, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) }
 }
 
+/// Row tiles `i0..i1` of C over the inner slice `p0..p0 + kc`; row `i` of A
+/// at `a + (i - i0) rsa`, step `p` at `+ p csa`.
+#[inline(always)]
+unsafe fn rows_pass(
+    g: &Gemm,
+    i1: usize,
+    i0: usize,
+    p0: usize,
+    kc: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    unsafe {
+        let mut i = i0;
+        while i < i1 {
+            let r = (i1 - i).min(MR);
+            let mut j0 = 0;
+            while j0 < g.n {
+                let w = (g.n - j0).min(2 * W);
+                let t = Tile {
+                    a: a.add((i - i0) * rsa),
+                    rsa,
+                    csa,
+                    b: b.add(p0 * g.ldb + j0),
+                    ldb: g.ldb,
+                    c: c.add(i * g.ldc + j0),
+                    ldc: g.ldc,
+                    k: kc,
+                };
+                if w == 2 * W {
+                    let z = _mm256_setzero_si256();
+                    tile_rows::<true>(r, t, z, z);
+                } else {
+                    let m0 = tail_mask(w.min(W));
+                    let m1 = tail_mask(w.saturating_sub(W));
+                    tile_rows::<false>(r, t, m0, m1);
+                }
+                j0 += w;
+            }
+            i += r;
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gemm_imp(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
     unsafe {
+        let transposed = g.rsa == 1 && g.csa != 1;
+        let mut panel = [0.0f32; PR * KP];
+        let kmax = if transposed { KP } else { KC };
         let mut p0 = 0;
         while p0 < g.k {
-            let kc = (g.k - p0).min(KC);
-            let mut i0 = 0;
-            while i0 < g.m {
-                let r = (g.m - i0).min(MR);
-                let mut j0 = 0;
-                while j0 < g.n {
-                    let w = (g.n - j0).min(2 * W);
-                    let t = Tile {
-                        a: a.add(i0 * g.rsa + p0 * g.csa),
-                        rsa: g.rsa,
-                        csa: g.csa,
-                        b: b.add(p0 * g.ldb + j0),
-                        ldb: g.ldb,
-                        c: c.add(i0 * g.ldc + j0),
-                        ldc: g.ldc,
-                        k: kc,
-                    };
-                    if w == 2 * W {
-                        let z = _mm256_setzero_si256();
-                        tile_rows::<true>(r, t, z, z);
-                    } else {
-                        let m0 = tail_mask(w.min(W));
-                        let m1 = tail_mask(w.saturating_sub(W));
-                        tile_rows::<false>(r, t, m0, m1);
+            let kc = (g.k - p0).min(kmax);
+            if !transposed {
+                rows_pass(g, g.m, 0, p0, kc, a.add(p0 * g.csa), g.rsa, g.csa, b, c);
+            } else {
+                let mut i0 = 0;
+                while i0 < g.m {
+                    let r = (g.m - i0).min(PR);
+                    for p in 0..kc {
+                        let src = a.add(i0 + (p0 + p) * g.csa);
+                        let dst = panel.as_mut_ptr().add(p * PR);
+                        let mut x = 0;
+                        while x + W <= r {
+                            st(dst.add(x), ld(src.add(x)));
+                            x += W;
+                        }
+                        while x < r {
+                            *dst.add(x) = *src.add(x);
+                            x += 1;
+                        }
                     }
-                    j0 += w;
+                    rows_pass(g, i0 + r, i0, p0, kc, panel.as_ptr(), 1, PR, b, c);
+                    i0 += r;
                 }
-                i0 += r;
             }
             p0 += kc;
         }

@@ -341,8 +341,12 @@ unsafe fn z_pass<const UPD: bool>(
     n: usize,
 ) -> (f32, f32) {
     unsafe {
+        // A plain loop, not `each`: a closure here would not inherit the
+        // callers' target features and its intrinsics would not inline.
         let (mut den, mut mag) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        each(n, |i, k| {
+        let mut i = 0;
+        while i < n {
+            let k = if i + W <= n { 0xffff } else { mask(n - i) };
             let mut nd = ldm(zd.add(i), k);
             if UPD {
                 nd = _mm512_add_ps(nd, ldm(phik.add(i), k));
@@ -351,7 +355,8 @@ unsafe fn z_pass<const UPD: bool>(
             let term = _mm512_mul_ps(ldm(phiq.add(i), k), _mm512_add_ps(ldm(zs.add(i), k), nd));
             den = _mm512_add_ps(den, term);
             mag = _mm512_add_ps(mag, _mm512_abs_ps(term));
-        });
+            i += W;
+        }
         (_mm512_reduce_add_ps(den), _mm512_reduce_add_ps(mag))
     }
 }

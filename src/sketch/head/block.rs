@@ -208,27 +208,43 @@ impl Sketch {
                 );
             }
         }
-        // num = Phi_q S, S packed slice by slice as s + d.
+        // num = Phi_q S. At a flush boundary (every block but a first partial
+        // one) d holds only TwoSum residuals below half an ulp of s, and S is
+        // read as s: the same single rounding a f32 read of s + d has.
+        // Otherwise S is packed slice by slice as s + d.
         acc.fill(0.0);
         let st = &self.state;
-        let mut p0 = 0;
-        while p0 < t {
-            let kc = (t - p0).min(KC);
-            let src = p0 * dv..(p0 + kc) * dv;
-            for ((o, &a), &b) in sb.iter_mut().zip(&st.s[src.clone()]).zip(&st.d[src]) {
-                *o = a + b;
-            }
+        if st.since_flush == 0 {
             let shape = Gemm {
                 m: nr,
                 n: dv,
-                k: kc,
+                k: t,
                 rsa: t,
                 csa: 1,
                 ldb: dv,
                 ldc: dv,
             };
-            (kern.gemm)(&shape, &phi[p0..], &sb[..kc * dv], acc);
-            p0 += kc;
+            (kern.gemm)(&shape, phi, &st.s, acc);
+        } else {
+            let mut p0 = 0;
+            while p0 < t {
+                let kc = (t - p0).min(KC);
+                let src = p0 * dv..(p0 + kc) * dv;
+                for ((o, &a), &b) in sb.iter_mut().zip(&st.s[src.clone()]).zip(&st.d[src]) {
+                    *o = a + b;
+                }
+                let shape = Gemm {
+                    m: nr,
+                    n: dv,
+                    k: kc,
+                    rsa: t,
+                    csa: 1,
+                    ldb: dv,
+                    ldc: dv,
+                };
+                (kern.gemm)(&shape, &phi[p0..], &sb[..kc * dv], acc);
+                p0 += kc;
+            }
         }
         // den, mag of the state part.
         for i in 0..nr {
