@@ -253,6 +253,16 @@ as_status as_bank_push_tokens(struct as_bank *b,
 size_t as_bank_state_bytes(const struct as_bank *b);
 
 /*
+ Experimental: worker threads for `as_bank_push_tokens` with `n > 1`
+ (default 1, no threads are ever created). With `n_threads > 1` each call
+ spreads the key/value heads over up to that many threads (scoped: all have
+ finished when it returns; the calling thread is one of them) and needs an
+ extra `n x n_q_heads x value_dim` floats for their outputs. Outputs are
+ bit-identical for every thread count. `1..=256`, else `AS_ERR_INVALID_ARG`.
+ */
+as_status as_bank_set_threads(struct as_bank *b, uint32_t n_threads);
+
+/*
  Fills defaults for a head of dimension `head_dim`: value_dim = head_dim,
  degree = 2, scale = 1/sqrt(head_dim), causal, seed 0, no output sketch,
  no exact tokens. Writes all `sizeof(as_config)` bytes of this version.

@@ -205,3 +205,69 @@ fn bank_prefill_matches_single_handles() {
         close(&want, &out, "bank vs singles");
     }
 }
+
+/// Worker threads split the kv heads; outputs and states are bit-identical
+/// for every thread count, including more threads than heads.
+#[test]
+fn bank_threads_give_identical_results() {
+    let (d, dv, nq, nkv, n) = (16usize, 8usize, 8usize, 4usize, 200usize);
+    let c = cfg(d as u32, dv as u32, 2);
+    let mut rng = Rng(77);
+    let (q, k, v) = (
+        rng.vec(n * nq * d, 0.6),
+        rng.vec(n * nkv * d, 0.6),
+        rng.vec(n * nkv * dv, 1.0),
+    );
+    let run = |threads: u32| {
+        let mut b = Bank::new(&c, nq as u32, nkv as u32).unwrap();
+        b.set_threads(threads).unwrap();
+        let mut out = vec![0.0f32; n * nq * dv];
+        b.push_tokens(
+            77,
+            &q[..77 * nq * d],
+            &k[..77 * nkv * d],
+            &v[..77 * nkv * dv],
+            &mut out[..77 * nq * dv],
+        )
+        .unwrap();
+        b.push_tokens(
+            n - 77,
+            &q[77 * nq * d..],
+            &k[77 * nkv * d..],
+            &v[77 * nkv * dv..],
+            &mut out[77 * nq * dv..],
+        )
+        .unwrap();
+        let states: Vec<Vec<u64>> = (0..nkv)
+            .map(|h| {
+                b.head(h)
+                    .unwrap()
+                    .state()
+                    .m_f64()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            })
+            .collect();
+        (bits(&out), states)
+    };
+    let one = run(1);
+    for t in [2, 3, 4, 9] {
+        assert_eq!(run(t), one, "{t} threads");
+    }
+    let mut b = Bank::new(&c, nq as u32, nkv as u32).unwrap();
+    assert_eq!(b.set_threads(0), Err(attnsketch::Error::InvalidArg));
+    assert_eq!(b.set_threads(257), Err(attnsketch::Error::InvalidArg));
+    assert_eq!(b.threads(), 1);
+    // A refused batch with threads on changes nothing.
+    b.set_threads(2).unwrap();
+    let mut bad = v[..4 * nkv * dv].to_vec();
+    bad[3 * nkv * dv + 1] = f32::INFINITY;
+    let mut o = vec![7.0f32; 4 * nq * dv];
+    assert_eq!(
+        b.push_tokens(4, &q[..4 * nq * d], &k[..4 * nkv * d], &bad, &mut o),
+        Err(attnsketch::Error::NonFinite)
+    );
+    assert!(o.iter().all(|&x| x == 7.0));
+    assert_eq!(b.head(0).unwrap().token_count(), 0);
+}

@@ -80,3 +80,17 @@ pub unsafe extern "C" fn as_bank_state_bytes(b: *const as_bank) -> usize {
         unsafe { get_ref(b) }.map(|b| b.state_bytes()).unwrap_or(0)
     })
 }
+
+/// Experimental: worker threads for `as_bank_push_tokens` with `n > 1`
+/// (default 1, no threads are ever created). With `n_threads > 1` each call
+/// spreads the key/value heads over up to that many threads (scoped: all have
+/// finished when it returns; the calling thread is one of them) and needs an
+/// extra `n x n_q_heads x value_dim` floats for their outputs. Outputs are
+/// bit-identical for every thread count. `1..=256`, else `AS_ERR_INVALID_ARG`.
+#[no_mangle]
+pub unsafe extern "C" fn as_bank_set_threads(b: *mut as_bank, n_threads: u32) -> as_status {
+    guard(|| {
+        let b = unsafe { get_mut(b) }?;
+        b.set_threads(n_threads)
+    })
+}

@@ -13,7 +13,12 @@ pub struct Bank {
     group: usize,
     /// Per kv head running bound, for validating a batch before committing.
     bounds: Vec<f64>,
+    /// Worker threads of `push_tokens` (1: the calling thread only).
+    threads: usize,
 }
+
+/// Largest worker count [`Bank::set_threads`] accepts.
+pub const MAX_THREADS: u32 = 256;
 
 impl Bank {
     /// `n_q % n_kv == 0`, both non-zero; causal configs only.
@@ -48,7 +53,26 @@ impl Bank {
             n_q: n_q as usize,
             group: (n_q / n_kv) as usize,
             bounds: try_vec(n_kv as usize, 0.0)?,
+            threads: 1,
         })
+    }
+
+    /// Worker threads for [`push_tokens`](Self::push_tokens) with `n > 1`
+    /// (default 1: everything on the calling thread). Key/value heads are
+    /// split between the workers; each worker writes its heads' outputs to
+    /// its own buffer, copied into `out` after all have finished, so the
+    /// outputs are bit-identical for every thread count. `1..=MAX_THREADS`.
+    pub fn set_threads(&mut self, n: u32) -> Result<()> {
+        if n == 0 || n > MAX_THREADS {
+            return Err(Error::InvalidArg);
+        }
+        self.threads = n as usize;
+        Ok(())
+    }
+
+    /// Worker threads of `push_tokens`.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Number of query heads.
@@ -119,6 +143,10 @@ impl Bank {
                 }
             }
         }
+        let workers = self.threads.min(nkv);
+        if workers > 1 && n > 1 {
+            return self.push_tokens_parallel(workers, n, q, k, v, out);
+        }
         if let Some(h) = self.heads.first() {
             h.reserve_block_scratch(g)?;
         }
@@ -139,6 +167,103 @@ impl Bank {
                 group: g,
             };
             head.commit_rows(&mut rows, n);
+        }
+        Ok(())
+    }
+
+    /// `push_tokens` on `workers` scoped threads (inputs already checked).
+    /// Every buffer is allocated before any head changes, so an allocation
+    /// failure still leaves the bank untouched; a worker that cannot be
+    /// spawned runs on the calling thread.
+    fn push_tokens_parallel(
+        &mut self,
+        workers: usize,
+        n: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (d, dv) = self.dims();
+        let (nq, nkv, g) = (self.n_q, self.heads.len(), self.group);
+        let per = nkv.div_ceil(workers);
+        let scratch = self.heads[0].block_scratch_len(g)?;
+        let head_out = n.checked_mul(g * dv).ok_or(Error::InvalidArg)?;
+        // One output buffer per kv head (n x group x dv) and one scratch per worker.
+        let mut outs: Vec<Vec<f32>> = Vec::new();
+        outs.try_reserve_exact(nkv).map_err(|_| Error::Alloc)?;
+        for _ in 0..nkv {
+            outs.push(try_vec(head_out, 0.0f32)?);
+        }
+        let mut scr: Vec<Vec<f32>> = Vec::new();
+        scr.try_reserve_exact(workers).map_err(|_| Error::Alloc)?;
+        for _ in 0..workers {
+            scr.push(try_vec(scratch, 0.0f32)?);
+        }
+        let job =
+            |first: usize, heads: &mut [Sketch], outs: &mut [Vec<f32>], buf: &mut Vec<f32>| {
+                for (i, (head, o)) in heads.iter_mut().zip(outs.iter_mut()).enumerate() {
+                    let hk = first + i;
+                    let mut rows = Rows {
+                        q,
+                        q_at: hk * g * d,
+                        q_tok: nq * d,
+                        k,
+                        k_at: hk * d,
+                        k_tok: nkv * d,
+                        v,
+                        v_at: hk * dv,
+                        v_tok: nkv * dv,
+                        out: o,
+                        out_at: 0,
+                        out_tok: g * dv,
+                        group: g,
+                    };
+                    head.commit_rows_with(&mut rows, n, buf);
+                }
+            };
+        // Heads in chunks of `per` are the tasks; the calling thread and up
+        // to `workers - 1` spawned threads take them from one queue, so a
+        // thread that cannot be spawned only means fewer workers.
+        let tasks: Vec<_> = self
+            .heads
+            .chunks_mut(per)
+            .zip(outs.chunks_mut(per))
+            .enumerate()
+            .map(|(w, (h, o))| (w * per, h, o))
+            .collect();
+        let queue = std::sync::Mutex::new(tasks);
+        let run = |buf: &mut Vec<f32>| loop {
+            let task = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match task {
+                Some((first, heads, o)) => job(first, heads, o, buf),
+                None => break,
+            }
+        };
+        let (mine, rest) = scr.split_at_mut(1);
+        let panicked = std::thread::scope(|s| {
+            let handles: Vec<_> = rest
+                .iter_mut()
+                .filter_map(|buf| {
+                    std::thread::Builder::new()
+                        .name("attnsketch-prefill".into())
+                        .spawn_scoped(s, || run(buf))
+                        .ok()
+                })
+                .collect();
+            run(&mut mine[0]);
+            handles
+                .into_iter()
+                .fold(false, |bad, h| bad | h.join().is_err())
+        });
+        if panicked {
+            return Err(Error::Internal);
+        }
+        for (hk, o) in outs.iter().enumerate() {
+            for j in 0..n {
+                let dst = (j * nq + hk * g) * dv;
+                out[dst..dst + g * dv].copy_from_slice(&o[j * g * dv..(j + 1) * g * dv]);
+            }
         }
         Ok(())
     }

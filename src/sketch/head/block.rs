@@ -111,18 +111,13 @@ impl Sketch {
     /// Reserves the per-thread scratch for blocks of `group` queries per
     /// token (before anything is committed, so a failure changes nothing).
     pub(crate) fn reserve_block_scratch(&self, group: usize) -> Result<()> {
-        if self.hybrid.is_some() {
-            return Ok(());
-        }
-        let (d, dv) = self.dims();
-        let c = self.block_len(group);
-        let l = Layout::new(c * group, c, self.map.len(), d, dv).ok_or(Error::Alloc)?;
+        let need = self.block_scratch_len(group)?;
         PREFILL_SCRATCH.with(|cell| {
             let mut buf = cell.borrow_mut();
-            if buf.len() < l.end {
-                let extra = l.end - buf.len();
+            if buf.len() < need {
+                let extra = need - buf.len();
                 buf.try_reserve_exact(extra).map_err(|_| Error::Alloc)?;
-                buf.resize(l.end, 0.0);
+                buf.resize(need, 0.0);
             }
             Ok(())
         })
@@ -131,6 +126,28 @@ impl Sketch {
     /// Commits tokens `0..n` of `rows` (already validated; scratch reserved
     /// by [`reserve_block_scratch`](Self::reserve_block_scratch)).
     pub(crate) fn commit_rows(&mut self, rows: &mut Rows, n: usize) {
+        PREFILL_SCRATCH.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            self.commit_rows_with(rows, n, &mut buf);
+        });
+    }
+
+    /// Scratch floats [`commit_rows_with`](Self::commit_rows_with) needs for
+    /// blocks of `group` queries per token.
+    pub(crate) fn block_scratch_len(&self, group: usize) -> Result<usize> {
+        if self.hybrid.is_some() {
+            return Ok(0);
+        }
+        let (d, dv) = self.dims();
+        let c = self.block_len(group);
+        Ok(Layout::new(c * group, c, self.map.len(), d, dv)
+            .ok_or(Error::Alloc)?
+            .end)
+    }
+
+    /// [`commit_rows`](Self::commit_rows) with a caller-owned scratch of at
+    /// least [`block_scratch_len`](Self::block_scratch_len) floats.
+    pub(crate) fn commit_rows_with(&mut self, rows: &mut Rows, n: usize, buf: &mut [f32]) {
         let mut j = 0;
         while j < n {
             let room = (FLUSH_INTERVAL - self.state.since_flush) as usize;
@@ -140,10 +157,7 @@ impl Sketch {
                 j += 1;
                 continue;
             }
-            PREFILL_SCRATCH.with(|cell| {
-                let mut buf = cell.borrow_mut();
-                self.commit_block(rows, j, c, &mut buf);
-            });
+            self.commit_block(rows, j, c, buf);
             j += c;
         }
     }
