@@ -73,6 +73,16 @@ fn main() {
         return;
     }
     let (nq, nkv) = (9usize, 3usize);
+    if a.get(3).map(String::as_str) == Some("bank-only") {
+        let (bq, bk, bv) = (data(n, nq * d, 4, 0.3), data(n, nkv * d, 5, 0.3), data(n, nkv * dv, 6, 1.0));
+        let mut bout = vec![0.0f32; n * nq * dv];
+        for _ in 0..rounds {
+            let mut b = Bank::new(&cfg, nq as u32, nkv as u32).unwrap();
+            b.push_tokens(n, &bq, &bk, &bv, &mut bout).unwrap();
+        }
+        println!("{}", bout[0]);
+        return;
+    }
     let nb = n / 4; // bank runs: fewer tokens, 9 query heads
     let (bq, bk, bv) = (
         data(nb, nq * d, 4, 0.3),
@@ -86,6 +96,7 @@ fn main() {
 
     let (mut single, mut batch, mut peak) = (vec![], vec![], vec![]);
     let (mut bank_b, mut sep_b, mut bank_1, mut sep_1) = (vec![], vec![], vec![], vec![]);
+    let mut bank_t2 = vec![];
     let mut out = vec![0.0f32; n * dv];
     let mut bout = vec![0.0f32; nb * nq * dv];
     for _ in 0..rounds {
@@ -134,6 +145,13 @@ fn main() {
             el += t0.elapsed().as_secs_f64();
         }
         sep_b.push(nb as f64 / el);
+
+        // The same bank prefill on 2 worker threads.
+        let mut b2 = Bank::new(&cfg, nq as u32, nkv as u32).unwrap();
+        b2.set_threads(2).unwrap();
+        let t0 = Instant::now();
+        b2.push_tokens(nb, &bq, &bk, &bv, &mut bout).unwrap();
+        bank_t2.push(nb as f64 / t0.elapsed().as_secs_f64());
 
         // Decode-time: one token per call, bank vs separate handles.
         let m = 64usize;
@@ -224,5 +242,7 @@ fn main() {
     );
     let (bb, sb, b1, s1) = (median(bank_b), median(sep_b), median(bank_1), median(sep_1));
     println!("bank 9q/3kv push_tokens:  {:>9.0} tokens/s (all heads)  vs 9 separate handles {:>9.0}  ({:.2}x)", bb, sb, bb / sb);
+    let t2 = median(bank_t2);
+    println!("bank push_tokens 2 threads: {:>7.0} tokens/s (all heads)  vs 1 thread {:>9.0}  ({:.2}x on {} cores)", t2, bb, t2 / bb, std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!("bank 9q/3kv push_token:   {:>9.0} tokens/s (all heads)  vs 9 separate handles {:>9.0}  ({:.2}x)", b1, s1, b1 / s1);
 }
