@@ -74,7 +74,11 @@ fn main() {
     }
     let (nq, nkv) = (9usize, 3usize);
     if a.get(3).map(String::as_str) == Some("bank-only") {
-        let (bq, bk, bv) = (data(n, nq * d, 4, 0.3), data(n, nkv * d, 5, 0.3), data(n, nkv * dv, 6, 1.0));
+        let (bq, bk, bv) = (
+            data(n, nq * d, 4, 0.3),
+            data(n, nkv * d, 5, 0.3),
+            data(n, nkv * dv, 6, 1.0),
+        );
         let mut bout = vec![0.0f32; n * nq * dv];
         for _ in 0..rounds {
             let mut b = Bank::new(&cfg, nq as u32, nkv as u32).unwrap();

@@ -528,3 +528,33 @@ fn gemm_refuses_short_slices() {
         assert!(r.is_err(), "{:?} accepted a short C", kern.level);
     }
 }
+
+/// `query_s` / `query_zs` (the flushed total alone) do exactly the
+/// arithmetic of `query` / `query_z` with a zero block accumulator, at every
+/// level and width (equal values; only the sign of an exact zero may differ).
+#[test]
+fn query_of_s_alone_equals_query_with_zero_d() {
+    let mut rng = Rng(23);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    for dv in 1..=130usize {
+        let t = 1 + dv % 37;
+        let s = rng.vec(t * dv, 3.0);
+        let zero = vec![0.0f32; t * dv];
+        let b = rng.vec(t, 1.0);
+        let acc0 = rng.vec(dv, 0.5);
+        let zs = rng.vec(t, 2.0);
+        for k in &all {
+            let (mut a1, mut a2) = (acc0.clone(), acc0.clone());
+            (k.query)(&s, &zero, &b, &mut a1);
+            (k.query_s)(&s, &b, &mut a2);
+            assert_eq!(a1, a2, "{:?} dv={dv}", k.level);
+            assert_eq!(
+                (k.query_z)(&zs, &zero[..t], &b),
+                (k.query_zs)(&zs, &b),
+                "{:?} t={t}",
+                k.level
+            );
+        }
+    }
+}

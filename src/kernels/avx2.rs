@@ -24,6 +24,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     absorb_query,
     absorb,
     query,
+    query_s,
+    query_zs,
     absorb_query_z,
     absorb_z,
     query_z,
@@ -56,6 +58,8 @@ safe! {
     fn absorb_query => absorb_query_imp(s: &[f32], d: &mut [f32], phik: &[f32], v: &[f32], phiq: &[f32], acc: &mut [f32]);
     fn absorb => absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]);
     fn query => query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]);
+    fn query_s => query_s_imp(s: &[f32], phiq: &[f32], acc: &mut [f32]);
+    fn query_zs => query_zs_imp(zs: &[f32], phiq: &[f32]) -> (f32, f32);
     fn absorb_query_z => absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32);
     fn absorb_z => absorb_z_imp(zd: &mut [f32], phik: &[f32]);
     fn query_z => query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32);
@@ -168,7 +172,13 @@ struct Pass {
 /// over every row: `UPD`: `d_i += phik_i v`; `ACC`: `acc += phiq_i (s_i + d_i)`.
 /// Pointers are already offset to the block's first column.
 #[inline(always)]
-unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bool>(
+unsafe fn block<
+    const N: usize,
+    const TAIL: bool,
+    const UPD: bool,
+    const ACC: bool,
+    const HD: bool,
+>(
     p: Pass,
     mask: __m256i,
 ) {
@@ -206,7 +216,8 @@ unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bo
                 z
             };
             for j in 0..N {
-                let mut m = ld(dp.add(j * W));
+                // HD = false: no d (query of s alone); d is never read.
+                let mut m = if HD { ld(dp.add(j * W)) } else { z };
                 if UPD {
                     m = _mm256_fmadd_ps(a, vv[j], m);
                     st(dp.add(j * W), m);
@@ -217,7 +228,11 @@ unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bo
                 }
             }
             if TAIL {
-                let mut m = _mm256_maskload_ps(dp.add(N * W), mask);
+                let mut m = if HD {
+                    _mm256_maskload_ps(dp.add(N * W), mask)
+                } else {
+                    z
+                };
                 if UPD {
                     m = _mm256_fmadd_ps(a, vt, m);
                     _mm256_maskstore_ps(dp.add(N * W), mask, m);
@@ -243,7 +258,7 @@ unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bo
 
 /// Runs the pass over every column block of width `NB * W`.
 #[inline(always)]
-unsafe fn pass<const UPD: bool, const ACC: bool>(p: Pass) {
+unsafe fn pass<const UPD: bool, const ACC: bool, const HD: bool>(p: Pass) {
     let dv = p.stride;
     let mut c0 = 0;
     while c0 < dv {
@@ -264,8 +279,8 @@ unsafe fn pass<const UPD: bool, const ACC: bool>(p: Pass) {
                 ($($k:literal)*) => {
                     match (n, rem != 0) {
                         $(
-                            ($k, false) => block::<$k, false, UPD, ACC>(q, mask),
-                            ($k, true) => block::<$k, true, UPD, ACC>(q, mask),
+                            ($k, false) => block::<$k, false, UPD, ACC, HD>(q, mask),
+                            ($k, true) => block::<$k, true, UPD, ACC, HD>(q, mask),
                         )*
                         _ => {}
                     }
@@ -314,7 +329,7 @@ unsafe fn absorb_query_imp(
         stride: dv,
         rows: t,
     };
-    unsafe { pass::<true, true>(p) }
+    unsafe { pass::<true, true, true>(p) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -334,7 +349,7 @@ unsafe fn absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]) {
         stride: dv,
         rows: t,
     };
-    unsafe { pass::<true, false>(p) }
+    unsafe { pass::<true, false, true>(p) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -355,12 +370,12 @@ unsafe fn query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]) {
         stride: dv,
         rows: t,
     };
-    unsafe { pass::<false, true>(p) }
+    unsafe { pass::<false, true, true>(p) }
 }
 
 /// `(den, mag)` over `i < n`, optionally adding `phik` into `zd` first.
 #[inline(always)]
-unsafe fn z_pass<const UPD: bool>(
+unsafe fn z_pass<const UPD: bool, const HD: bool>(
     zs: *const f32,
     zd: *mut f32,
     phik: *const f32,
@@ -371,7 +386,11 @@ unsafe fn z_pass<const UPD: bool>(
         let (mut den, mut mag) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut i = 0;
         while i + W <= n {
-            let mut nd = ld(zd.add(i));
+            let mut nd = if HD {
+                ld(zd.add(i))
+            } else {
+                _mm256_setzero_ps()
+            };
             if UPD {
                 nd = _mm256_add_ps(nd, ld(phik.add(i)));
                 st(zd.add(i), nd);
@@ -383,7 +402,7 @@ unsafe fn z_pass<const UPD: bool>(
         }
         let (mut den_s, mut mag_s) = (hsum(den), hsum(mag));
         while i < n {
-            let mut nd = *zd.add(i);
+            let mut nd = if HD { *zd.add(i) } else { 0.0 };
             if UPD {
                 nd += *phik.add(i);
                 *zd.add(i) = nd;
@@ -401,7 +420,7 @@ unsafe fn z_pass<const UPD: bool>(
 unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
     let n = zs.len().min(zd.len()).min(phik.len()).min(phiq.len());
     unsafe {
-        z_pass::<true>(
+        z_pass::<true, true>(
             zs.as_ptr(),
             zd.as_mut_ptr(),
             phik.as_ptr(),
@@ -415,7 +434,7 @@ unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f
 unsafe fn query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32) {
     let n = zs.len().min(zd.len()).min(phiq.len());
     let zdp = zd.as_ptr() as *mut f32; // never written: UPD is false
-    unsafe { z_pass::<false>(zs.as_ptr(), zdp, phiq.as_ptr(), phiq.as_ptr(), n) }
+    unsafe { z_pass::<false, true>(zs.as_ptr(), zdp, phiq.as_ptr(), phiq.as_ptr(), n) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -722,4 +741,31 @@ unsafe fn gemm_imp(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
             p0 += kc;
         }
     }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn query_s_imp(s: &[f32], phiq: &[f32], acc: &mut [f32]) {
+    let dv = acc.len();
+    if dv == 0 {
+        return;
+    }
+    let t = rows(dv, &[s.len()], &[phiq.len()]);
+    let p = Pass {
+        s: s.as_ptr(),
+        d: s.as_ptr() as *mut f32, // never read (HD false) nor written (UPD false)
+        phik: phiq.as_ptr(),
+        v: acc.as_ptr(),
+        phiq: phiq.as_ptr(),
+        acc: acc.as_mut_ptr(),
+        stride: dv,
+        rows: t,
+    };
+    unsafe { pass::<false, true, false>(p) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn query_zs_imp(zs: &[f32], phiq: &[f32]) -> (f32, f32) {
+    let n = zs.len().min(phiq.len());
+    let p = zs.as_ptr() as *mut f32; // never read nor written: UPD and HD false
+    unsafe { z_pass::<false, false>(zs.as_ptr(), p, phiq.as_ptr(), phiq.as_ptr(), n) }
 }

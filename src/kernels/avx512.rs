@@ -22,6 +22,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     absorb_query,
     absorb,
     query,
+    query_s,
+    query_zs,
     absorb_query_z,
     absorb_z,
     query_z,
@@ -53,6 +55,8 @@ safe! {
     fn absorb_query => absorb_query_imp(s: &[f32], d: &mut [f32], phik: &[f32], v: &[f32], phiq: &[f32], acc: &mut [f32]);
     fn absorb => absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]);
     fn query => query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]);
+    fn query_s => query_s_imp(s: &[f32], phiq: &[f32], acc: &mut [f32]);
+    fn query_zs => query_zs_imp(zs: &[f32], phiq: &[f32]) -> (f32, f32);
     fn absorb_query_z => absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32);
     fn absorb_z => absorb_z_imp(zd: &mut [f32], phik: &[f32]);
     fn query_z => query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32);
@@ -145,7 +149,13 @@ struct Pass {
 /// One column block of `N` full vectors (+ one masked vector if `TAIL`)
 /// over every row: `UPD`: `d_i += phik_i v`; `ACC`: `acc += phiq_i (s_i + d_i)`.
 #[inline(always)]
-unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bool>(
+unsafe fn block<
+    const N: usize,
+    const TAIL: bool,
+    const UPD: bool,
+    const ACC: bool,
+    const HD: bool,
+>(
     p: Pass,
     k: __mmask16,
 ) {
@@ -183,7 +193,8 @@ unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bo
                 z
             };
             for j in 0..N {
-                let mut m = ld(dp.add(j * W));
+                // HD = false: no d (query of s alone); d is never read.
+                let mut m = if HD { ld(dp.add(j * W)) } else { z };
                 if UPD {
                     m = _mm512_fmadd_ps(a, vv[j], m);
                     st(dp.add(j * W), m);
@@ -194,7 +205,7 @@ unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bo
                 }
             }
             if TAIL {
-                let mut m = ldm(dp.add(N * W), k);
+                let mut m = if HD { ldm(dp.add(N * W), k) } else { z };
                 if UPD {
                     m = _mm512_fmadd_ps(a, vt, m);
                     stm(dp.add(N * W), k, m);
@@ -219,7 +230,7 @@ unsafe fn block<const N: usize, const TAIL: bool, const UPD: bool, const ACC: bo
 }
 
 #[inline(always)]
-unsafe fn pass<const UPD: bool, const ACC: bool>(p: Pass) {
+unsafe fn pass<const UPD: bool, const ACC: bool, const HD: bool>(p: Pass) {
     let dv = p.stride;
     let mut c0 = 0;
     while c0 < dv {
@@ -240,8 +251,8 @@ unsafe fn pass<const UPD: bool, const ACC: bool>(p: Pass) {
                 ($($n:literal)*) => {
                     match (n, rem != 0) {
                         $(
-                            ($n, false) => block::<$n, false, UPD, ACC>(q, k),
-                            ($n, true) => block::<$n, true, UPD, ACC>(q, k),
+                            ($n, false) => block::<$n, false, UPD, ACC, HD>(q, k),
+                            ($n, true) => block::<$n, true, UPD, ACC, HD>(q, k),
                         )*
                         _ => {}
                     }
@@ -289,7 +300,7 @@ unsafe fn absorb_query_imp(
         stride: dv,
         rows: t,
     };
-    unsafe { pass::<true, true>(p) }
+    unsafe { pass::<true, true, true>(p) }
 }
 
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
@@ -309,7 +320,7 @@ unsafe fn absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]) {
         stride: dv,
         rows: t,
     };
-    unsafe { pass::<true, false>(p) }
+    unsafe { pass::<true, false, true>(p) }
 }
 
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
@@ -329,11 +340,11 @@ unsafe fn query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]) {
         stride: dv,
         rows: t,
     };
-    unsafe { pass::<false, true>(p) }
+    unsafe { pass::<false, true, true>(p) }
 }
 
 #[inline(always)]
-unsafe fn z_pass<const UPD: bool>(
+unsafe fn z_pass<const UPD: bool, const HD: bool>(
     zs: *const f32,
     zd: *mut f32,
     phik: *const f32,
@@ -347,7 +358,11 @@ unsafe fn z_pass<const UPD: bool>(
         let mut i = 0;
         while i < n {
             let k = if i + W <= n { 0xffff } else { mask(n - i) };
-            let mut nd = ldm(zd.add(i), k);
+            let mut nd = if HD {
+                ldm(zd.add(i), k)
+            } else {
+                _mm512_setzero_ps()
+            };
             if UPD {
                 nd = _mm512_add_ps(nd, ldm(phik.add(i), k));
                 stm(zd.add(i), k, nd);
@@ -365,7 +380,7 @@ unsafe fn z_pass<const UPD: bool>(
 unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
     let n = zs.len().min(zd.len()).min(phik.len()).min(phiq.len());
     unsafe {
-        z_pass::<true>(
+        z_pass::<true, true>(
             zs.as_ptr(),
             zd.as_mut_ptr(),
             phik.as_ptr(),
@@ -379,7 +394,7 @@ unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f
 unsafe fn query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32) {
     let n = zs.len().min(zd.len()).min(phiq.len());
     let zdp = zd.as_ptr() as *mut f32; // never written: UPD is false
-    unsafe { z_pass::<false>(zs.as_ptr(), zdp, phiq.as_ptr(), phiq.as_ptr(), n) }
+    unsafe { z_pass::<false, true>(zs.as_ptr(), zdp, phiq.as_ptr(), phiq.as_ptr(), n) }
 }
 
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
@@ -468,4 +483,31 @@ unsafe fn bf16_to_f32_imp(src: &[u16], dst: &mut [f32]) {
             );
         });
     }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn query_s_imp(s: &[f32], phiq: &[f32], acc: &mut [f32]) {
+    let dv = acc.len();
+    if dv == 0 {
+        return;
+    }
+    let t = rows(dv, &[s.len()], &[phiq.len()]);
+    let p = Pass {
+        s: s.as_ptr(),
+        d: s.as_ptr() as *mut f32, // never read (HD false) nor written (UPD false)
+        phik: phiq.as_ptr(),
+        v: acc.as_ptr(),
+        phiq: phiq.as_ptr(),
+        acc: acc.as_mut_ptr(),
+        stride: dv,
+        rows: t,
+    };
+    unsafe { pass::<false, true, false>(p) }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn query_zs_imp(zs: &[f32], phiq: &[f32]) -> (f32, f32) {
+    let n = zs.len().min(phiq.len());
+    let p = zs.as_ptr() as *mut f32; // never read nor written: UPD and HD false
+    unsafe { z_pass::<false, false>(zs.as_ptr(), p, phiq.as_ptr(), phiq.as_ptr(), n) }
 }

@@ -36,6 +36,10 @@ pub struct Kernels {
     pub absorb: fn(d: &mut [f32], phik: &[f32], v: &[f32]),
     /// `acc += sum_i phiq_i (s_i + d_i)` (read-only query).
     pub query: fn(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]),
+    /// `acc += sum_i phiq_i s_i` (read-only query of the flushed total alone).
+    pub query_s: fn(s: &[f32], phiq: &[f32], acc: &mut [f32]),
+    /// `(den, mag) = (sum_i phiq_i zs_i, sum_i |phiq_i zs_i|)`.
+    pub query_zs: fn(zs: &[f32], phiq: &[f32]) -> (f32, f32),
     /// Fused z pass: `zd += phik`, then returns
     /// `(den, mag) = (sum_i phiq_i (zs_i + zd_i), sum_i |phiq_i (zs_i + zd_i)|)`.
     pub absorb_query_z: fn(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32),

@@ -14,6 +14,8 @@ pub static KERNELS: Kernels = Kernels {
     absorb_query,
     absorb,
     query,
+    query_s,
+    query_zs,
     absorb_query_z,
     absorb_z,
     query_z,
@@ -331,4 +333,45 @@ pub fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
             j0 += w;
         }
     }
+}
+
+/// `acc += sum_i phiq_i s_i`.
+pub fn query_s(s: &[f32], phiq: &[f32], acc: &mut [f32]) {
+    let dv = acc.len();
+    for (srow, &b) in s.chunks_exact(dv).zip(phiq) {
+        let vb = f32x8::splat(b);
+        let mut c = 0;
+        while c + L <= dv {
+            let r = vb.mul_add(ld(&srow[c..]), ld(&acc[c..]));
+            st(&mut acc[c..], r);
+            c += L;
+        }
+        while c < dv {
+            acc[c] = b.mul_add(srow[c], acc[c]);
+            c += 1;
+        }
+    }
+}
+
+/// `(sum_i phiq_i zs_i, sum_i |phiq_i zs_i|)`.
+pub fn query_zs(zs: &[f32], phiq: &[f32]) -> (f32, f32) {
+    let n = zs.len().min(phiq.len());
+    let mut den = f32x8::ZERO;
+    let mut mag = f32x8::ZERO;
+    let mut i = 0;
+    while i + L <= n {
+        let term = ld(&phiq[i..]) * ld(&zs[i..]);
+        den += term;
+        mag += term.abs();
+        i += L;
+    }
+    let mut den_s = den.reduce_add();
+    let mut mag_s = mag.reduce_add();
+    while i < n {
+        let term = phiq[i] * zs[i];
+        den_s += term;
+        mag_s += term.abs();
+        i += 1;
+    }
+    (den_s, mag_s)
 }
