@@ -10,7 +10,7 @@
 //! positive weights and small here).
 
 mod common;
-use attnsketch::{reference, Bank, Config, Level, Mode, Polynomial, Sketch};
+use attnsketch::{reference, Bank, Config, Level, Polynomial, Sketch};
 use common::*;
 
 fn levels() -> Vec<Level> {

@@ -172,7 +172,8 @@ fn inconsistent_fields_with_valid_crc_are_refused() {
         Some(Error::Unsupported)
     );
     // Section count, tags, lengths.
-    assert_eq!(edit(&|b| put32(b, 12, 3)), Some(Error::Corrupt));
+    assert_eq!(edit(&|b| put32(b, 12, 2)), Some(Error::Corrupt)); // PEND missing in v2
+    assert_eq!(edit(&|b| put32(b, 12, 4)), Some(Error::Corrupt));
     assert_eq!(edit(&|b| put32(b, 12, u32::MAX)), Some(Error::Corrupt));
     assert_eq!(edit(&|b| b[16] = b'X'), Some(Error::Corrupt));
     assert_eq!(edit(&|b| put64(b, 20, u64::MAX)), Some(Error::Corrupt));
@@ -226,8 +227,76 @@ fn inconsistent_fields_with_valid_crc_are_refused() {
         edit(&|b| put32(b, arr + 4, 1e30f32.to_bits())),
         Some(Error::Corrupt)
     );
+    // Pending tokens (`PEND`; 70 tokens fed: 6 pending, all staged).
+    let (t, dv, d) = (10usize, 2usize, 3usize);
+    let pend = arr + 8 * (t * dv + t) + SECTION_HEADER_LEN;
+    assert_eq!(&good[pend - 12..pend - 8], b"PEND");
+    assert_eq!(edit(&|b| put32(b, pend, 7)), Some(Error::Corrupt)); // applied > since_flush
+    assert_eq!(edit(&|b| put32(b, pend + 4, 1)), Some(Error::Corrupt)); // reserved
+    let key = |j: usize, a: usize| pend + 8 + 4 * (j * d + a);
+    assert_eq!(
+        edit(&|b| put32(b, key(2, 1), f32::NAN.to_bits())),
+        Some(Error::Corrupt)
+    );
+    assert_eq!(
+        edit(&|b| put32(b, key(6, 0), 1.0f32.to_bits())),
+        Some(Error::Corrupt)
+    ); // a row past since_flush must be zero
+    let val = |j: usize, c: usize| pend + 8 + 4 * (64 * d + j * dv + c);
+    assert_eq!(
+        edit(&|b| put32(b, val(63, 1), 0.5f32.to_bits())),
+        Some(Error::Corrupt)
+    );
+    assert_eq!(
+        edit(&|b| put32(b, val(0, 0), 1e30f32.to_bits())),
+        Some(Error::Corrupt)
+    );
     // The untouched buffer still loads.
     assert!(Sketch::deserialize(&good).is_ok());
+}
+
+/// A version-1 buffer (no `PEND`: the pending tokens' increments were in
+/// the block accumulator `d`) still loads: its `d` moves into `s` and the
+/// stream continues within float rounding of the original.
+#[test]
+fn version_1_buffers_stay_readable() {
+    let mut rng = Rng(64);
+    let c = cfg(3, 2, 2, Mode::Causal, 7);
+    let mut a = Sketch::new(&c).unwrap();
+    // 72 tokens: 8 pending, all applied to d (STAGE = 8), none staged:
+    // exactly the state a version-1 writer would have had.
+    feed(&mut a, &mut rng, 72);
+    assert_eq!((a.state().since_flush(), a.state().staged_count()), (8, 0));
+    let v2 = a.serialize().unwrap();
+    let co = core_off();
+    let pend_hdr = co + CORE_FIXED_LEN + 8 * (10 * 2 + 10);
+    assert_eq!(&v2[pend_hdr..pend_hdr + 4], b"PEND");
+    let plen = u64::from_le_bytes(v2[pend_hdr + 4..pend_hdr + 12].try_into().unwrap()) as usize;
+    let mut v1 = v2[..pend_hdr].to_vec();
+    v1.extend_from_slice(&v2[pend_hdr + 12 + plen..v2.len() - 4]);
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1[12..16].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    let mut b = Sketch::deserialize(&v1).unwrap();
+    assert_eq!(b.token_count(), 72);
+    assert_eq!(b.state().since_flush(), 0);
+    let (ma, mb) = (a.state().m_f64(), b.state().m_f64());
+    for (x, y) in ma.iter().zip(&mb) {
+        assert!((x - y).abs() <= 1e-6 * (1.0 + x.abs()), "{x} vs {y}");
+    }
+    let mut r2 = Rng(5);
+    let oa = feed(&mut a, &mut r2.clone(), 100);
+    let ob = feed(&mut b, &mut r2, 100);
+    for (x, y) in oa.iter().zip(&ob) {
+        assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{x} vs {y}");
+    }
+    // A version-1 count with a PEND section is corrupt.
+    let mut bad = v2[..v2.len() - 4].to_vec();
+    bad[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32fast::hash(&bad);
+    bad.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(Sketch::deserialize(&bad).err(), Some(Error::Corrupt));
 }
 
 /// Streams `n` tokens of one fixed sequence into `h` from token `from`.

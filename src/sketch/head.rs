@@ -125,7 +125,7 @@ impl Sketch {
         poly.alphas(g, &mut alphas);
         Ok(Sketch {
             cfg: cfg.clone(),
-            state: State::new(t, dv)?,
+            state: State::new(t, d, dv, hybrid.is_none())?,
             scratch: Scratch {
                 phik: try_vec(t, 0.0)?,
                 phiq: try_vec(t, 0.0)?,
@@ -212,7 +212,7 @@ impl Sketch {
             + FeatureMap::heap_bytes_for(d, g, t)
             + (g + 1) * 4 // alphas
             + (g + 1) * 8 // polynomial coefficients
-            + 8 * t * (dv + 1) // compensated M and z
+            + State::heap_bytes_for(t, d, dv, !hybrid) // M, z, pending tokens
             + (2 * t + d + dv + 2 * d + dv) * 4 // scratch
             + crate::recovery::Recorder::heap_bytes_for(cfg, t)
     }
@@ -324,7 +324,6 @@ impl Sketch {
 
     /// `out = acc / den`, or the mean of the values if `den` is not trustworthy.
     fn normalise(&self, acc: &[f32], den: f32, mag: f32, out: &mut [f32]) {
-        let dv = out.len();
         if Self::divide(acc, den, mag, out) {
             return;
         }
@@ -334,11 +333,7 @@ impl Sketch {
         }
         // Degree-0 row: M_0 = sum v, z_0 = n: the uniform-attention output.
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
-        let st = &self.state;
-        let n = st.zs[0] as f64 + st.zd[0] as f64;
-        for c in 0..dv {
-            out[c] = ((st.s[c] as f64 + st.d[c] as f64) / n) as f32;
-        }
+        self.state.mean_value(out);
     }
 
     /// Absorbs (k, v) and answers q in one fused pass (inputs already checked).
@@ -361,7 +356,10 @@ impl Sketch {
         }
         let kern = self.kern;
         let sc = &mut self.scratch;
-        (kern.expand)(&self.map, k, &mut sc.phik);
+        let st = &mut self.state;
+        let r = st.staged();
+        (kern.expand)(&self.map, k, st.next_stage_row());
+        st.add_raw(k, v);
         Self::query_features(
             kern,
             &self.map,
@@ -372,18 +370,27 @@ impl Sketch {
             &mut sc.phiq,
         );
         sc.acc.fill(0.0);
-        let st = &mut self.state;
-        (kern.absorb_query)(&st.s, &mut st.d, &sc.phik, v, &sc.phiq, &mut sc.acc);
-        let (den, mag) = (kern.absorb_query_z)(&st.zs, &mut st.zd, &sc.phik, &sc.phiq);
+        (kern.query_s)(&st.s, &sc.phiq, &mut sc.acc);
+        let (mut den, mut mag) = (kern.query_zs)(&st.zs, &sc.phiq);
+        let upto = st.since_flush as usize;
+        st.pending_part(
+            kern,
+            &sc.sq,
+            &self.alphas,
+            upto,
+            &mut sc.acc,
+            &mut den,
+            &mut mag,
+        );
         self.tokens += 1;
         self.bound += incr;
         let acc = core::mem::take(&mut self.scratch.acc);
         self.normalise(&acc, den, mag, out);
         self.scratch.acc = acc;
         let j = self.tokens - 1;
-        self.rec.record_key(j, &self.scratch.phik);
+        self.rec.record_key(j, self.state.stage_row(r));
         self.rec.record_output(j, out);
-        self.state.tick(kern);
+        self.state.after_token(kern);
         self.poisoned = false;
     }
 
@@ -469,13 +476,14 @@ impl Sketch {
             return Ok(());
         }
         let kern = self.kern;
-        (kern.expand)(&self.map, k, &mut self.scratch.phik);
-        (kern.absorb)(&mut self.state.d, &self.scratch.phik, v);
-        (kern.absorb_z)(&mut self.state.zd, &self.scratch.phik);
-        self.rec.record_key(self.tokens, &self.scratch.phik);
+        let st = &mut self.state;
+        let r = st.staged();
+        (kern.expand)(&self.map, k, st.next_stage_row());
+        st.add_raw(k, v);
+        self.rec.record_key(self.tokens, self.state.stage_row(r));
         self.tokens += 1;
         self.bound += incr;
-        self.state.tick(kern);
+        self.state.after_token(kern);
         self.poisoned = false;
         Ok(())
     }
@@ -574,8 +582,10 @@ impl Sketch {
             Self::query_features(self.kern, &self.map, alphas, self.cfg.scale, q, sq, phiq);
             acc.fill(0.0);
             let st = &self.state;
-            (self.kern.query)(&st.s, &st.d, phiq, acc);
-            let (den, mag) = (self.kern.query_z)(&st.zs, &st.zd, phiq);
+            (self.kern.query_s)(&st.s, phiq, acc);
+            let (mut den, mut mag) = (self.kern.query_zs)(&st.zs, phiq);
+            let upto = st.since_flush as usize;
+            st.pending_part(self.kern, sq, alphas, upto, acc, &mut den, &mut mag);
             self.normalise(acc, den, mag, out);
             Ok(())
         })

@@ -42,7 +42,7 @@ use core::sync::atomic::Ordering;
 /// First 8 bytes of every serialized head.
 pub const MAGIC: [u8; 8] = *b"ATSKETCH";
 /// Version of the layout written by this build (readers accept `1..=FORMAT_VERSION`).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the header (magic, version, section count).
 pub const HEADER_LEN: usize = 16;
 /// Bytes of one section header (tag, payload length).
@@ -67,6 +67,8 @@ pub enum Tag {
     Reco,
     /// `RETR`: the retrieval sketch `Phi U2`.
     Retr,
+    /// `PEND` (version 2): the raw tokens since the last flush.
+    Pend,
 }
 
 impl Tag {
@@ -78,19 +80,37 @@ impl Tag {
             Tag::Exact => *b"EXCT",
             Tag::Reco => *b"RECO",
             Tag::Retr => *b"RETR",
+            Tag::Pend => *b"PEND",
         }
     }
 
-    /// Sections a head with config `cfg` writes, in order. Parts that a
-    /// config enables later (e.g. `RECO`, `RETR`, `EXCT`) append here.
+    /// Sections a head with config `cfg` writes (version 2), in order.
     pub fn required(cfg: &Config) -> &'static [Tag] {
-        // Hybrid heads have no output or retrieval sketch (refused by validate).
-        match (Hybrid::wanted(cfg), cfg.recovery_k > 0, cfg.retrieval_k > 0) {
-            (true, ..) => &[Tag::Config, Tag::Core, Tag::Exact],
-            (false, false, false) => &[Tag::Config, Tag::Core],
-            (false, true, false) => &[Tag::Config, Tag::Core, Tag::Reco],
-            (false, false, true) => &[Tag::Config, Tag::Core, Tag::Retr],
-            (false, true, true) => &[Tag::Config, Tag::Core, Tag::Reco, Tag::Retr],
+        Self::required_in(cfg, FORMAT_VERSION)
+    }
+
+    /// Sections of a head with config `cfg` in format `version`. Version 1
+    /// has no `PEND` (its block accumulator held the pending tokens).
+    pub fn required_in(cfg: &Config, version: u32) -> &'static [Tag] {
+        use Tag::*;
+        // Hybrid heads have no output or retrieval sketch (refused by
+        // validate) and never use the polynomial state's pending list.
+        let v1 = version < 2;
+        match (
+            Hybrid::wanted(cfg),
+            cfg.recovery_k > 0,
+            cfg.retrieval_k > 0,
+            v1,
+        ) {
+            (true, ..) => &[Config, Core, Exact],
+            (false, false, false, true) => &[Config, Core],
+            (false, true, false, true) => &[Config, Core, Reco],
+            (false, false, true, true) => &[Config, Core, Retr],
+            (false, true, true, true) => &[Config, Core, Reco, Retr],
+            (false, false, false, false) => &[Config, Core, Pend],
+            (false, true, false, false) => &[Config, Core, Pend, Reco],
+            (false, false, true, false) => &[Config, Core, Pend, Retr],
+            (false, true, true, false) => &[Config, Core, Pend, Reco, Retr],
         }
     }
 }
@@ -178,6 +198,10 @@ fn payload_len(tag: Tag, cfg: &Config) -> Result<usize> {
                 .ok_or(Error::Corrupt)?
         }
         Tag::Exact => Hybrid::payload_len(cfg),
+        Tag::Pend => {
+            let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
+            8 + 4 * FLUSH_INTERVAL as usize * (d + dv)
+        }
         Tag::Reco | Tag::Retr => {
             let (t, _) = shape(cfg)?;
             let sh = if tag == Tag::Reco {
@@ -333,6 +357,27 @@ impl Sketch {
                     h.write_payload(&mut |b| w.bytes(b));
                 }
             }
+            Tag::Pend => {
+                let st = &self.state;
+                let (d, dv, fi) = (
+                    self.cfg.head_dim as usize,
+                    self.cfg.value_dim as usize,
+                    FLUSH_INTERVAL as usize,
+                );
+                // Rows past since_flush hold stale tokens: written as zeros.
+                let used = st.since_flush as usize;
+                w.u32(st.applied);
+                w.u32(0);
+                for j in 0..fi {
+                    for a in 0..d {
+                        w.f32s(&[if j < used { st.pkt[a * fi + j] } else { 0.0 }]);
+                    }
+                }
+                w.f32s(&st.pv[..used * dv]);
+                for _ in used * dv..fi * dv {
+                    w.f32s(&[0.0]);
+                }
+            }
             Tag::Reco | Tag::Retr => {
                 let sk = if tag == Tag::Reco {
                     self.rec.out.as_ref()
@@ -402,7 +447,7 @@ impl Sketch {
 
         // Every other section: expected tag and exact config-derived size,
         // all checked before anything is allocated.
-        let tags = Tag::required(&cfg);
+        let tags = Tag::required_in(&cfg, version);
         if count as usize != tags.len() {
             return Err(Error::Corrupt);
         }
@@ -440,9 +485,28 @@ impl Sketch {
             return Err(Error::Corrupt);
         }
 
+        // Cross-section: the pending tokens agree with CORE's counters, and
+        // z_0 (the degree-0 feature is 1 per token) counts every token.
+        let pend = tags
+            .iter()
+            .position(|&t| t == Tag::Pend)
+            .map(|i| payloads[i]);
+        let staged = match pend {
+            Some(p) => check_pending(&cfg, &core, p)?,
+            None => 0,
+        };
+        check_z0(&cfg, &core, payloads[1], staged)?;
+
         let mut h = Sketch::with_level(&cfg, level)?;
         for (i, &tag) in tags.iter().enumerate().skip(1) {
             h.load_section(tag, payloads[i]);
+        }
+        if version < 2 && !Hybrid::wanted(&cfg) {
+            // Version 1 kept the pending tokens' increments in d, not raw:
+            // move them into s (TwoSum) and start with an empty pending list.
+            let st = &mut h.state;
+            st.applied = st.since_flush;
+            st.flush(h.kern);
         }
         Ok(h)
     }
@@ -454,6 +518,35 @@ impl Sketch {
             Tag::Exact => {
                 if let Some(h) = self.hybrid.as_deref_mut() {
                     h.load_payload(p);
+                }
+            }
+            Tag::Pend => {
+                let (d, dv, fi) = (
+                    self.cfg.head_dim as usize,
+                    self.cfg.value_dim as usize,
+                    FLUSH_INTERVAL as usize,
+                );
+                let t = self.map.len();
+                let st = &mut self.state;
+                st.applied = u32::from_le_bytes(p[..4].try_into().unwrap_or([0; 4]));
+                let mut vals = f32s(&p[8..]);
+                for j in 0..fi {
+                    for a in 0..d {
+                        st.pkt[a * fi + j] = vals.next().unwrap_or(0.0);
+                    }
+                }
+                for x in st.pv[..fi * dv].iter_mut() {
+                    *x = vals.next().unwrap_or(0.0);
+                }
+                // The stage rows are phi_k of the staged keys (deterministic,
+                // bitwise equal at every level).
+                let mut k = [0.0f32; crate::config::MAX_DIM as usize];
+                for r in 0..st.staged() {
+                    let j = st.applied as usize + r;
+                    for (a, x) in k[..d].iter_mut().enumerate() {
+                        *x = st.pkt[a * fi + j];
+                    }
+                    (self.kern.expand)(&self.map, &k[..d], &mut st.stage[r * t..(r + 1) * t]);
                 }
             }
             Tag::Reco | Tag::Retr => {
@@ -527,10 +620,41 @@ impl Sketch {
             return Err(Error::Range);
         }
         self.poisoned = true;
+        let kern = self.kern;
         let st = &mut self.state;
-        merge_halves(&mut st.s, &mut st.d, &src.state.s, &src.state.d);
-        merge_halves(&mut st.zs, &mut st.zd, &src.state.zs, &src.state.zd);
-        st.flush(self.kern);
+        // Pending tokens of self go into its totals first; src's applied
+        // pending tokens are in its d, its staged ones are added here.
+        st.flush(kern);
+        let ss = &src.state;
+        merge_halves(&mut st.s, &mut st.d, &ss.s, &ss.d);
+        merge_halves(&mut st.zs, &mut st.zd, &ss.zs, &ss.zd);
+        let (t, dv, r, a0) = (
+            self.map.len(),
+            self.cfg.value_dim as usize,
+            ss.staged(),
+            ss.applied as usize,
+        );
+        if r > 0 {
+            let shape = crate::kernels::Gemm {
+                m: t,
+                n: dv,
+                k: r,
+                rsa: 1,
+                csa: t,
+                ldb: dv,
+                ldc: dv,
+            };
+            (kern.gemm)(
+                &shape,
+                &ss.stage[..r * t],
+                &ss.pv[a0 * dv..(a0 + r) * dv],
+                &mut st.d,
+            );
+            for i in 0..r {
+                (kern.absorb_z)(&mut st.zd, ss.stage_row(i));
+            }
+        }
+        st.flush(kern);
         self.tokens = tokens;
         self.queries = queries;
         self.bound = bound;
@@ -585,6 +709,7 @@ fn check_section(tag: Tag, cfg: &Config, p: &[u8]) -> Result<()> {
         Tag::Config => Ok(()),
         Tag::Core => check_core(cfg, p),
         Tag::Exact => Hybrid::check_payload(cfg, p),
+        Tag::Pend => Ok(()), // checked with CORE's counters: check_pending
         Tag::Reco | Tag::Retr => {
             if f32s(&p[8..]).all(|x| x.is_finite()) {
                 Ok(())
@@ -630,14 +755,59 @@ fn check_core(cfg: &Config, p: &[u8]) -> Result<()> {
             return Err(Error::Corrupt);
         }
     }
-    let z = &arrays[8 * t * dv..];
-    let mut it = f32s(z);
-    let zs0 = it.next().unwrap_or(f32::NAN) as f64;
+    Ok(())
+}
+
+/// `z_0 = zs_0 + zd_0` plus the staged tokens equals the token count
+/// (hybrid heads never feed their degree-0 state: it stays zero).
+fn check_z0(cfg: &Config, c: &Counters, p: &[u8], staged: u64) -> Result<()> {
+    let (t, dv) = shape(cfg)?;
+    let n = c.tokens as f64;
+    let z = &p[CORE_FIXED_LEN + 8 * t * dv..];
+    let zs0 = f32s(z).next().unwrap_or(f32::NAN) as f64;
     let zd0 = f32s(&z[4 * t..]).next().unwrap_or(f32::NAN) as f64;
-    // Hybrid heads never feed their degree-0 state: it stays zero.
-    let want_z0 = if Hybrid::wanted(cfg) { 0.0 } else { n };
+    let want_z0 = if Hybrid::wanted(cfg) {
+        0.0
+    } else {
+        n - staged as f64
+    };
     if !((zs0 + zd0 - want_z0).abs() <= 1e-6 * n + 0.5) {
         return Err(Error::Corrupt);
     }
     Ok(())
+}
+
+/// `PEND` against `CORE`: reserved word 0, `applied <= since_flush`, the
+/// first `since_flush` keys and values finite and within the running bound,
+/// the unused rows zero. Returns the staged count `since_flush - applied`.
+fn check_pending(cfg: &Config, c: &Counters, p: &[u8]) -> Result<u64> {
+    let (d, dv, fi) = (
+        cfg.head_dim as usize,
+        cfg.value_dim as usize,
+        FLUSH_INTERVAL as usize,
+    );
+    let mut r = Reader { buf: p, pos: 0 };
+    let (applied, reserved) = (r.u32()?, r.u32()?);
+    if reserved != 0 || applied > c.since_flush || c.since_flush as u64 > c.tokens {
+        return Err(Error::Corrupt);
+    }
+    let used = c.since_flush as usize;
+    let lim = c.bound as f32;
+    // |k_a| <= max(1, |k|_inf)^g <= bound for g >= 1; degree 0 ignores keys.
+    let klim = if cfg.degree == 0 { f32::MAX } else { lim };
+    let keys = &p[8..8 + 4 * fi * d];
+    let vals = &p[8 + 4 * fi * d..];
+    for (rows, w, b) in [(keys, d, klim), (vals, dv, lim)] {
+        for (i, x) in f32s(rows).enumerate() {
+            let ok = if i / w < used {
+                x.is_finite() && x.abs() <= b.max(1.0)
+            } else {
+                x == 0.0
+            };
+            if !ok {
+                return Err(Error::Corrupt);
+            }
+        }
+    }
+    Ok((c.since_flush - applied) as u64)
 }

@@ -1,20 +1,20 @@
 //! Batched causal pushes in block form (`push_tokens`, the bank's prefill).
 //!
-//! A block holds `c` tokens; `S = s + d` and `z = zs + zd` are the state
-//! before it. Query row `i` belongs to token `j(i)` of the block (with GQA,
-//! several query rows share a token):
+//! A block holds `c` tokens that join the state's pending list (see
+//! `sketch::state`: `s` is the flushed total, pending tokens are kept raw).
+//! Query row `i` belongs to token `j(i)` (with GQA, several query rows share
+//! a token); `p` runs over pending tokens up to and including `j(i)`:
 //!
 //! ```text
-//! num_i = phi_q(q_i)^T S  + sum_{j' <= j(i)} P(s q_i.k_j') v_j'     (rows x t)(t x dv), (rows x c)(c x dv)
-//! den_i = phi_q(q_i)^T z  + sum_{j' <= j(i)} P(s q_i.k_j')
-//! d    += Phi_k^T V,   zd += Phi_k^T 1                              (t x c)(c x dv)
+//! num_i = phi_q(q_i)^T s + sum_p P(s q_i.k_p) v_p     (rows x t)(t x dv) + (rows x 64)(64 x dv)
+//! den_i = phi_q(q_i)^T zs + sum_p P(s q_i.k_p)
+//! d    += Phi_k^T V,   zd += Phi_k^T 1                (t x c)(c x dv)
 //! ```
 //!
-//! This is the single-token push summed differently, because
-//! `<phi_q(q), phi_k(k)> = P(s q.k)` exactly: the inter-block part and the
-//! update are [`Kernels::gemm`] products, the intra-block part is the
-//! polynomial of the scores. Blocks end on flush boundaries
-//! ([`FLUSH_INTERVAL`]), so the compensated state keeps its error bound.
+//! This is exactly what `c` single pushes compute (the same formula, the
+//! same pending terms), organised as [`Kernels::gemm`] products with `rows`
+//! queries at once. Blocks end on flush boundaries ([`FLUSH_INTERVAL`]), so
+//! the compensated state keeps its error bound.
 //! Scratch is per thread (`PREFILL_SCRATCH`), not per handle.
 
 use super::Sketch;
@@ -23,8 +23,6 @@ use crate::kernels::{Gemm, Kernels};
 use crate::sketch::state::FLUSH_INTERVAL;
 use std::cell::RefCell;
 
-/// Inner-dimension slice of the inter-block product (the packed `S` slice).
-const KC: usize = 256;
 /// Largest per-thread feature scratch (`rows x t` floats) before the block
 /// is shortened.
 const PHI_BYTES: usize = 8 << 20;
@@ -55,29 +53,25 @@ pub(crate) struct Rows<'a> {
 
 /// Scratch layout of one block: offsets into the per-thread buffer.
 struct Layout {
-    sb: usize,
     acc: usize,
     qs: usize,
-    kt: usize,
     sc: usize,
     dm: usize,
     end: usize,
 }
 
 impl Layout {
+    /// `phi` (max(rows, c) x t), `acc` (rows x dv), `qs` (rows x d),
+    /// `sc` (rows x FLUSH_INTERVAL), `dm` (rows x 2).
     fn new(rows: usize, c: usize, t: usize, d: usize, dv: usize) -> Option<Layout> {
-        let sb = rows.max(c).checked_mul(t)?;
-        let acc = sb + KC.min(t) * dv;
+        let acc = rows.max(c).checked_mul(t)?;
         let qs = acc + rows * dv;
-        let kt = qs + rows * d;
-        let sc = kt + d * c;
-        let dm = sc + rows * c;
+        let sc = qs + rows * d;
+        let dm = sc + rows * FLUSH_INTERVAL as usize;
         let end = dm + 2 * rows;
         Some(Layout {
-            sb,
             acc,
             qs,
-            kt,
             sc,
             dm,
             end,
@@ -190,6 +184,7 @@ impl Sketch {
 
     /// Tokens `j0..j0 + c` of `rows` as one block (see the module doc).
     fn commit_block(&mut self, rows: &mut Rows, j0: usize, c: usize, buf: &mut [f32]) {
+        const FI: usize = FLUSH_INTERVAL as usize;
         let (d, dv) = self.dims();
         let t = self.map.len();
         let g = rows.group;
@@ -197,99 +192,76 @@ impl Sketch {
         let kern: &Kernels = self.kern;
         let l = Layout::new(nr, c, t, d, dv).expect("layout reserved");
         let buf = &mut buf[..l.end];
-        let (phi, rest) = buf.split_at_mut(l.sb);
-        let (sb, rest) = rest.split_at_mut(l.acc - l.sb);
+        let (phi, rest) = buf.split_at_mut(l.acc);
         let (acc, rest) = rest.split_at_mut(l.qs - l.acc);
-        let (qs, rest) = rest.split_at_mut(l.kt - l.qs);
-        let (kt, rest) = rest.split_at_mut(l.sc - l.kt);
+        let (qs, rest) = rest.split_at_mut(l.sc - l.qs);
         let (sc, dm) = rest.split_at_mut(l.dm - l.sc);
-        let v_all: &[f32] = rows.v;
         self.poisoned = true;
 
-        // Query features, one row per (token, group member).
+        // The block's tokens join the pending list (p0 + c <= FLUSH_INTERVAL).
+        let p0 = self.state.since_flush as usize;
+        {
+            let st = &mut self.state;
+            for jj in 0..c {
+                let (k, v) = (rows.k(d, j0 + jj), rows.v(dv, j0 + jj));
+                for (a, &x) in k.iter().enumerate() {
+                    st.pkt[a * FI + p0 + jj] = x;
+                }
+                st.pv[(p0 + jj) * dv..(p0 + jj + 1) * dv].copy_from_slice(v);
+            }
+        }
+        // Query features, one row per (token, group member); qs = s q.
         for jj in 0..c {
             for r in 0..g {
                 let i = jj * g + r;
-                let q = rows.q(d, j0 + jj, r);
                 Self::query_features(
                     kern,
                     &self.map,
                     &self.alphas,
                     self.cfg.scale,
-                    q,
+                    rows.q(d, j0 + jj, r),
                     &mut qs[i * d..(i + 1) * d],
                     &mut phi[i * t..(i + 1) * t],
                 );
             }
         }
-        // num = Phi_q S. At a flush boundary (every block but a first partial
-        // one) d holds only TwoSum residuals below half an ulp of s, and S is
-        // read as s: the same single rounding a f32 read of s + d has.
-        // Otherwise S is packed slice by slice as s + d.
-        acc.fill(0.0);
         let st = &self.state;
-        if st.since_flush == 0 {
-            let shape = Gemm {
-                m: nr,
-                n: dv,
-                k: t,
-                rsa: t,
-                csa: 1,
-                ldb: dv,
-                ldc: dv,
-            };
-            (kern.gemm)(&shape, phi, &st.s, acc);
-        } else {
-            let mut p0 = 0;
-            while p0 < t {
-                let kc = (t - p0).min(KC);
-                let src = p0 * dv..(p0 + kc) * dv;
-                for ((o, &a), &b) in sb.iter_mut().zip(&st.s[src.clone()]).zip(&st.d[src]) {
-                    *o = a + b;
-                }
-                let shape = Gemm {
-                    m: nr,
-                    n: dv,
-                    k: kc,
-                    rsa: t,
-                    csa: 1,
-                    ldb: dv,
-                    ldc: dv,
-                };
-                (kern.gemm)(&shape, &phi[p0..], &sb[..kc * dv], acc);
-                p0 += kc;
-            }
-        }
-        // den, mag of the state part.
+        // num = Phi_q s; (den, mag) of the flushed total.
+        acc.fill(0.0);
+        let shape = Gemm {
+            m: nr,
+            n: dv,
+            k: t,
+            rsa: t,
+            csa: 1,
+            ldb: dv,
+            ldc: dv,
+        };
+        (kern.gemm)(&shape, phi, &st.s, acc);
         for i in 0..nr {
-            let (den, mag) = (kern.query_z)(&st.zs, &st.zd, &phi[i * t..(i + 1) * t]);
+            let (den, mag) = (kern.query_zs)(&st.zs, &phi[i * t..(i + 1) * t]);
             dm[2 * i] = den;
             dm[2 * i + 1] = mag;
         }
-        // Intra-block scores P(s q_i . k_j'), causal; qs holds s q.
-        for jj in 0..c {
-            let k = rows.k(d, j0 + jj);
-            for (a, &x) in k.iter().enumerate() {
-                kt[a * c + jj] = x;
-            }
-        }
+        // Pending part: w = P(s q_i . k_j) for pending j <= p0 + j(i).
+        let np = p0 + c;
         sc.fill(0.0);
         let shape = Gemm {
             m: nr,
-            n: c,
+            n: np,
             k: d,
             rsa: d,
             csa: 1,
-            ldb: c,
-            ldc: c,
+            ldb: FI,
+            ldc: FI,
         };
-        (kern.gemm)(&shape, qs, kt, sc);
-        let gdeg = self.map.degree();
-        for (i, row) in sc.chunks_exact_mut(c).enumerate() {
-            let jj = i / g;
+        (kern.gemm)(&shape, qs, &st.pkt, sc);
+        let gdeg = self.alphas.len() - 1;
+        for (i, row) in sc.chunks_exact_mut(FI).enumerate() {
+            let last = p0 + i / g;
             let (mut den, mut mag) = (0.0f32, 0.0f32);
-            for (col, x) in row.iter_mut().enumerate() {
-                if col > jj {
+            for (col, x) in row.iter_mut().enumerate().take(np) {
+                if col > last {
                     *x = 0.0;
                     continue;
                 }
@@ -307,24 +279,15 @@ impl Sketch {
         let shape = Gemm {
             m: nr,
             n: dv,
-            k: c,
-            rsa: c,
+            k: np,
+            rsa: FI,
             csa: 1,
-            ldb: rows.v_tok,
+            ldb: dv,
             ldc: dv,
         };
-        let v_blk = &v_all[rows.v_at + j0 * rows.v_tok..];
-        (kern.gemm)(&shape, sc, v_blk, acc);
+        (kern.gemm)(&shape, sc, &st.pv, acc);
 
-        // Key features, then the state update d += Phi_k^T V, zd += Phi_k^T 1.
-        let mut bound = self.bound;
-        for jj in 0..c {
-            let k = rows.k(d, j0 + jj);
-            (kern.expand)(&self.map, k, &mut phi[jj * t..(jj + 1) * t]);
-            bound += self.kv_incr(k, rows.v(dv, j0 + jj)).unwrap_or(0.0);
-        }
-        let n0 = self.tokens;
-        // Outputs (before the update: the fallback reads the old degree-0 row).
+        // Outputs; the fallback is uniform attention over tokens 0..=j.
         for i in 0..nr {
             let jj = i / g;
             let (den, mag) = (dm[2 * i], dm[2 * i + 1]);
@@ -333,17 +296,26 @@ impl Sketch {
             if !Self::divide(num, den, mag, dst) {
                 self.fallbacks
                     .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-                // Uniform attention over tokens 0..=j: degree-0 row plus the block's values.
-                let cnt = st.zs[0] as f64 + st.zd[0] as f64 + (jj + 1) as f64;
-                for col in 0..dv {
-                    let mut sum = st.s[col] as f64 + st.d[col] as f64;
-                    for jp in 0..=jj {
-                        sum += v_all[rows.v_at + (j0 + jp) * rows.v_tok + col] as f64;
+                let upto = p0 + jj + 1;
+                let cnt = st.zs[0] as f64 + upto as f64;
+                for (col, x) in dst.iter_mut().enumerate() {
+                    let mut sum = st.s[col] as f64;
+                    for jp in 0..upto {
+                        sum += st.pv[jp * dv + col] as f64;
                     }
-                    dst[col] = (sum / cnt) as f32;
+                    *x = (sum / cnt) as f32;
                 }
             }
         }
+
+        // Update: the earlier stage first, then d += Phi_k^T V_block, zd += Phi_k^T 1.
+        let mut bound = self.bound;
+        for jj in 0..c {
+            let k = rows.k(d, j0 + jj);
+            (kern.expand)(&self.map, k, &mut phi[jj * t..(jj + 1) * t]);
+            bound += self.kv_incr(k, rows.v(dv, j0 + jj)).unwrap_or(0.0);
+        }
+        let n0 = self.tokens;
         for jj in 0..c {
             self.rec
                 .record_key(n0 + jj as u64, &phi[jj * t..(jj + 1) * t]);
@@ -353,25 +325,27 @@ impl Sketch {
             }
         }
         let st = &mut self.state;
+        st.apply(kern);
         let shape = Gemm {
             m: t,
             n: dv,
             k: c,
             rsa: 1,
             csa: t,
-            ldb: rows.v_tok,
+            ldb: dv,
             ldc: dv,
         };
-        (kern.gemm)(&shape, phi, v_blk, &mut st.d);
+        (kern.gemm)(&shape, &phi[..c * t], &st.pv[p0 * dv..np * dv], &mut st.d);
         for jj in 0..c {
             (kern.absorb_z)(&mut st.zd, &phi[jj * t..(jj + 1) * t]);
         }
-        self.tokens += c as u64;
-        self.bound = bound;
-        st.since_flush += c as u32;
+        st.since_flush = np as u32;
+        st.applied = np as u32;
         if st.since_flush >= FLUSH_INTERVAL {
             st.flush(kern);
         }
+        self.tokens += c as u64;
+        self.bound = bound;
         self.poisoned = false;
     }
 }

@@ -86,7 +86,18 @@ impl Sketch {
             &mut phiq,
         );
         let st = &self.state;
-        let (den, mag) = (self.kern.query_z)(&st.zs, &st.zd, &phiq);
+        let (mut den, mut mag) = (self.kern.query_zs)(&st.zs, &phiq);
+        let mut scratch = crate::error::try_vec(self.cfg.value_dim as usize, 0.0f32)?;
+        let upto = st.since_flush as usize;
+        st.pending_part(
+            self.kern,
+            &sq,
+            &self.alphas,
+            upto,
+            &mut scratch,
+            &mut den,
+            &mut mag,
+        );
         if !(den.is_finite() && mag.is_finite() && den > 0.0 && den > super::NORM_REL * mag) {
             return Err(Error::Range);
         }
