@@ -59,6 +59,26 @@ fn kernels(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("absorb", name), |b| {
             b.iter(|| (k.absorb)(&mut dm, &phik, black_box(&v)))
         });
+        g.throughput(Throughput::Bytes((4 * t * DV) as u64));
+        g.bench_function(BenchmarkId::new("query_s", name), |b| {
+            b.iter(|| (k.query_s)(&s, &phiq, &mut acc))
+        });
+        // The stage product of the per-token path: d += Phi^T V over 16 tokens.
+        let stage = vecf(16 * t, 11);
+        let vs = vecf(16 * DV, 12);
+        g.throughput(Throughput::Elements((2 * 16 * t * DV) as u64));
+        g.bench_function(BenchmarkId::new("gemm_stage16_flops", name), |b| {
+            let sh = attnsketch::kernels::Gemm {
+                m: t,
+                n: DV,
+                k: 16,
+                rsa: 1,
+                csa: t,
+                ldb: DV,
+                ldc: DV,
+            };
+            b.iter(|| (k.gemm)(&sh, &stage, black_box(&vs), &mut dm))
+        });
         g.throughput(Throughput::Bytes((8 * t * DV) as u64));
         g.bench_function(BenchmarkId::new("query", name), |b| {
             b.iter(|| (k.query)(&s, &dm, &phiq, &mut acc))

@@ -63,8 +63,11 @@ fn push_case(level: Level, kind: &'static str, calls: usize) -> Case {
     let mut j = 0usize;
     Case {
         name: format!("push_{kind} {}", level.name()),
-        // read s, read + write d (t x dv each), z: read zs, zd, write zd.
-        bytes: (12 * t * DV + 12 * t) as f64,
+        // Per token, amortized (sketch::state): read s and zs (4 t (dv + 1));
+        // every 16 tokens read + write d (8 t dv / 16); every 64 the TwoSum
+        // flush reads + writes s and d (16 t dv / 64); the stage row is
+        // written and read once (8 t).
+        bytes: (4 * t * DV + 4 * t + t * DV / 2 + t * DV / 4 + 8 * t) as f64,
         calls,
         run: Box::new(move |n| {
             for _ in 0..n {
@@ -100,7 +103,7 @@ fn cold_case(level: Level, h: usize) -> Case {
     let mut j = 0usize;
     Case {
         name: format!("push_cold {}", level.name()),
-        bytes: (12 * t * DV + 12 * t) as f64,
+        bytes: (4 * t * DV + 4 * t + t * DV / 2 + t * DV / 4 + 8 * t) as f64,
         calls: h,
         run: Box::new(move |n| {
             for _ in 0..n {
@@ -256,7 +259,7 @@ fn main() {
     let memcpy_bw = (8 * t * DV) as f64 / get(&memcpy_name);
     for &lv in &levels {
         let p = get(&format!("push_f32 {}", lv.name()));
-        let bw = (12 * t * DV + 12 * t) as f64 / p;
+        let bw = (4 * t * DV + 4 * t + t * DV / 2 + t * DV / 4 + 8 * t) as f64 / p;
         println!(
             "{:<8} push speedup vs portable {:>5.2}x | push {:>6.2} GB/s = {:>5.1}% of memcpy {:>6.2} GB/s | f16/f32 {:>5.3} bf16/f32 {:>5.3}",
             lv.name(),

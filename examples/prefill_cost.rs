@@ -62,6 +62,23 @@ fn main() {
     let cfg = Config::new(d as u32);
     let t = attnsketch::poly::feature_count(d as u32, 2).unwrap() as f64;
     let (q, k, v) = (data(n, d, 1, 0.3), data(n, d, 2, 0.3), data(n, dv, 3, 1.0));
+    if a.get(3).map(String::as_str) == Some("single-only") {
+        let mut out = vec![0.0f32; n * dv];
+        for _ in 0..rounds {
+            let mut h = Sketch::new(&cfg).unwrap();
+            for j in 0..n {
+                h.push_token(
+                    &q[j * d..][..d],
+                    &k[j * d..][..d],
+                    &v[j * dv..][..dv],
+                    &mut out[j * dv..][..dv],
+                )
+                .unwrap();
+            }
+        }
+        println!("{}", out[0]);
+        return;
+    }
     if a.get(3).map(String::as_str) == Some("batch-only") {
         // For profilers: only the batched path.
         let mut out = vec![0.0f32; n * dv];

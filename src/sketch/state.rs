@@ -34,7 +34,7 @@ use crate::kernels::{Gemm, Kernels};
 /// Tokens between two flushes of the accumulators (and most pending tokens).
 pub const FLUSH_INTERVAL: u32 = 64;
 /// Pending tokens per block product into `d`.
-pub const STAGE: u32 = 8;
+pub const STAGE: u32 = 16;
 const FI: usize = FLUSH_INTERVAL as usize;
 
 /// Compensated M and z plus the pending tokens.
