@@ -7,6 +7,8 @@
 #   4. tests/c/threads.c under ThreadSanitizer and valgrind's helgrind.
 # Proves each sanitizer runtime is linked (ldd/nm) and live: a canary with a
 # deliberate bug must FAIL under the same flags. Installs valgrind if missing.
+# A line "// c-tests-args: ..." in a source gives its arguments (all runs);
+# each program must record NEEDED libattnsketch.so.<abi> (the SONAME, build.rs).
 # Exits non-zero on any warning, failure or finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
