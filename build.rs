@@ -28,6 +28,7 @@ fn main() {
          #define ATTNSKETCH_VERSION_NUMBER (ATTNSKETCH_VERSION_MAJOR * 10000 + ATTNSKETCH_VERSION_MINOR * 100 + ATTNSKETCH_VERSION_PATCH)\n\
          #define ATTNSKETCH_VERSION_STRING \"{major}.{minor}.{patch}\"\n"
     );
+    soname(major, minor);
     let mut config =
         cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml");
     config.after_includes = Some(version);
@@ -43,5 +44,31 @@ fn main() {
             // A parse failure must not hide a compile error: rustc reports the real one.
             println!("cargo:warning=cbindgen failed: {e}");
         }
+    }
+}
+
+/// ABI key of the shared library: `MAJOR` from 1.0 on, `0.MINOR` before.
+///
+/// Below 1.0 a minor bump may change the "Experimental:" functions (and, by
+/// Cargo's semver, anything), so 0.1 and 0.2 must not satisfy each other's
+/// `DT_NEEDED`; from 1.0 on the stable tier is frozen and the major alone
+/// decides (docs/packaging.md). `scripts/install.sh` and the test harnesses
+/// read the same rule from the built library (`readelf -d`).
+fn abi_key(major: u32, minor: u32) -> String {
+    if major == 0 {
+        format!("0.{minor}")
+    } else {
+        major.to_string()
+    }
+}
+
+/// Sets the ELF SONAME `libattnsketch.so.<abi_key>` of the cdylib (ELF targets only).
+fn soname(major: u32, minor: u32) {
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let family = env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
+    let elf = family == "unix" && !matches!(os.as_str(), "macos" | "ios" | "tvos" | "watchos");
+    if elf {
+        let key = abi_key(major, minor);
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libattnsketch.so.{key}");
     }
 }

@@ -7,6 +7,8 @@
 #   4. tests/c/threads.c under ThreadSanitizer and valgrind's helgrind.
 # Proves each sanitizer runtime is linked (ldd/nm) and live: a canary with a
 # deliberate bug must FAIL under the same flags. Installs valgrind if missing.
+# A line "// c-tests-args: ..." in a source gives its arguments (all runs);
+# each program must record NEEDED libattnsketch.so.<abi> (the SONAME, build.rs).
 # Exits non-zero on any warning, failure or finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,10 @@ echo "== cargo build --release"
 cargo build --release -q
 LIB=$ROOT/target/release
 test -f "$LIB/libattnsketch.so"
+# The library's SONAME is libattnsketch.so.<abi> (build.rs): the loader looks
+# for that name in the rpath, so give it one next to the build output.
+SONAME=$(bash "$ROOT/scripts/soname-link.sh" "$LIB")
+echo "   SONAME $SONAME"
 
 CXX=${CXX:-g++}
 WARN=(-Wall -Wextra -Werror -pedantic -g -I"$ROOT/include" -I"$ROOT/tests/c")
@@ -76,23 +82,28 @@ for src in "${SOURCES[@]}"; do
     else
         CC=${CC_C:-gcc}; COMMON=(-std=c11 "${WARN[@]}")
     fi
+    # Arguments for the runs: a line "// c-tests-args: ..." in the source
+    # (programs whose defaults are sized for a real run take smaller ones).
+    read -r -a ARGS <<<"$(sed -n 's|^// c-tests-args:||p' "$src" | head -1)"
     # 1. plain
     if ! "$CC" "${COMMON[@]}" -O1 "$src" "${LINK[@]}" -o "$OUT/$name"; then
         note "FAIL $name: build"; fail=1; continue
     fi
-    if "$OUT/$name" >"$OUT/$name.log" 2>&1; then note "ok   $name plain"; else
+    if "$OUT/$name" "${ARGS[@]}" >"$OUT/$name.log" 2>&1; then note "ok   $name plain"; else
         note "FAIL $name plain"; cat "$OUT/$name.log"; fail=1; fi
+    if [ "$(readelf -d "$OUT/$name" | sed -n 's/.*(NEEDED).*\[\(libattnsketch[^]]*\)\].*/\1/p')" != "$SONAME" ]; then
+        note "FAIL $name does not record NEEDED $SONAME"; fail=1; fi
     # 2. ASan + UBSan
     "$CC" "${COMMON[@]}" -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
         -fno-sanitize-recover=all "$src" "${LINK[@]}" -o "$OUT/$name-asan"
     linked "$OUT/$name-asan" libasan __asan_init || true
     linked "$OUT/$name-asan" libubsan __ubsan_handle || true
-    if "$OUT/$name-asan" >"$OUT/$name-asan.log" 2>&1; then note "ok   $name asan+ubsan"; else
+    if "$OUT/$name-asan" "${ARGS[@]}" >"$OUT/$name-asan.log" 2>&1; then note "ok   $name asan+ubsan"; else
         note "FAIL $name asan+ubsan"; cat "$OUT/$name-asan.log"; fail=1; fi
     # 3. valgrind memcheck
     if valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect,possible \
         --errors-for-leak-kinds=definite,indirect,possible --suppressions="$ROOT/tests/c/support/rust-std.supp" \
-        "$OUT/$name" >"$OUT/$name-vg.log" 2>&1; then note "ok   $name valgrind"; else
+        "$OUT/$name" "${ARGS[@]}" >"$OUT/$name-vg.log" 2>&1; then note "ok   $name valgrind"; else
         note "FAIL $name valgrind"; cat "$OUT/$name-vg.log"; fail=1; fi
     # 4. threads: TSan and helgrind
     if grep -q "pthread_create" "$src"; then
@@ -118,6 +129,7 @@ CC=$CC_C; COMMON=(-std=c11 "${WARN[@]}")
 TLIB=$ROOT/target/tsan/x86_64-unknown-linux-gnu/release
 if RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" \
     cargo build -q --release --lib --target x86_64-unknown-linux-gnu --target-dir "$ROOT/target/tsan"; then
+    bash "$ROOT/scripts/soname-link.sh" "$TLIB" >/dev/null
     "$CC" "${COMMON[@]}" -O1 -fsanitize=thread "$ROOT/tests/c/threads.c" "$ROOT/tests/c/support/tsan_shim.c" \
         -L"$TLIB" -lattnsketch -lpthread -lm -Wl,-rpath,"$TLIB" -o "$OUT/threads-tsan-rust"
     if [ "$(nm -D "$TLIB/libattnsketch.so" | grep -c __tsan_)" -gt 0 ]; then

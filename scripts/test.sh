@@ -12,5 +12,8 @@ cargo fmt --all -- --check
 # Issue 6: every C program under ASan+UBSan, valgrind, TSan and helgrind;
 # then each fuzz target for a bounded time (installs valgrind / cargo-fuzz).
 bash scripts/c-tests.sh
+# Packaging: install into a temp prefix; a C program through
+# pkg-config and a C++ program through CMake find_package link the result.
+bash scripts/package-test.sh
 FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash scripts/fuzz.sh
 echo "scripts/test.sh: all passed"
