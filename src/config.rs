@@ -127,12 +127,15 @@ impl Config {
             *self = c;
             return Ok(());
         }
-        // No room for exact tokens: the plain degree-1 polynomial sketch.
+        // No room for exact tokens: the plain degree-0 sketch, i.e. uniform
+        // attention over every token (the running mean of the values). Not
+        // degree 1: its weights 1 + s q.k go negative on real scores and the
+        // outputs can be far worse than the mean.
         c.sink_tokens = 0;
         c.window_tokens = 0;
         c.heavy_tokens = 0;
         c.tail_groups = 0;
-        c.degree = 1;
+        c.degree = 0;
         if fits(&c) {
             *self = c;
             return Ok(());

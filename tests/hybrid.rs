@@ -108,6 +108,32 @@ fn budget_presets_stay_within_budget() {
             }
         }
     }
+    // Too small for exact tokens: degree 0, whose output is the running mean
+    // of the values (never the degree-1 sketch, whose weights 1 + s q.k go
+    // negative on large scores).
+    // The smallest budget that works gets the plain sketch.
+    let mut c = Config::new(16);
+    let kib = (1..64)
+        .find(|&kib| Config::new(16).for_budget(kib * 1024).is_ok())
+        .unwrap();
+    c.for_budget(kib * 1024).unwrap();
+    assert!(
+        c.sink_tokens == 0 && c.window_tokens == 0 && c.degree == 0,
+        "{c:?}"
+    );
+    let mut h = Sketch::new(&c).unwrap();
+    let mut rng = common::Rng(4);
+    let (mut sum, mut o) = (vec![0.0f64; 16], vec![0.0f32; 16]);
+    for j in 0..300 {
+        let (q, k, v) = (rng.vec(16, 30.0), rng.vec(16, 30.0), rng.vec(16, 1.0));
+        h.push_token(&q, &k, &v, &mut o).unwrap();
+        for (s, &x) in sum.iter_mut().zip(&v) {
+            *s += x as f64;
+        }
+        for (x, s) in o.iter().zip(&sum) {
+            assert!((*x as f64 - s / (j + 1) as f64).abs() < 1e-5, "token {j}");
+        }
+    }
     let mut c = Config::new(64);
     assert_eq!(c.for_budget(1000), Err(Error::InvalidArg));
     assert_eq!(c, Config::new(64), "a refused preset changes nothing");

@@ -88,7 +88,8 @@ pub unsafe extern "C" fn as_config_init(cfg: *mut as_config, head_dim: u32) -> a
 /// 4 attention sinks, an adaptive recent window / heavy-hitter split, and a
 /// 32-group moment tail that absorbs every evicted token (see README,
 /// "Hybrid"). Budgets too small for that get fewer tail groups, then the
-/// plain degree-1 polynomial sketch; below that `AS_ERR_INVALID_ARG`.
+/// plain degree-0 sketch (uniform attention: the running mean of the
+/// values); below that `AS_ERR_INVALID_ARG`.
 /// Writes `cfg` only on success.
 #[no_mangle]
 pub unsafe extern "C" fn as_config_for_budget(cfg: *mut as_config, bytes: usize) -> as_status {
