@@ -276,7 +276,8 @@ as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
  4 attention sinks, an adaptive recent window / heavy-hitter split, and a
  32-group moment tail that absorbs every evicted token (see README,
  "Hybrid"). Budgets too small for that get fewer tail groups, then the
- plain degree-1 polynomial sketch; below that `AS_ERR_INVALID_ARG`.
+ plain degree-0 sketch (uniform attention: the running mean of the
+ values); below that `AS_ERR_INVALID_ARG`.
  Writes `cfg` only on success.
  */
 as_status as_config_for_budget(struct as_config *cfg, size_t bytes);

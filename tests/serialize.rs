@@ -263,7 +263,7 @@ fn version_1_buffers_stay_readable() {
     let mut rng = Rng(64);
     let c = cfg(3, 2, 2, Mode::Causal, 7);
     let mut a = Sketch::new(&c).unwrap();
-    // 72 tokens: 8 pending, all applied to d (STAGE = 8), none staged:
+    // 72 tokens: 8 pending, all applied to d (dv = 2: one stage row), none staged:
     // exactly the state a version-1 writer would have had.
     feed(&mut a, &mut rng, 72);
     assert_eq!((a.state().since_flush(), a.state().staged_count()), (8, 0));

@@ -14,10 +14,10 @@
 //!   `P(s q.k_j) v_j` (`<phi_q(q), phi_k(k)> = P(s q.k)` exactly), so it
 //!   never reads `d`.
 //! - `d`: accumulator of the pending tokens already added as features, in
-//!   blocks of [`STAGE`] by one [`Kernels::gemm`] (`d += Phi_k^T V`); plus
+//!   blocks of [`stage_rows`] (16 at dv = 64) by one [`Kernels::gemm`] (`d += Phi_k^T V`); plus
 //!   the TwoSum residual of the last flush (below half an ulp of `s`, the one
 //!   part of `M` a query leaves out: one f32 rounding of `s + d`).
-//! - `stage`: `phi_k` rows of pending tokens not yet added (`< STAGE`).
+//! - `stage`: `phi_k` rows of pending tokens not yet added (`< stage_rows`).
 //!
 //! Every [`FLUSH_INTERVAL`] tokens the stage is added and an error-free
 //! TwoSum moves `d` into `s`, leaving the residual in `d`. Because `d` only
@@ -25,7 +25,7 @@
 //! at most about `FLUSH_INTERVAL * 2^-24 * sum_j |increment_j|`: a relative
 //! bound that does not grow with the stream length.
 //!
-//! Bytes: `8 t (dv + 1)` (s, d, zs, zd) `+ 4 STAGE t` (stage)
+//! Bytes: `8 t (dv + 1)` (s, d, zs, zd) `+ 4 stage_rows t` (stage)
 //! `+ 4 FLUSH_INTERVAL (d + dv)` (pending tokens).
 
 use crate::error::{try_vec, Result};
@@ -33,8 +33,14 @@ use crate::kernels::{Gemm, Kernels};
 
 /// Tokens between two flushes of the accumulators (and most pending tokens).
 pub const FLUSH_INTERVAL: u32 = 64;
-/// Pending tokens per block product into `d`.
+/// Most pending tokens per block product into `d`.
 pub const STAGE: u32 = 16;
+
+/// Stage rows for value width `dv`: `clamp((dv + 1) / 4, 1, STAGE)`, so the
+/// stage (`4 rows t` bytes) stays within 1/8 of `s + d + z` (`8 t (dv + 1)`).
+pub fn stage_rows(dv: usize) -> usize {
+    ((dv + 1) / 4).clamp(1, STAGE as usize)
+}
 const FI: usize = FLUSH_INTERVAL as usize;
 
 /// Compensated M and z plus the pending tokens.
@@ -56,7 +62,7 @@ pub struct State {
     pub(crate) pkt: Vec<f32>,
     /// Pending values, row-major, 64 x dv.
     pub(crate) pv: Vec<f32>,
-    /// `phi_k` of pending tokens `applied..since_flush`, STAGE x t.
+    /// `phi_k` of pending tokens `applied..since_flush`, stage_rows x t.
     pub(crate) stage: Vec<f32>,
     t: usize,
     dk: usize,
@@ -79,7 +85,7 @@ impl State {
             applied: 0,
             pkt: try_vec(p(d * FI), 0.0)?,
             pv: try_vec(p(dv * FI), 0.0)?,
-            stage: try_vec(p(STAGE as usize * t), 0.0)?,
+            stage: try_vec(p(stage_rows(dv) * t), 0.0)?,
             t,
             dk: d,
             dv,
@@ -89,7 +95,7 @@ impl State {
     /// Heap bytes [`new`](Self::new) allocates.
     pub fn heap_bytes_for(t: usize, d: usize, dv: usize, pending: bool) -> usize {
         let p = if pending {
-            (d + dv) * FI + STAGE as usize * t
+            (d + dv) * FI + stage_rows(dv) * t
         } else {
             0
         };
@@ -153,7 +159,7 @@ impl State {
     pub(crate) fn after_token(&mut self, k: &Kernels) {
         if self.since_flush >= FLUSH_INTERVAL {
             self.flush(k);
-        } else if self.staged() >= STAGE as usize {
+        } else if self.staged() >= stage_rows(self.dv) {
             self.apply(k);
         }
     }
