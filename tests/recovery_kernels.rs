@@ -366,6 +366,35 @@ fn median_equals_reference_bitwise() {
 }
 
 #[test]
+fn median_networks_sort_every_zero_one_input() {
+    // 0-1 principle: a comparator network that sorts all 2^rows inputs of
+    // zeros and ones sorts every input. One group per pattern.
+    for rows in 1..=14usize {
+        let m = 1usize << rows;
+        let v: Vec<f64> = (0..rows * m)
+            .map(|q| ((q % m) >> (q / m) & 1) as f64)
+            .collect();
+        for k in levels() {
+            let mut w = v.clone();
+            let mut out = vec![0.0; m];
+            (k.rec_median)(&mut w, rows, &mut out);
+            for i in 0..m {
+                let ones = (i as u32).count_ones() as usize;
+                for r in 0..rows {
+                    let want = if r >= rows - ones { 1.0 } else { 0.0 };
+                    assert_eq!(
+                        w[r * m + i],
+                        want,
+                        "{:?} rows={rows} pattern={i:b}",
+                        k.level
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn median_matches_scalar_interleaved_kernel() {
     // Same medians as the interleaved scalar `median_rows` on NaN-free data.
     let mut rng = Rng(19);

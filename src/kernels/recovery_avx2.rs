@@ -21,7 +21,9 @@
 //! them out only on CPUs with AVX2 + FMA): that is the safety argument of
 //! the wrappers. Helpers are `#[inline(always)]`.
 
-use super::recovery_common::{by_rows, median_group, median_shape, scan_scalar, top_k_with};
+use super::recovery_common::{
+    by_rows, median_group, median_shape, scan_scalar, sort_network, top_k_with,
+};
 use super::recovery_portable::level_key;
 use crate::recovery::hash::{self, BucketHash, SignHash, P61};
 use crate::recovery::Shape;
@@ -180,27 +182,47 @@ unsafe fn signs_imp(s: &SignHash, keys: &[u64], out: &mut [f32]) {
     }
 }
 
-/// Masks of the first `nl <= 4` lanes: 64-bit lanes and 32-bit lanes.
+/// Mask of the first `nl <= 4` 32-bit lanes.
 #[inline(always)]
-unsafe fn lane_masks(nl: usize) -> (__m256i, __m128i) {
+unsafe fn lane_mask32(nl: usize) -> __m128i {
+    unsafe { _mm_cmpgt_epi32(_mm_set1_epi32(nl as i32), _mm_setr_epi32(0, 1, 2, 3)) }
+}
+
+/// `(a, c)` of the bucket functions `p[0..nl]` (`nl <= 4`, AoS `[a, c]`
+/// pairs) as lanes in the order `(0, 2, 1, 3)` that `unpack` gives; masked
+/// loads read nothing past function `nl`.
+#[inline(always)]
+unsafe fn load_ac(p: *const u64, nl: usize) -> (__m256i, __m256i) {
     unsafe {
-        (
-            _mm256_cmpgt_epi64(
-                _mm256_set1_epi64x(nl as i64),
-                _mm256_setr_epi64x(0, 1, 2, 3),
-            ),
-            _mm_cmpgt_epi32(_mm_set1_epi32(nl as i32), _mm_setr_epi32(0, 1, 2, 3)),
-        )
+        let q = _mm256_setr_epi64x(0, 1, 2, 3);
+        let n2 = 2 * nl as i64;
+        let m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n2), q);
+        let m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n2 - 4), q);
+        let v0 = _mm256_maskload_epi64(p as *const i64, m0);
+        let v1 = _mm256_maskload_epi64(p.add(4) as *const i64, m1);
+        (_mm256_unpacklo_epi64(v0, v1), _mm256_unpackhi_epi64(v0, v1))
     }
 }
 
-/// Lanes of the 64-bit words `p[stride l + off]`, `l < 4`, masked by `m`
-/// (disabled lanes read nothing and give 0).
+/// Coefficients `c_k` (lane = function) of the sign functions `p[0..nl]`
+/// (`nl <= 4`, AoS `[c0, c1, c2, c3]`): a 4x4 transpose; missing rows are 0.
 #[inline(always)]
-unsafe fn gather(p: *const u64, stride: i64, off: i64, m: __m256i) -> __m256i {
+unsafe fn load_sign_coeffs(p: *const u64, nl: usize) -> [__m256i; 4] {
     unsafe {
-        let idx = _mm256_setr_epi64x(off, stride + off, 2 * stride + off, 3 * stride + off);
-        _mm256_mask_i64gather_epi64::<8>(_mm256_setzero_si256(), p as *const i64, idx, m)
+        let mut s = [_mm256_setzero_si256(); 4];
+        for (i, si) in s.iter_mut().enumerate().take(nl) {
+            *si = _mm256_loadu_si256(p.add(4 * i) as *const __m256i);
+        }
+        let t0 = _mm256_unpacklo_epi64(s[0], s[1]);
+        let t1 = _mm256_unpackhi_epi64(s[0], s[1]);
+        let t2 = _mm256_unpacklo_epi64(s[2], s[3]);
+        let t3 = _mm256_unpackhi_epi64(s[2], s[3]);
+        [
+            _mm256_permute2x128_si256::<0x20>(t0, t2),
+            _mm256_permute2x128_si256::<0x20>(t1, t3),
+            _mm256_permute2x128_si256::<0x31>(t0, t2),
+            _mm256_permute2x128_si256::<0x31>(t1, t3),
+        ]
     }
 }
 
@@ -216,8 +238,8 @@ unsafe fn token_slots_imp(
     let (rows, levels) = (shape.rows, shape.levels);
     let lr = levels * rows;
     assert!(bucket.len() >= lr && sign.len() >= rows && slot.len() >= lr && slot_sign.len() >= lr);
-    // SAFETY: every gather and store is masked to rows < `rows` of a
-    // (level, row) block inside the lengths asserted above.
+    // SAFETY: every load and store is masked (or guarded) to rows < `rows`
+    // of a (level, row) block inside the lengths asserted above.
     unsafe {
         // Signs: lanes = rows, one key.
         let x = splat(hash::key(j));
@@ -225,14 +247,9 @@ unsafe fn token_slots_imp(
         let sp = sign.as_ptr() as *const u64;
         let mut r = 0;
         while r < rows {
-            let (m64, m32) = lane_masks((rows - r).min(4));
-            let p = sp.add(4 * r);
-            let c = [
-                gather(p, 4, 0, m64),
-                gather(p, 4, 1, m64),
-                gather(p, 4, 2, m64),
-                gather(p, 4, 3, m64),
-            ];
+            let nl = (rows - r).min(4);
+            let m32 = lane_mask32(nl);
+            let c = load_sign_coeffs(sp.add(4 * r), nl);
             _mm_maskstore_ps(
                 slot_sign.as_mut_ptr().add(r),
                 m32,
@@ -245,7 +262,10 @@ unsafe fn token_slots_imp(
         }
         // Buckets: lanes = rows of one level (same key, same b).
         let bp = bucket.as_ptr() as *const u64;
-        let lane = _mm256_setr_epi64x(0, 1, 2, 3);
+        // Row offsets of the lanes in `load_ac` order, and the packing
+        // that restores row order: 32-bit words 0, 4, 2, 6.
+        let lane = _mm256_setr_epi64x(0, 2, 1, 3);
+        let unperm = _mm256_setr_epi32(0, 4, 2, 6, 0, 0, 0, 0);
         for l in 0..levels {
             let b = shape.buckets_at(l) as u64;
             let bv = splat(b);
@@ -254,21 +274,17 @@ unsafe fn token_slots_imp(
             let base = shape.cell(l, 0, 0) as u64;
             let mut r = 0;
             while r < rows {
-                let (m64, m32) = lane_masks((rows - r).min(4));
-                let p = bp.add(2 * (l * rows + r));
-                let a = gather(p, 2, 0, m64);
-                let c = gather(p, 2, 1, m64);
+                let nl = (rows - r).min(4);
+                let m32 = lane_mask32(nl);
+                let (a, c) = load_ac(bp.add(2 * (l * rows + r)), nl);
                 let v = addmod(mulmod(a, _mm256_srli_epi64::<32>(a), x, x1), c);
                 // cell = base + (r + lane) b + bucket (< 2^32: Dyadic::new checks cells).
                 let cell = _mm256_add_epi64(
                     _mm256_add_epi64(splat(base + r as u64 * b), _mm256_mul_epu32(lane, bv)),
                     range(v, bv),
                 );
-                _mm_maskstore_epi32(
-                    slot.as_mut_ptr().add(l * rows + r) as *mut i32,
-                    m32,
-                    pack4(cell),
-                );
+                let packed = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(cell, unperm));
+                _mm_maskstore_epi32(slot.as_mut_ptr().add(l * rows + r) as *mut i32, m32, packed);
                 r += 4;
             }
         }
@@ -397,7 +413,7 @@ unsafe fn median_imp(v: &mut [f64], rows: usize, out: &mut [f64]) {
 }
 
 /// Sorts groups `0..4 floor(m/4)` (4 per vector, `R` planes) with the
-/// transposition network on ord keys, writes their medians; returns the
+/// comparator network on ord keys, writes their medians; returns the
 /// first group not done.
 #[inline(always)]
 unsafe fn median_net<const R: usize>(vp: *mut f64, m: usize, op: *mut f64) -> usize {
@@ -408,17 +424,12 @@ unsafe fn median_net<const R: usize>(vp: *mut f64, m: usize, op: *mut f64) -> us
             for (r, kr) in k.iter_mut().enumerate() {
                 *kr = ord4(_mm256_loadu_si256(vp.add(r * m + i) as *const __m256i));
             }
-            // Odd-even transposition network (see `transposition_sort`).
-            for round in 0..R {
-                let mut a = round % 2;
-                while a + 1 < R {
-                    let (x, y) = (k[a], k[a + 1]);
-                    let gt = _mm256_cmpgt_epi64(x, y);
-                    k[a] = _mm256_blendv_epi8(x, y, gt);
-                    k[a + 1] = _mm256_blendv_epi8(y, x, gt);
-                    a += 2;
-                }
-            }
+            sort_network(&mut k, |k, a, b| {
+                let (x, y) = (k[a], k[b]);
+                let gt = _mm256_cmpgt_epi64(x, y);
+                k[a] = _mm256_blendv_epi8(x, y, gt);
+                k[b] = _mm256_blendv_epi8(y, x, gt);
+            });
             let mut val = [_mm256_setzero_pd(); R];
             for r in 0..R {
                 let s = ord4(k[r]);

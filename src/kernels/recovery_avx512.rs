@@ -15,7 +15,9 @@
 //! AVX-512 table, which `Kernels::for_level` hands out only when the CPU
 //! has them: the safety argument of the wrappers.
 
-use super::recovery_common::{by_rows, median_group, median_shape, scan_scalar, top_k_with};
+use super::recovery_common::{
+    by_rows, median_group, median_shape, scan_scalar, sort_network, top_k_with,
+};
 use super::recovery_portable::level_key;
 use crate::recovery::hash::{self, BucketHash, SignHash, P61};
 use crate::recovery::Shape;
@@ -195,6 +197,23 @@ unsafe fn gather(p: *const u64, stride: i64, off: i64, k: __mmask8) -> __m512i {
     }
 }
 
+/// `(a, c)` of the bucket functions `p[0..nl]` (`nl <= 8`, AoS `[a, c]`
+/// pairs), lanes in order: two masked loads and an even/odd permute.
+#[inline(always)]
+unsafe fn load_ac(p: *const u64, nl: usize) -> (__m512i, __m512i) {
+    unsafe {
+        let n2 = 2 * nl;
+        let v0 = _mm512_maskz_loadu_epi64(m8(n2.min(8)), p as *const i64);
+        let v1 = _mm512_maskz_loadu_epi64(m8(n2.saturating_sub(8)), p.add(8) as *const i64);
+        let even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        let odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+        (
+            _mm512_permutex2var_epi64(v0, even, v1),
+            _mm512_permutex2var_epi64(v0, odd, v1),
+        )
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma")]
 unsafe fn token_slots_imp(
     bucket: &[BucketHash],
@@ -237,9 +256,7 @@ unsafe fn token_slots_imp(
             let x1 = _mm512_srli_epi64::<32>(x);
             let base = shape.cell(l, 0, 0) as u64;
             each8(rows, |r, k| {
-                let p = bp.add(2 * (l * rows + r));
-                let a = gather(p, 2, 0, k);
-                let c = gather(p, 2, 1, k);
+                let (a, c) = load_ac(bp.add(2 * (l * rows + r)), k.count_ones() as usize);
                 let v = addmod(mulmod(a, _mm512_srli_epi64::<32>(a), x, x1), c);
                 // cell = base + (r + lane) b + bucket (< 2^32: Dyadic::new checks cells).
                 let cell = _mm512_add_epi64(
@@ -364,7 +381,7 @@ unsafe fn median_imp(v: &mut [f64], rows: usize, out: &mut [f64]) {
 }
 
 /// Sorts all `m` groups (8 per vector, the last block masked) with the
-/// transposition network on ord keys and writes their medians; returns `m`.
+/// comparator network on ord keys and writes their medians; returns `m`.
 #[inline(always)]
 unsafe fn median_net<const R: usize>(vp: *mut f64, m: usize, op: *mut f64) -> usize {
     unsafe {
@@ -378,16 +395,11 @@ unsafe fn median_net<const R: usize>(vp: *mut f64, m: usize, op: *mut f64) -> us
                     vp.add(r * m + i) as *const i64,
                 ));
             }
-            // Odd-even transposition network (see `transposition_sort`).
-            for round in 0..R {
-                let mut a = round % 2;
-                while a + 1 < R {
-                    let (x, y) = (k[a], k[a + 1]);
-                    k[a] = _mm512_min_epi64(x, y);
-                    k[a + 1] = _mm512_max_epi64(x, y);
-                    a += 2;
-                }
-            }
+            sort_network(&mut k, |k, a, b| {
+                let (x, y) = (k[a], k[b]);
+                k[a] = _mm512_min_epi64(x, y);
+                k[b] = _mm512_max_epi64(x, y);
+            });
             let mut val = [_mm512_setzero_pd(); R];
             for r in 0..R {
                 let s = ord8(k[r]);

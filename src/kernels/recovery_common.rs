@@ -177,20 +177,50 @@ macro_rules! by_rows {
 }
 pub(super) use by_rows;
 
-/// Odd-even transposition network on `R` keys: `R` rounds of disjoint
-/// compare-exchanges `(b, b+1)`, `b` of the round's parity; sorts any input
-/// (`R (R-1) / 2` comparators, depth `R`). `cx(k, a, b)` must leave
-/// `(min, max)` in `(k[a], k[b])`.
+/// Applies the comparators `(a, b)` in sequence, as straight-line code
+/// (constant indices: the keys stay in registers).
+macro_rules! comparators {
+    ($cx:ident, $k:ident; $(($a:literal, $b:literal)),* $(,)?) => {
+        $( $cx($k, $a, $b); )*
+    };
+}
+
+/// Sorts `R` keys with a fixed comparator network. For the row counts the
+/// sketches use, a best known (size-optimal) network: 9 (output sketch,
+/// 25 comparators instead of 36), 7 (key sketch, 16), and 5 (9). Otherwise
+/// odd-even transposition: `R` rounds of disjoint compare-exchanges
+/// `(b, b+1)`, `b` of the round's parity (`R (R-1) / 2` comparators, depth
+/// `R`; sorts any input). `cx(k, a, b)` must leave `(min, max)` in
+/// `(k[a], k[b])`. All are checked on every 0-1 input (which proves them,
+/// by the 0-1 principle) in `tests/recovery_kernels.rs`.
 #[inline(always)]
-pub(super) fn transposition_sort<T, const R: usize>(
+pub(super) fn sort_network<T, const R: usize>(
     k: &mut [T; R],
     cx: impl Fn(&mut [T; R], usize, usize),
 ) {
-    for round in 0..R {
-        let mut b = round % 2;
-        while b + 1 < R {
-            cx(k, b, b + 1);
-            b += 2;
+    match R {
+        5 => {
+            comparators!(cx, k; (0, 3), (1, 4), (0, 2), (1, 3), (0, 1), (2, 4), (1, 2), (3, 4), (2, 3));
+        }
+        7 => {
+            comparators!(cx, k;
+                (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
+                (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6));
+        }
+        9 => {
+            comparators!(cx, k;
+                (0, 3), (1, 7), (2, 5), (4, 8), (0, 7), (2, 4), (3, 8), (5, 6), (0, 2),
+                (1, 3), (4, 5), (7, 8), (1, 4), (3, 6), (5, 7), (0, 1), (2, 4), (3, 5),
+                (6, 8), (2, 3), (4, 5), (6, 7), (1, 2), (3, 4), (5, 6));
+        }
+        _ => {
+            for round in 0..R {
+                let mut b = round % 2;
+                while b + 1 < R {
+                    cx(k, b, b + 1);
+                    b += 2;
+                }
+            }
         }
     }
 }

@@ -3,19 +3,21 @@
 //! - Hashes: scalar `u128` arithmetic, as `recovery::hash` (one `mul` per
 //!   64x64 product; `wide` 1.7 exposes no 32x32->64 widening lane multiply,
 //!   so a vector version would be four emulated multiplies per product).
-//! - `scatter_add`, `project_dot`: `wide::f32x8` / `wide::f64x4` over the
-//!   bucket width.
-//! - `median`: `wide::i64x4` min/max transposition network on total-order
-//!   keys, four groups per vector (rows <= 16; more rows sort per group).
+//! - `scatter_add`: the scalar loop (LLVM vectorizes it); `project_dot`:
+//!   f64 products in 8 partial sums on `wide::f64x4`.
+//! - `median`: four groups at a time, a comparator network
+//!   (`sort_network`) on total-order keys with scalar `i64` min/max
+//!   (branch-free; `wide::i64x4` compares are emulated without SSE4.2 and
+//!   measured 2x slower).
 //! - `top_k`: heap driver of `recovery_common` with a `wide::f64x4` scan.
 
 use super::recovery_common::{
-    by_rows, from_ord_key, median_group, median_shape, ord_key, scan_scalar, top_k_with,
-    transposition_sort,
+    by_rows, from_ord_key, median_group, median_shape, ord_key, scan_scalar, sort_network,
+    top_k_with,
 };
 use crate::recovery::hash::{BucketHash, SignHash};
 use crate::recovery::{Shape, FANOUT_BITS};
-use wide::{f32x8, f64x4, i64x4};
+use wide::f64x4;
 
 /// `out[i] = h(keys[i])` among `b` buckets.
 pub fn buckets(h: &BucketHash, b: u32, keys: &[u64], out: &mut [u32]) {
@@ -31,7 +33,8 @@ pub fn signs(s: &SignHash, keys: &[u64], out: &mut [f32]) {
     }
 }
 
-/// Cells and signs of token `j` in every `(level, row)`.
+/// Cells and signs of token `j` in every `(level, row)`: the scalar
+/// `recovery::kernels::token_slots`.
 pub fn token_slots(
     bucket: &[BucketHash],
     sign: &[SignHash],
@@ -40,22 +43,7 @@ pub fn token_slots(
     slot: &mut [u32],
     slot_sign: &mut [f32],
 ) {
-    let rows = shape.rows;
-    for (r, s) in sign.iter().take(rows).enumerate() {
-        slot_sign[r] = s.sign(j);
-    }
-    for l in 1..shape.levels {
-        slot_sign.copy_within(0..rows, l * rows);
-    }
-    for l in 0..shape.levels {
-        let b = shape.buckets_at(l) as u32;
-        let key = level_key(j, l);
-        let base = shape.cell(l, 0, 0);
-        for r in 0..rows {
-            let i = l * rows + r;
-            slot[i] = (base + r * b as usize + bucket[i].bucket(key, b) as usize) as u32;
-        }
-    }
+    crate::recovery::kernels::token_slots(bucket, sign, shape, j, slot, slot_sign);
 }
 
 /// The key of token `j` at level `l`: `j >> 4 l` (0 past 64 bits).
@@ -69,33 +57,14 @@ pub(super) fn level_key(j: u64, l: usize) -> u64 {
     }
 }
 
-const L: usize = 8;
-
-#[inline(always)]
-fn ld(x: &[f32]) -> f32x8 {
-    let a: [f32; L] = x[..L].try_into().unwrap();
-    f32x8::from(a)
-}
-
-/// `y[slot[i] w ..][..w] += sign[i] * x` (mul then add: bitwise the scalar
-/// `recovery::kernels::scatter_add`).
+/// `y[slot[i] w ..][..w] += sign[i] * x`: the scalar loop, which LLVM
+/// vectorizes at the build's width (a `wide::f32x8` version measured 1.4x
+/// slower at w = 16: the 8-lane loads and stores go through arrays).
 pub fn scatter_add(y: &mut [f32], w: usize, slot: &[u32], sign: &[f32], x: &[f32]) {
-    let x = &x[..w];
-    for (&c, &s) in slot.iter().zip(sign) {
-        let row = &mut y[c as usize * w..(c as usize + 1) * w];
-        let vs = f32x8::splat(s);
-        let mut i = 0;
-        while i + L <= w {
-            let r = ld(&row[i..]) + vs * ld(&x[i..]);
-            row[i..i + L].copy_from_slice(&r.to_array());
-            i += L;
-        }
-        while i < w {
-            row[i] += s * x[i];
-            i += 1;
-        }
-    }
+    crate::recovery::kernels::scatter_add(y, w, slot, sign, &x[..w]);
 }
+
+const L: usize = 8;
 
 /// `out[c] = sum_i y[c w + i] f_i` in f64 (8 partial sums, then the tail).
 pub fn project_dot(y: &[f32], w: usize, f: &[f32], out: &mut [f64]) {
@@ -129,31 +98,41 @@ pub fn median(v: &mut [f64], rows: usize, out: &mut [f64]) {
     }
 }
 
-/// Sorts and takes the medians of the groups `0..4 floor(m/4)`; returns
-/// the first group left to the scalar path.
+/// Sorts the groups `0..4 floor(m/4)`, four at a time (four independent
+/// comparator chains), with the comparator network on ord keys (scalar
+/// `i64` min/max: branch-free; `wide::i64x4` compares are emulated without
+/// SSE4.2 and measured 2x slower) and writes their medians; returns the
+/// first group left to the scalar path.
 #[inline(always)]
 fn median_net<const R: usize>(v: &mut [f64], m: usize, out: &mut [f64]) -> usize {
     let mut i = 0;
     while i + 4 <= m {
-        let mut k: [i64x4; R] = core::array::from_fn(|r| {
-            i64x4::new(core::array::from_fn(|l| ord_key(v[r * m + i + l])))
-        });
-        transposition_sort(&mut k, |k, a, b| {
-            let (x, y) = (k[a], k[b]);
-            k[a] = x.min(y);
-            k[b] = x.max(y);
-        });
-        for (r, kr) in k.iter().enumerate() {
-            for (l, &e) in kr.to_array().iter().enumerate() {
-                v[r * m + i + l] = from_ord_key(e);
+        let mut k: [[i64; 4]; R] = [[0; 4]; R];
+        for (r, kr) in k.iter_mut().enumerate() {
+            let src = &v[r * m + i..r * m + i + 4];
+            for (e, &x) in kr.iter_mut().zip(src) {
+                *e = ord_key(x);
             }
         }
+        sort_network(&mut k, |k, a, b| {
+            for l in 0..4 {
+                let (x, y) = (k[a][l], k[b][l]);
+                k[a][l] = x.min(y);
+                k[b][l] = x.max(y);
+            }
+        });
+        for (r, kr) in k.iter().enumerate() {
+            let dst = &mut v[r * m + i..r * m + i + 4];
+            for (d, &e) in dst.iter_mut().zip(kr) {
+                *d = from_ord_key(e);
+            }
+        }
+        let h = R / 2;
         for l in 0..4 {
-            let h = R / 2;
             out[i + l] = if R % 2 == 1 {
-                v[h * m + i + l]
+                from_ord_key(k[h][l])
             } else {
-                0.5 * (v[(h - 1) * m + i + l] + v[h * m + i + l])
+                0.5 * (from_ord_key(k[h - 1][l]) + from_ord_key(k[h][l]))
             };
         }
         i += 4;
