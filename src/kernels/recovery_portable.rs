@@ -115,10 +115,12 @@ fn median_net<const R: usize>(v: &mut [f64], m: usize, out: &mut [f64]) -> usize
             }
         }
         sort_network(&mut k, |k, a, b| {
-            for l in 0..4 {
-                let (x, y) = (k[a][l], k[b][l]);
-                k[a][l] = x.min(y);
-                k[b][l] = x.max(y);
+            // Every comparator has a < b.
+            let (lo, hi) = k.split_at_mut(b);
+            for (x, y) in lo[a].iter_mut().zip(hi[0].iter_mut()) {
+                let (p, q) = (*x, *y);
+                *x = p.min(q);
+                *y = p.max(q);
             }
         });
         for (r, kr) in k.iter().enumerate() {
