@@ -15,9 +15,6 @@
 //! total order with the same ranking, so the top k are unique: the `k`
 //! largest `comp`.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 /// `ord(x)`: the `i64` whose signed order is `f64::total_cmp`.
 #[inline(always)]
 pub(super) fn ord_key(x: f64) -> i64 {
@@ -86,7 +83,7 @@ fn comp_value(c: u128) -> f64 {
 }
 
 /// Below `n < SORT_BELOW * k` the driver sorts everything instead of
-/// streaming through a heap.
+/// streaming through a candidate buffer.
 const SORT_BELOW: usize = 8;
 
 /// Indices of the `k` largest scores (reference order, see the module doc).
@@ -96,8 +93,10 @@ const SORT_BELOW: usize = 8;
 /// `score.len()` if there is none. It is a superset filter: every index
 /// that can enter the current top k passes it (`comp(i) > min comp` implies
 /// `score[i] >= thr` numerically, since indices grow), and the exact test is
-/// made here. Cost: `O(n)` vector compares plus `O(k log(n/k))` expected
-/// heap updates in random order.
+/// made here, against a buffer of up to `2k` candidates that is cut back
+/// to its `k` best (`select_nth`, `O(k)`) when full. Cost: `O(n)` vector
+/// compares plus `O(k log(n/k))` expected candidates in random order, each
+/// `O(1)` amortized; `O(n)` worst case (ascending scores).
 #[inline(always)]
 pub(super) fn top_k_with(
     score: &[f64],
@@ -117,9 +116,12 @@ pub(super) fn top_k_with(
             best.truncate(k);
         }
     } else {
-        let first: Vec<Reverse<u128>> = (0..k).map(|i| Reverse(comp(score, i))).collect();
-        let mut heap = BinaryHeap::from(first);
-        let mut min = heap.peek().map_or(0, |r| r.0);
+        // Candidate buffer of up to 2k composites; `min` is the k-th largest
+        // at the last compaction (or the least of the first k), so every
+        // index it filters out has k larger composites.
+        best = Vec::with_capacity(2 * k);
+        best.extend((0..k).map(|i| comp(score, i)));
+        let mut min = best.iter().copied().min().unwrap_or(0);
         let mut i = k;
         loop {
             i = scan(score, i, comp_value(min));
@@ -128,14 +130,21 @@ pub(super) fn top_k_with(
             }
             let c = comp(score, i);
             if c > min {
-                if let Some(mut top) = heap.peek_mut() {
-                    *top = Reverse(c);
+                if best.len() == 2 * k {
+                    best.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+                    best.truncate(k);
+                    min = best[k - 1];
                 }
-                min = heap.peek().map_or(0, |r| r.0);
+                if c > min {
+                    best.push(c);
+                }
             }
             i += 1;
         }
-        best = heap.into_vec().into_iter().map(|r| r.0).collect();
+        if best.len() > k {
+            best.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+            best.truncate(k);
+        }
     }
     best.sort_unstable_by(|a, b| b.cmp(a));
     best.into_iter().map(|c| !(c as u64) as usize).collect()
