@@ -34,6 +34,13 @@ pub(super) static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     gemm,
+    rec_buckets: super::recovery_avx2::buckets,
+    rec_signs: super::recovery_avx2::signs,
+    rec_token_slots: super::recovery_avx2::token_slots,
+    rec_scatter_add: super::recovery_avx2::scatter_add,
+    rec_project_dot: super::recovery_avx2::project_dot,
+    rec_median: super::recovery_avx2::median,
+    rec_top_k: super::recovery_avx2::top_k,
 };
 
 /// Lanes per vector.

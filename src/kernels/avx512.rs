@@ -32,6 +32,13 @@ pub(super) static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     gemm,
+    rec_buckets: super::recovery_avx512::buckets,
+    rec_signs: super::recovery_avx512::signs,
+    rec_token_slots: super::recovery_avx512::token_slots,
+    rec_scatter_add: super::recovery_avx512::scatter_add,
+    rec_project_dot: super::recovery_avx512::project_dot,
+    rec_median: super::recovery_avx512::median,
+    rec_top_k: super::recovery_avx512::top_k,
 };
 
 /// Lanes per vector.

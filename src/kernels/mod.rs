@@ -13,6 +13,12 @@ mod avx2;
 mod avx512;
 mod level;
 pub mod portable;
+#[cfg(target_arch = "x86_64")]
+mod recovery_avx2;
+#[cfg(target_arch = "x86_64")]
+mod recovery_avx512;
+mod recovery_common;
+pub mod recovery_portable;
 
 pub use level::Level;
 
@@ -63,6 +69,42 @@ pub struct Kernels {
     /// m x n row-major). The sum over `p` is formed first and then added to C.
     /// Panics (caught at the C boundary) if a slice is too short for the shape.
     pub gemm: fn(shape: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]),
+    // ---- Recovery (CountSketch) kernels: `src/kernels/recovery_*.rs`,
+    // checked against `recovery::reference` in `tests/recovery_kernels.rs`.
+    // Hash coefficients lie in `[0, p)`, `p = 2^61 - 1`.
+    /// `out[i] = ((a key(keys[i]) + c) mod p) b >> 61`, `key(x) = x mod p`,
+    /// for `i < min(len)`: bitwise `hash::BucketHash::bucket`.
+    pub rec_buckets:
+        fn(h: &crate::recovery::hash::BucketHash, b: u32, keys: &[u64], out: &mut [u32]),
+    /// `out[i] = 1 - 2 ((c3 x^3 + c2 x^2 + c1 x + c0) mod p & 1)`,
+    /// `x = key(keys[i])`: bitwise `hash::SignHash::sign`.
+    pub rec_signs: fn(s: &crate::recovery::hash::SignHash, keys: &[u64], out: &mut [f32]),
+    /// Token `j`'s cells `slot[l R + r] = cell(l, r, h_{l,r}(j >> 4l))` and
+    /// signs `slot_sign[l R + r] = s_r(j)` (`recovery::kernels::token_slots`).
+    #[allow(clippy::type_complexity)]
+    pub rec_token_slots: fn(
+        bucket: &[crate::recovery::hash::BucketHash],
+        sign: &[crate::recovery::hash::SignHash],
+        shape: &crate::recovery::Shape,
+        j: u64,
+        slot: &mut [u32],
+        slot_sign: &mut [f32],
+    ),
+    /// `y[slot[i] w .. +w] += sign[i] * x` (one product, one add per element:
+    /// bitwise `recovery::kernels::scatter_add`). Panics on a slot past `y`.
+    #[allow(clippy::type_complexity)]
+    pub rec_scatter_add: fn(y: &mut [f32], w: usize, slot: &[u32], sign: &[f32], x: &[f32]),
+    /// `out[c] = sum_{i<w} y[c w + i] f_i` in f64 (exact products, summation
+    /// order per level: `|err| <= (w + 2) 2^-53 sum |y f|`).
+    pub rec_project_dot: fn(y: &[f32], w: usize, f: &[f32], out: &mut [f64]),
+    /// Planar medians: group `i < m = out.len()` is `v[r m + i]`, `r < rows`;
+    /// sorts each group in place in `f64::total_cmp` order and writes
+    /// `out[i]` = its middle value (odd `rows`) or `0.5 (lo + hi)` of the two
+    /// middle ones: bitwise `recovery::reference::median`.
+    pub rec_median: fn(v: &mut [f64], rows: usize, out: &mut [f64]),
+    /// Indices of the `k` largest scores, largest first, ties to the lower
+    /// index, NaN ranked as -inf: exactly `recovery::reference::top_k`.
+    pub rec_top_k: fn(score: &[f64], k: usize) -> Vec<usize>,
 }
 
 /// Shape and strides of one [`Kernels::gemm`] call.

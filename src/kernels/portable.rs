@@ -24,6 +24,13 @@ pub static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     gemm,
+    rec_buckets: super::recovery_portable::buckets,
+    rec_signs: super::recovery_portable::signs,
+    rec_token_slots: super::recovery_portable::token_slots,
+    rec_scatter_add: super::recovery_portable::scatter_add,
+    rec_project_dot: super::recovery_portable::project_dot,
+    rec_median: super::recovery_portable::median,
+    rec_top_k: super::recovery_portable::top_k,
 };
 
 const L: usize = 8;

@@ -25,8 +25,6 @@
 //! nodes survive a level. A token scores
 //! `x^_j = median_r s_r(j) ys[0, r, h_{0,r}(j)]`.
 
-use super::hash;
-use super::kernels::{median_rows, top_k};
 use super::sketch::{Dyadic, FANOUT, FANOUT_BITS};
 
 /// How the final candidates are ranked.
@@ -57,7 +55,11 @@ pub fn top_level(n: u64, levels: usize, beam: usize) -> usize {
 /// Up to `k` `(index, estimate)` pairs from the scalar sketch `ys` of `sk`
 /// over indices `0..n`, ranked by `rank`, best first. Zero (or, for
 /// `Positive`, non-positive) estimates are dropped.
+///
+/// Runs on the kernels of `sk` ([`Dyadic::kernels`]): batched hashes,
+/// planar medians (`vals[r * m + i]`: row `r` of candidate `i`) and top-k.
 pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64, f64)> {
+    let kern = sk.kernels();
     let sh = *sk.shape();
     debug_assert_eq!(ys.len(), sh.cells());
     if n == 0 || k == 0 {
@@ -72,29 +74,28 @@ pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64
     let mut vals: Vec<f64> = Vec::new();
     for l in (1..=top).rev() {
         if cands.len() > sh.beam {
-            // Squares of the node's bucket in every row: vals[i * rows + r].
+            // Squares of the node's bucket in every row: plane r, vals[r * m + i].
             let m = cands.len();
             bk.resize(m, 0);
             vals.clear();
             vals.resize(m * sh.rows, 0.0);
-            for r in 0..sh.rows {
-                hash::buckets(sk.bucket_hash(l, r), b, &cands, &mut bk);
+            for (r, plane) in vals.chunks_exact_mut(m).enumerate() {
+                (kern.rec_buckets)(sk.bucket_hash(l, r), b, &cands, &mut bk);
                 let base = sh.cell(l, r, 0);
-                for (i, &c) in bk.iter().enumerate() {
+                for (o, &c) in plane.iter_mut().zip(&bk) {
                     let v = ys[base + c as usize];
-                    vals[i * sh.rows + r] = v * v;
+                    *o = v * v;
                 }
             }
             // Sorted per node; median (robust to collisions) and second
             // largest (robust to two heavies cancelling in some rows).
             score.clear();
             score.resize(m, 0.0);
-            median_rows(&mut vals, sh.rows, &mut score);
-            let second: Vec<f64> = (0..m)
-                .map(|i| vals[i * sh.rows + sh.rows.saturating_sub(2)])
-                .collect();
-            let mut keep = top_k(&score, sh.beam);
-            keep.extend(top_k(&second, sh.beam));
+            (kern.rec_median)(&mut vals, sh.rows, &mut score);
+            let r2 = sh.rows.saturating_sub(2);
+            let second = &vals[r2 * m..(r2 + 1) * m];
+            let mut keep = (kern.rec_top_k)(&score, sh.beam);
+            keep.extend((kern.rec_top_k)(second, sh.beam));
             keep.sort_unstable();
             keep.dedup();
             cands = keep.iter().map(|&i| cands[i]).collect();
@@ -116,21 +117,21 @@ pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64
     let mut sg = vec![0.0f32; m];
     vals.clear();
     vals.resize(m * rows, 0.0);
-    for r in 0..rows {
-        hash::buckets(sk.bucket_hash(0, r), b0, &cands, &mut bk);
-        hash::signs(sk.sign_hash(r), &cands, &mut sg);
+    for (r, plane) in vals.chunks_exact_mut(m.max(1)).enumerate() {
+        (kern.rec_buckets)(sk.bucket_hash(0, r), b0, &cands, &mut bk);
+        (kern.rec_signs)(sk.sign_hash(r), &cands, &mut sg);
         let base = sh.cell(0, r, 0);
-        for i in 0..m {
-            vals[i * rows + r] = sg[i] as f64 * ys[base + bk[i] as usize];
+        for ((o, &c), &s) in plane.iter_mut().zip(&bk).zip(&sg) {
+            *o = s as f64 * ys[base + c as usize];
         }
     }
     let mut est = vec![0.0f64; m];
-    median_rows(&mut vals, rows, &mut est);
+    (kern.rec_median)(&mut vals, rows, &mut est);
     let key: Vec<f64> = match rank {
         Rank::Magnitude => est.iter().map(|e| e.abs()).collect(),
         Rank::Positive => est.clone(),
     };
-    top_k(&key, k)
+    (kern.rec_top_k)(&key, k)
         .into_iter()
         .filter(|&i| key[i] > 0.0)
         .map(|i| (cands[i], est[i]))

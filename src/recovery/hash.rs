@@ -49,7 +49,12 @@ pub fn key(x: u64) -> u64 {
 }
 
 /// One bucket function `h(x) = ((a x + c) mod p) * b >> 61`.
+///
+/// `repr(C)` (`[a, c]`): the SIMD kernels load the coefficients of several
+/// functions with strided gathers. Coefficients must lie in `[0, p)` (as
+/// [`SeedStream`] draws them): every implementation relies on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct BucketHash {
     /// Multiplier, uniform in `Z_p`.
     pub a: u64,
@@ -67,7 +72,9 @@ impl BucketHash {
 }
 
 /// One sign function: a degree-3 polynomial over `Z_p`, parity bit.
+/// `repr(C)` (`[c0, c1, c2, c3]`), coefficients in `[0, p)`, as [`BucketHash`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct SignHash {
     /// `c0, c1, c2, c3`, uniform in `Z_p`.
     pub c: [u64; 4],

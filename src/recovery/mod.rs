@@ -30,6 +30,7 @@ pub use sketch::{Dyadic, Shape, FANOUT, FANOUT_BITS};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::kernels::Kernels;
 
 /// Default `max_tokens` hint: 2^32 token indices.
 pub const DEFAULT_MAX_TOKENS: u64 = 1 << 32;
@@ -112,14 +113,26 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// The sketches `cfg` asks for (`t` = feature count).
+    /// The sketches `cfg` asks for (`t` = feature count), with the kernels
+    /// of [`Kernels::detect`].
     pub fn new(cfg: &Config, t: usize) -> Result<Self> {
+        Self::with_kernels(cfg, t, Kernels::detect())
+    }
+
+    /// As [`Recorder::new`], recording and decoding with `kern` (a handle
+    /// passes its own level's table).
+    pub fn with_kernels(cfg: &Config, t: usize, kern: &'static Kernels) -> Result<Self> {
+        let make = |s: Shape, domain| {
+            let mut d = Dyadic::new(s, cfg.seed, domain)?;
+            d.set_kernels(kern);
+            Ok::<_, crate::error::Error>(d)
+        };
         Ok(Recorder {
             out: output_shape(cfg)
-                .map(|s| Dyadic::new(s, cfg.seed, DOMAIN_OUTPUT))
+                .map(|s| make(s, DOMAIN_OUTPUT))
                 .transpose()?,
             keys: key_shape(cfg, t)
-                .map(|s| Dyadic::new(s, cfg.seed, DOMAIN_KEYS))
+                .map(|s| make(s, DOMAIN_KEYS))
                 .transpose()?,
         })
     }

@@ -20,8 +20,8 @@
 //! hash coefficients).
 
 use super::hash::{BucketHash, SeedStream, SignHash};
-use super::kernels;
 use crate::error::{try_vec, Error, Result};
+use crate::kernels::Kernels;
 
 /// log2 of the tree's fanout.
 pub const FANOUT_BITS: u32 = 4;
@@ -74,6 +74,16 @@ impl Shape {
     }
 }
 
+/// The kernel table a sketch records and decodes with (Debug shows the level).
+#[derive(Clone, Copy)]
+struct KernRef(&'static Kernels);
+
+impl core::fmt::Debug for KernRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Kernels({})", self.0.level.name())
+    }
+}
+
 /// A dyadic CountSketch with its hash functions and per-token scratch.
 #[derive(Clone, Debug)]
 pub struct Dyadic {
@@ -89,10 +99,13 @@ pub struct Dyadic {
     slot_sign: Vec<f32>,
     /// Indices recorded: one past the largest index seen.
     n: u64,
+    /// Hashing, bucket update and decode kernels (the owning handle's level).
+    kern: KernRef,
 }
 
 impl Dyadic {
-    /// An all-zero sketch; hash functions drawn from `(seed, domain)`.
+    /// An all-zero sketch; hash functions drawn from `(seed, domain)`;
+    /// kernels of [`Kernels::detect`] (see [`Dyadic::set_kernels`]).
     pub fn new(shape: Shape, seed: u64, domain: u64) -> Result<Self> {
         if shape.levels == 0
             || shape.rows == 0
@@ -122,7 +135,19 @@ impl Dyadic {
             slot: try_vec(shape.levels * shape.rows, 0)?,
             slot_sign: try_vec(shape.levels * shape.rows, 0.0)?,
             n: 0,
+            kern: KernRef(Kernels::detect()),
         })
+    }
+
+    /// Records and decodes with `kern` from now on (every level gives the
+    /// same cells up to float rounding of the sums, and the same hashes).
+    pub fn set_kernels(&mut self, kern: &'static Kernels) {
+        self.kern = KernRef(kern);
+    }
+
+    /// The kernel table in use.
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kern.0
     }
 
     /// The dimensions.
@@ -180,7 +205,8 @@ impl Dyadic {
     /// Allocates nothing.
     pub fn record(&mut self, j: u64, x: &[f32]) {
         debug_assert_eq!(x.len(), self.shape.width);
-        kernels::token_slots(
+        let k = self.kern.0;
+        (k.rec_token_slots)(
             &self.bucket,
             &self.sign,
             &self.shape,
@@ -188,7 +214,7 @@ impl Dyadic {
             &mut self.slot,
             &mut self.slot_sign,
         );
-        kernels::scatter_add(
+        (k.rec_scatter_add)(
             &mut self.y,
             self.shape.width,
             &self.slot,

@@ -143,7 +143,7 @@ impl Sketch {
             fallbacks: AtomicU64::new(0),
             poisoned: false,
             hybrid,
-            rec: crate::recovery::Recorder::new(cfg, t)?,
+            rec: crate::recovery::Recorder::with_kernels(cfg, t, kern)?,
         })
     }
 

@@ -108,7 +108,7 @@ impl Sketch {
         let mu = den as f64 / n as f64;
         phiq[0] -= mu as f32;
         let mut ys = crate::error::try_vec(sh.cells(), 0.0f64)?;
-        kernels::project_dot(sk.cells(), sh.width, &phiq, &mut ys);
+        (sk.kernels().rec_project_dot)(sk.cells(), sh.width, &phiq, &mut ys);
         let inv = 1.0 / den as f64;
         Ok(decode(sk, &ys, n, k as usize, Rank::Positive)
             .into_iter()
