@@ -34,7 +34,6 @@ fn kernels(c: &mut Criterion) {
     let mut dm = vecf(t * DV, 3);
     let phik = vecf(t, 4);
     let phiq = vecf(t, 5);
-    let v = vecf(DV, 6);
     let mut acc = vec![0.0f32; DV];
     let mut out = vec![0.0f32; t];
     let zs = vecf(t, 7);
@@ -51,13 +50,6 @@ fn kernels(c: &mut Criterion) {
         g.throughput(Throughput::Bytes((4 * t) as u64));
         g.bench_function(BenchmarkId::new("expand", name), |b| {
             b.iter(|| (k.expand)(&map, black_box(&x), &mut out))
-        });
-        g.throughput(Throughput::Bytes((12 * t * DV) as u64));
-        g.bench_function(BenchmarkId::new("absorb_query", name), |b| {
-            b.iter(|| (k.absorb_query)(&s, &mut dm, &phik, black_box(&v), &phiq, &mut acc))
-        });
-        g.bench_function(BenchmarkId::new("absorb", name), |b| {
-            b.iter(|| (k.absorb)(&mut dm, &phik, black_box(&v)))
         });
         g.throughput(Throughput::Bytes((4 * t * DV) as u64));
         g.bench_function(BenchmarkId::new("query_s", name), |b| {
@@ -80,16 +72,17 @@ fn kernels(c: &mut Criterion) {
             b.iter(|| (k.gemm)(&sh, &stage, black_box(&vs), &mut dm))
         });
         g.throughput(Throughput::Bytes((8 * t * DV) as u64));
-        g.bench_function(BenchmarkId::new("query", name), |b| {
-            b.iter(|| (k.query)(&s, &dm, &phiq, &mut acc))
-        });
         g.bench_function(BenchmarkId::new("flush", name), |b| {
             let mut s2 = s.clone();
             b.iter(|| (k.flush)(&mut s2, &mut dm))
         });
-        g.throughput(Throughput::Bytes((16 * t) as u64));
-        g.bench_function(BenchmarkId::new("absorb_query_z", name), |b| {
-            b.iter(|| (k.absorb_query_z)(&zs, &mut zd, &phik, &phiq))
+        g.throughput(Throughput::Bytes((8 * t) as u64));
+        g.bench_function(BenchmarkId::new("query_zs", name), |b| {
+            b.iter(|| (k.query_zs)(&zs, black_box(&phiq)))
+        });
+        g.throughput(Throughput::Bytes((12 * t) as u64));
+        g.bench_function(BenchmarkId::new("absorb_z", name), |b| {
+            b.iter(|| (k.absorb_z)(&mut zd, black_box(&phik)))
         });
         g.throughput(Throughput::Bytes((4 * t * DV) as u64));
         g.bench_function(BenchmarkId::new("max_abs", name), |b| {

@@ -85,46 +85,6 @@ fn expand_and_weight_match_portable_bitwise() {
     }
 }
 
-/// f64 reference of the fused pass: new d and acc.
-fn ref_pass(
-    s: &[f32],
-    d: &[f32],
-    a: &[f32],
-    v: &[f32],
-    b: &[f32],
-    acc0: &[f32],
-    upd: bool,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let dv = v.len();
-    let t = a.len();
-    let mut nd: Vec<f64> = to64(d);
-    let mut acc: Vec<f64> = to64(acc0);
-    let mut mag: Vec<f64> = acc0.iter().map(|x| x.abs() as f64).collect();
-    for i in 0..t {
-        for c in 0..dv {
-            if upd {
-                nd[i * dv + c] += a[i] as f64 * v[c] as f64;
-            }
-            let m = s[i * dv + c] as f64 + nd[i * dv + c];
-            acc[c] += b[i] as f64 * m;
-            mag[c] += (b[i] as f64 * m).abs() + (b[i] as f64 * s[i * dv + c] as f64).abs();
-        }
-    }
-    (nd, acc, mag)
-}
-
-fn check_d(level: Level, got: &[f32], want: &[f64], d0: &[f32], a: &[f32], v: &[f32]) {
-    let dv = v.len();
-    for (j, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let (i, c) = (j / dv, j % dv);
-        let tol = 2.0 * U * (d0[j].abs() as f64 + (a[i] as f64 * v[c] as f64).abs()) + 1e-35;
-        assert!(
-            (g as f64 - w).abs() <= tol,
-            "{level:?} dv={dv} d[{i},{c}]: {g} vs {w}"
-        );
-    }
-}
-
 fn check_acc(level: Level, what: &str, got: &[f32], want: &[f64], mag: &[f64], t: usize) {
     for (c, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
         let tol = (t as f64 + 3.0) * 2.0 * U * m + 1e-35;
@@ -136,92 +96,69 @@ fn check_acc(level: Level, what: &str, got: &[f32], want: &[f64], mag: &[f64], t
     }
 }
 
+/// `acc += sum_i phiq_i s_i` (the read of a push) against f64, every width
+/// 1..=130 (all lane remainders and more than one column block), every level.
 #[test]
-fn m_passes_match_reference_all_widths() {
+fn query_s_matches_reference_all_widths() {
     let mut rng = Rng(22);
     for dv in 1..=130usize {
         for &t in &[1usize, 5, 33] {
             let s = rng.vec(t * dv, 4.0);
-            let d0 = rng.vec(t * dv, 1e-3);
-            let a = rng.vec(t, 1.0);
             let b = rng.vec(t, 1.0);
-            let v = rng.vec(dv, 2.0);
             let acc0 = rng.vec(dv, 0.5);
-            let (nd_ref, acc_ref, mag) = ref_pass(&s, &d0, &a, &v, &b, &acc0, true);
-            let (_, q_ref, qmag) = ref_pass(&s, &d0, &a, &v, &b, &acc0, false);
-            // portable as one more level under test
+            let mut want = to64(&acc0);
+            let mut mag: Vec<f64> = acc0.iter().map(|x| x.abs() as f64).collect();
+            for i in 0..t {
+                for c in 0..dv {
+                    let x = b[i] as f64 * s[i * dv + c] as f64;
+                    want[c] += x;
+                    mag[c] += x.abs();
+                }
+            }
             let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
             all.extend(levels());
-            let mut port_acc = None;
+            let mut port = None;
             for k in all {
-                let lv = k.level;
-                // fused
-                let mut d = d0.clone();
                 let mut acc = acc0.clone();
-                (k.absorb_query)(&s, &mut d, &a, &v, &b, &mut acc);
-                check_d(lv, &d, &nd_ref, &d0, &a, &v);
-                check_acc(lv, "absorb_query", &acc, &acc_ref, &mag, t);
-                match &port_acc {
-                    None => port_acc = Some(acc.clone()),
-                    Some(p) => check_acc(lv, "vs portable", &acc, &to64(p), &mag, 2 * t),
+                (k.query_s)(&s, &b, &mut acc);
+                check_acc(k.level, "query_s", &acc, &want, &mag, t);
+                match &port {
+                    None => port = Some(acc.clone()),
+                    Some(p) => check_acc(k.level, "vs portable", &acc, &to64(p), &mag, 2 * t),
                 }
-                // absorb only
-                let mut d2 = d0.clone();
-                (k.absorb)(&mut d2, &a, &v);
-                check_d(lv, &d2, &nd_ref, &d0, &a, &v);
-                // query only (read-only)
-                let mut acc2 = acc0.clone();
-                (k.query)(&s, &d0, &b, &mut acc2);
-                check_acc(lv, "query", &acc2, &q_ref, &qmag, t);
             }
         }
     }
 }
 
+/// `(den, mag)` of `query_zs` and `zd += phik` of `absorb_z` against f64 /
+/// portable for every length 0..=300.
 #[test]
-fn z_passes_match_reference_all_lengths() {
+fn z_kernels_match_reference_all_lengths() {
     let mut rng = Rng(33);
     for n in 0..=300usize {
         let zs = rng.vec(n, 50.0);
         let zd0 = rng.vec(n, 1e-2);
         let phik = rng.vec(n, 1.0);
         let phiq = rng.vec(n, 1.0);
-        let (mut den_u, mut mag_u, mut den_q, mut mag_q, mut sum_abs) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut den_q, mut mag_q) = (0.0, 0.0);
         for i in 0..n {
-            let nd = zd0[i] as f64 + phik[i] as f64;
-            let tu = phiq[i] as f64 * (zs[i] as f64 + nd);
-            let tq = phiq[i] as f64 * (zs[i] as f64 + zd0[i] as f64);
-            den_u += tu;
-            mag_u += tu.abs();
+            let tq = phiq[i] as f64 * zs[i] as f64;
             den_q += tq;
             mag_q += tq.abs();
-            sum_abs += (phiq[i] as f64 * zs[i] as f64).abs() + tu.abs() + tq.abs();
         }
-        let tol = (n as f64 + 3.0) * 2.0 * U * sum_abs + 1e-35;
+        let tol = (n as f64 + 3.0) * 2.0 * U * mag_q + 1e-35;
+        let mut zd_p = zd0.clone();
+        portable::absorb_z(&mut zd_p, &phik);
         let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
         all.extend(levels());
         for k in all {
-            let mut zd = zd0.clone();
-            let (den, mag) = (k.absorb_query_z)(&zs, &mut zd, &phik, &phiq);
-            assert!((den as f64 - den_u).abs() <= tol, "{:?} n={n} den", k.level);
-            assert!((mag as f64 - mag_u).abs() <= tol, "{:?} n={n} mag", k.level);
-            let mut zd_p = zd0.clone();
-            portable::absorb_z(&mut zd_p, &phik);
-            assert_eq!(bits(&zd), bits(&zd_p), "{:?} n={n} zd", k.level);
             let mut zd2 = zd0.clone();
             (k.absorb_z)(&mut zd2, &phik);
             assert_eq!(bits(&zd2), bits(&zd_p), "{:?} n={n} absorb_z", k.level);
-            let (den, mag) = (k.query_z)(&zs, &zd0, &phiq);
-            assert!(
-                (den as f64 - den_q).abs() <= tol,
-                "{:?} n={n} qden",
-                k.level
-            );
-            assert!(
-                (mag as f64 - mag_q).abs() <= tol,
-                "{:?} n={n} qmag",
-                k.level
-            );
+            let (den, mag) = (k.query_zs)(&zs, &phiq);
+            assert!((den as f64 - den_q).abs() <= tol, "{:?} n={n} den", k.level);
+            assert!((mag as f64 - mag_q).abs() <= tol, "{:?} n={n} mag", k.level);
         }
     }
 }
@@ -526,35 +463,5 @@ fn gemm_refuses_short_slices() {
             (kern.gemm)(&g, &[0.0; 15], &[0.0; 20], &mut c);
         });
         assert!(r.is_err(), "{:?} accepted a short C", kern.level);
-    }
-}
-
-/// `query_s` / `query_zs` (the flushed total alone) do exactly the
-/// arithmetic of `query` / `query_z` with a zero block accumulator, at every
-/// level and width (equal values; only the sign of an exact zero may differ).
-#[test]
-fn query_of_s_alone_equals_query_with_zero_d() {
-    let mut rng = Rng(23);
-    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
-    all.extend(levels());
-    for dv in 1..=130usize {
-        let t = 1 + dv % 37;
-        let s = rng.vec(t * dv, 3.0);
-        let zero = vec![0.0f32; t * dv];
-        let b = rng.vec(t, 1.0);
-        let acc0 = rng.vec(dv, 0.5);
-        let zs = rng.vec(t, 2.0);
-        for k in &all {
-            let (mut a1, mut a2) = (acc0.clone(), acc0.clone());
-            (k.query)(&s, &zero, &b, &mut a1);
-            (k.query_s)(&s, &b, &mut a2);
-            assert_eq!(a1, a2, "{:?} dv={dv}", k.level);
-            assert_eq!(
-                (k.query_z)(&zs, &zero[..t], &b),
-                (k.query_zs)(&zs, &b),
-                "{:?} t={t}",
-                k.level
-            );
-        }
     }
 }

@@ -19,14 +19,9 @@ pub(super) static KERNELS: Kernels = Kernels {
     level: Level::Avx512,
     expand,
     weight,
-    absorb_query,
-    absorb,
-    query,
     query_s,
     query_zs,
-    absorb_query_z,
     absorb_z,
-    query_z,
     flush,
     max_abs,
     f16_to_f32,
@@ -59,14 +54,9 @@ macro_rules! safe {
 safe! {
     fn expand => expand_imp(map: &FeatureMap, x: &[f32], out: &mut [f32]);
     fn weight => weight_imp(x: &mut [f32], w: &[f32], alpha: f32);
-    fn absorb_query => absorb_query_imp(s: &[f32], d: &mut [f32], phik: &[f32], v: &[f32], phiq: &[f32], acc: &mut [f32]);
-    fn absorb => absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]);
-    fn query => query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]);
     fn query_s => query_s_imp(s: &[f32], phiq: &[f32], acc: &mut [f32]);
     fn query_zs => query_zs_imp(zs: &[f32], phiq: &[f32]) -> (f32, f32);
-    fn absorb_query_z => absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32);
     fn absorb_z => absorb_z_imp(zd: &mut [f32], phik: &[f32]);
-    fn query_z => query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32);
     fn flush => flush_imp(s: &mut [f32], d: &mut [f32]);
     fn max_abs => max_abs_imp(x: &[f32]) -> f32;
     fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
@@ -283,73 +273,6 @@ fn rows(dv: usize, m: &[usize], v: &[usize]) -> usize {
     t
 }
 
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
-unsafe fn absorb_query_imp(
-    s: &[f32],
-    d: &mut [f32],
-    phik: &[f32],
-    v: &[f32],
-    phiq: &[f32],
-    acc: &mut [f32],
-) {
-    let dv = acc.len();
-    if dv == 0 || v.len() < dv {
-        return;
-    }
-    let t = rows(dv, &[s.len(), d.len()], &[phik.len(), phiq.len()]);
-    let p = Pass {
-        s: s.as_ptr(),
-        d: d.as_mut_ptr(),
-        phik: phik.as_ptr(),
-        v: v.as_ptr(),
-        phiq: phiq.as_ptr(),
-        acc: acc.as_mut_ptr(),
-        stride: dv,
-        rows: t,
-    };
-    unsafe { pass::<true, true, true>(p) }
-}
-
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
-unsafe fn absorb_imp(d: &mut [f32], phik: &[f32], v: &[f32]) {
-    let dv = v.len();
-    if dv == 0 {
-        return;
-    }
-    let t = rows(dv, &[d.len()], &[phik.len()]);
-    let p = Pass {
-        s: d.as_ptr(),
-        d: d.as_mut_ptr(),
-        phik: phik.as_ptr(),
-        v: v.as_ptr(),
-        phiq: phik.as_ptr(),
-        acc: core::ptr::null_mut(),
-        stride: dv,
-        rows: t,
-    };
-    unsafe { pass::<true, false, true>(p) }
-}
-
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
-unsafe fn query_imp(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]) {
-    let dv = acc.len();
-    if dv == 0 {
-        return;
-    }
-    let t = rows(dv, &[s.len(), d.len()], &[phiq.len()]);
-    let p = Pass {
-        s: s.as_ptr(),
-        d: d.as_ptr() as *mut f32, // never written: UPD is false
-        phik: phiq.as_ptr(),
-        v: acc.as_ptr(),
-        phiq: phiq.as_ptr(),
-        acc: acc.as_mut_ptr(),
-        stride: dv,
-        rows: t,
-    };
-    unsafe { pass::<false, true, true>(p) }
-}
-
 #[inline(always)]
 unsafe fn z_pass<const UPD: bool, const HD: bool>(
     zs: *const f32,
@@ -381,27 +304,6 @@ unsafe fn z_pass<const UPD: bool, const HD: bool>(
         }
         (_mm512_reduce_add_ps(den), _mm512_reduce_add_ps(mag))
     }
-}
-
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
-unsafe fn absorb_query_z_imp(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
-    let n = zs.len().min(zd.len()).min(phik.len()).min(phiq.len());
-    unsafe {
-        z_pass::<true, true>(
-            zs.as_ptr(),
-            zd.as_mut_ptr(),
-            phik.as_ptr(),
-            phiq.as_ptr(),
-            n,
-        )
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
-unsafe fn query_z_imp(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32) {
-    let n = zs.len().min(zd.len()).min(phiq.len());
-    let zdp = zd.as_ptr() as *mut f32; // never written: UPD is false
-    unsafe { z_pass::<false, true>(zs.as_ptr(), zdp, phiq.as_ptr(), phiq.as_ptr(), n) }
 }
 
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]

@@ -34,25 +34,12 @@ pub struct Kernels {
     pub expand: fn(map: &FeatureMap, x: &[f32], out: &mut [f32]),
     /// `x[i] *= w[i] * alpha` (per-degree query weights).
     pub weight: fn(x: &mut [f32], w: &[f32], alpha: f32),
-    /// Fused causal pass over the rows of M: for each feature `i`,
-    /// `d_i += phik_i v` and `acc += phiq_i (s_i + d_i)` (after the update).
-    pub absorb_query:
-        fn(s: &[f32], d: &mut [f32], phik: &[f32], v: &[f32], phiq: &[f32], acc: &mut [f32]),
-    /// `d_i += phik_i v` for each row `i` (non-causal append).
-    pub absorb: fn(d: &mut [f32], phik: &[f32], v: &[f32]),
-    /// `acc += sum_i phiq_i (s_i + d_i)` (read-only query).
-    pub query: fn(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]),
     /// `acc += sum_i phiq_i s_i` (read-only query of the flushed total alone).
     pub query_s: fn(s: &[f32], phiq: &[f32], acc: &mut [f32]),
     /// `(den, mag) = (sum_i phiq_i zs_i, sum_i |phiq_i zs_i|)`.
     pub query_zs: fn(zs: &[f32], phiq: &[f32]) -> (f32, f32),
-    /// Fused z pass: `zd += phik`, then returns
-    /// `(den, mag) = (sum_i phiq_i (zs_i + zd_i), sum_i |phiq_i (zs_i + zd_i)|)`.
-    pub absorb_query_z: fn(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32),
     /// `zd += phik`.
     pub absorb_z: fn(zd: &mut [f32], phik: &[f32]),
-    /// `(den, mag)` of the current z, as in `absorb_query_z`, without update.
-    pub query_z: fn(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32),
     /// Error-free transfer of the block accumulator into the total:
     /// `(s, d) <- (fl(s + d), (s + d) - fl(s + d))` (TwoSum, elementwise).
     pub flush: fn(s: &mut [f32], d: &mut [f32]),

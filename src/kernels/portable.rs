@@ -11,14 +11,9 @@ pub static KERNELS: Kernels = Kernels {
     level: Level::Portable,
     expand,
     weight,
-    absorb_query,
-    absorb,
-    query,
     query_s,
     query_zs,
-    absorb_query_z,
     absorb_z,
-    query_z,
     flush,
     max_abs,
     f16_to_f32,
@@ -90,128 +85,6 @@ pub fn weight(x: &mut [f32], w: &[f32], alpha: f32) {
     }
 }
 
-/// One row of the fused pass: `d += a v; acc += b (s + d)`.
-#[inline(always)]
-fn row_absorb_query(s: &[f32], d: &mut [f32], a: f32, b: f32, v: &[f32], acc: &mut [f32]) {
-    let n = acc.len();
-    let (s, d, v) = (&s[..n], &mut d[..n], &v[..n]);
-    let (va, vb) = (f32x8::splat(a), f32x8::splat(b));
-    let mut c = 0;
-    while c + L <= n {
-        let nd = va.mul_add(ld(&v[c..]), ld(&d[c..]));
-        st(&mut d[c..], nd);
-        let r = vb.mul_add(ld(&s[c..]) + nd, ld(&acc[c..]));
-        st(&mut acc[c..], r);
-        c += L;
-    }
-    while c < n {
-        let nd = a.mul_add(v[c], d[c]);
-        d[c] = nd;
-        acc[c] = b.mul_add(s[c] + nd, acc[c]);
-        c += 1;
-    }
-}
-
-/// Fused causal pass over all rows.
-pub fn absorb_query(
-    s: &[f32],
-    d: &mut [f32],
-    phik: &[f32],
-    v: &[f32],
-    phiq: &[f32],
-    acc: &mut [f32],
-) {
-    let dv = acc.len();
-    for (((srow, drow), &a), &b) in s
-        .chunks_exact(dv)
-        .zip(d.chunks_exact_mut(dv))
-        .zip(phik)
-        .zip(phiq)
-    {
-        row_absorb_query(srow, drow, a, b, v, acc);
-    }
-}
-
-/// `d_i += phik_i v`.
-pub fn absorb(d: &mut [f32], phik: &[f32], v: &[f32]) {
-    let dv = v.len();
-    for (drow, &a) in d.chunks_exact_mut(dv).zip(phik) {
-        let va = f32x8::splat(a);
-        let mut c = 0;
-        while c + L <= dv {
-            let nd = va.mul_add(ld(&v[c..]), ld(&drow[c..]));
-            st(&mut drow[c..], nd);
-            c += L;
-        }
-        while c < dv {
-            drow[c] = a.mul_add(v[c], drow[c]);
-            c += 1;
-        }
-    }
-}
-
-/// `acc += sum_i phiq_i (s_i + d_i)`.
-pub fn query(s: &[f32], d: &[f32], phiq: &[f32], acc: &mut [f32]) {
-    let dv = acc.len();
-    for ((srow, drow), &b) in s.chunks_exact(dv).zip(d.chunks_exact(dv)).zip(phiq) {
-        let vb = f32x8::splat(b);
-        let mut c = 0;
-        while c + L <= dv {
-            let r = vb.mul_add(ld(&srow[c..]) + ld(&drow[c..]), ld(&acc[c..]));
-            st(&mut acc[c..], r);
-            c += L;
-        }
-        while c < dv {
-            acc[c] = b.mul_add(srow[c] + drow[c], acc[c]);
-            c += 1;
-        }
-    }
-}
-
-#[inline(always)]
-fn z_pass<const UPDATE: bool>(
-    zs: &[f32],
-    zd: &mut [f32],
-    phik: &[f32],
-    phiq: &[f32],
-) -> (f32, f32) {
-    let n = zs.len();
-    let (zd, phiq) = (&mut zd[..n], &phiq[..n]);
-    let mut den = f32x8::ZERO;
-    let mut mag = f32x8::ZERO;
-    let mut i = 0;
-    while i + L <= n {
-        let mut nd = ld(&zd[i..]);
-        if UPDATE {
-            nd += ld(&phik[i..]);
-            st(&mut zd[i..], nd);
-        }
-        let term = ld(&phiq[i..]) * (ld(&zs[i..]) + nd);
-        den += term;
-        mag += term.abs();
-        i += L;
-    }
-    let mut den_s = den.reduce_add();
-    let mut mag_s = mag.reduce_add();
-    while i < n {
-        let mut nd = zd[i];
-        if UPDATE {
-            nd += phik[i];
-            zd[i] = nd;
-        }
-        let term = phiq[i] * (zs[i] + nd);
-        den_s += term;
-        mag_s += term.abs();
-        i += 1;
-    }
-    (den_s, mag_s)
-}
-
-/// Fused z pass: update then `(den, mag)`.
-pub fn absorb_query_z(zs: &[f32], zd: &mut [f32], phik: &[f32], phiq: &[f32]) -> (f32, f32) {
-    z_pass::<true>(zs, zd, phik, phiq)
-}
-
 /// `zd += phik`.
 pub fn absorb_z(zd: &mut [f32], phik: &[f32]) {
     let n = zd.len();
@@ -226,30 +99,6 @@ pub fn absorb_z(zd: &mut [f32], phik: &[f32]) {
         zd[i] += phik[i];
         i += 1;
     }
-}
-
-/// `(den, mag)` without update.
-pub fn query_z(zs: &[f32], zd: &[f32], phiq: &[f32]) -> (f32, f32) {
-    let n = zs.len();
-    let (zd, phiq) = (&zd[..n], &phiq[..n]);
-    let mut den = f32x8::ZERO;
-    let mut mag = f32x8::ZERO;
-    let mut i = 0;
-    while i + L <= n {
-        let term = ld(&phiq[i..]) * (ld(&zs[i..]) + ld(&zd[i..]));
-        den += term;
-        mag += term.abs();
-        i += L;
-    }
-    let mut den_s = den.reduce_add();
-    let mut mag_s = mag.reduce_add();
-    while i < n {
-        let term = phiq[i] * (zs[i] + zd[i]);
-        den_s += term;
-        mag_s += term.abs();
-        i += 1;
-    }
-    (den_s, mag_s)
 }
 
 /// TwoSum: `s' = fl(s + d)`, `d' = (s + d) - s'` exactly.

@@ -336,7 +336,8 @@ impl Sketch {
         self.state.mean_value(out);
     }
 
-    /// Absorbs (k, v) and answers q in one fused pass (inputs already checked).
+    /// Absorbs (k, v) and answers q (inputs already checked): q reads s and
+    /// the pending tokens, k joins the pending list (`sketch::state`).
     pub(crate) fn commit_token(
         &mut self,
         q: &[f32],
