@@ -259,11 +259,16 @@ impl Hybrid {
         }
         for g in 0..self.ng {
             let n = self.g_n[g];
+            let inv = 1.0 / n;
             let (mut mu, mut var) = (0.0f64, 0.0f64);
-            for cc in 0..d {
-                let mk = self.g_k[g * d + cc] / n;
-                let vk = (self.g_k2[g * d + cc] / n - mk * mk).max(0.0);
-                let qc = q[cc] as f64;
+            let (gk, gk2) = (
+                &self.g_k[g * d..(g + 1) * d],
+                &self.g_k2[g * d..(g + 1) * d],
+            );
+            for ((&sk, &sk2), &qf) in gk.iter().zip(gk2).zip(q) {
+                let mk = sk * inv;
+                let vk = (sk2 * inv - mk * mk).max(0.0);
+                let qc = qf as f64;
                 mu += qc * mk;
                 var += qc * qc * vk;
             }
@@ -441,15 +446,33 @@ impl Hybrid {
 
     fn merge_closest(&mut self) {
         let (d, dv, ng) = (self.d, self.dv, self.ng);
+        // One reciprocal per group (kept in the group-weight scratch `lw`,
+        // free between queries), then squared distances of the means
+        // `sum_k / n` in four independent lanes: no division in the O(G^2 d)
+        // loop and no extra memory.
+        for g in 0..ng {
+            self.lw[g] = 1.0 / self.g_n[g];
+        }
         let (mut ba, mut bb, mut bc) = (0usize, 1usize, f64::INFINITY);
         for a in 0..ng {
+            let (ka, ia) = (&self.g_k[a * d..(a + 1) * d], self.lw[a]);
             for b in a + 1..ng {
-                let (na, nb) = (self.g_n[a], self.g_n[b]);
-                let mut dist = 0.0;
-                for cc in 0..d {
-                    let t = self.g_k[a * d + cc] / na - self.g_k[b * d + cc] / nb;
+                let (kb, ib) = (&self.g_k[b * d..(b + 1) * d], self.lw[b]);
+                let mut lanes = [0.0f64; 4];
+                let mut ca = ka.chunks_exact(4);
+                let mut cb = kb.chunks_exact(4);
+                for (x, y) in (&mut ca).zip(&mut cb) {
+                    for l in 0..4 {
+                        let t = x[l] * ia - y[l] * ib;
+                        lanes[l] += t * t;
+                    }
+                }
+                let mut dist = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+                for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+                    let t = x * ia - y * ib;
                     dist += t * t;
                 }
+                let (na, nb) = (self.g_n[a], self.g_n[b]);
                 let cost = dist * na * nb / (na + nb);
                 if cost < bc {
                     (ba, bb, bc) = (a, b, cost);
