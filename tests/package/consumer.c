@@ -70,11 +70,18 @@ int main(void) {
     OK(as_bank_push_tokens(batch, PROMPT, q, k, v, out_b));
     for (size_t t = PROMPT; t < n; t++)
         OK(as_bank_push_token(batch, q + t * rq, k + t * rk, v + t * rk, out_b + t * rq));
-    /* The same stream token by token: bit-identical. */
+    /* The same stream token by token: the block-form prefill sums the same
+       terms in another order, so equal within 1e-5 of the output scale. */
     for (size_t t = 0; t < n; t++)
         OK(as_bank_push_token(single, q + t * rq, k + t * rk, v + t * rk, out_s + t * rq));
     CHECK(all_finite(out_b, n * rq));
-    CHECK(memcmp(out_b, out_s, n * rq * sizeof(float)) == 0);
+    for (size_t i = 0; i < n * rq; i++) {
+        float a = out_b[i], b = out_s[i], m = fabsf(b) > 1.f ? fabsf(b) : 1.f;
+        if (!(fabsf(a - b) <= 1e-5f * m)) {
+            CHECK(fabsf(a - b) <= 1e-5f * m);
+            break;
+        }
+    }
     CHECK(as_bank_state_bytes(batch) == bytes0);
     CHECK(as_bank_push_token(NULL, q, k, v, out_b) == AS_ERR_NULL);
     q[3] = NAN;
