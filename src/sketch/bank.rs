@@ -17,6 +17,49 @@ pub struct Bank {
     threads: usize,
 }
 
+/// The bank's array layout (head-major inside token-major, see the module doc).
+#[derive(Clone, Copy)]
+struct Layout {
+    d: usize,
+    dv: usize,
+    nq: usize,
+    nkv: usize,
+    g: usize,
+}
+
+impl Layout {
+    /// The rows of kv head `hk` in the caller's `q`, `k`, `v`; outputs at
+    /// `out[out_at + j out_tok + r dv]`.
+    #[allow(clippy::too_many_arguments)]
+    fn rows<'a>(
+        self,
+        hk: usize,
+        q: &'a [f32],
+        k: &'a [f32],
+        v: &'a [f32],
+        out: &'a mut [f32],
+        out_at: usize,
+        out_tok: usize,
+    ) -> Rows<'a> {
+        let Layout { d, dv, nq, nkv, g } = self;
+        Rows {
+            q,
+            q_at: hk * g * d,
+            q_tok: nq * d,
+            k,
+            k_at: hk * d,
+            k_tok: nkv * d,
+            v,
+            v_at: hk * dv,
+            v_tok: nkv * dv,
+            out,
+            out_at,
+            out_tok,
+            group: g,
+        }
+    }
+}
+
 /// Largest worker count [`Bank::set_threads`] accepts.
 pub const MAX_THREADS: u32 = 256;
 
@@ -151,21 +194,8 @@ impl Bank {
             h.reserve_block_scratch(g)?;
         }
         for (hk, head) in self.heads.iter_mut().enumerate() {
-            let mut rows = Rows {
-                q,
-                q_at: hk * g * d,
-                q_tok: nq * d,
-                k,
-                k_at: hk * d,
-                k_tok: nkv * d,
-                v,
-                v_at: hk * dv,
-                v_tok: nkv * dv,
-                out: &mut *out,
-                out_at: hk * g * dv,
-                out_tok: nq * dv,
-                group: g,
-            };
+            let lay = Layout { d, dv, nq, nkv, g };
+            let mut rows = lay.rows(hk, q, k, v, &mut *out, hk * g * dv, nq * dv);
             head.commit_rows(&mut rows, n);
         }
         Ok(())
@@ -204,21 +234,8 @@ impl Bank {
             |first: usize, heads: &mut [Sketch], outs: &mut [Vec<f32>], buf: &mut Vec<f32>| {
                 for (i, (head, o)) in heads.iter_mut().zip(outs.iter_mut()).enumerate() {
                     let hk = first + i;
-                    let mut rows = Rows {
-                        q,
-                        q_at: hk * g * d,
-                        q_tok: nq * d,
-                        k,
-                        k_at: hk * d,
-                        k_tok: nkv * d,
-                        v,
-                        v_at: hk * dv,
-                        v_tok: nkv * dv,
-                        out: o,
-                        out_at: 0,
-                        out_tok: g * dv,
-                        group: g,
-                    };
+                    let lay = Layout { d, dv, nq, nkv, g };
+                    let mut rows = lay.rows(hk, q, k, v, o, 0, g * dv);
                     head.commit_rows_with(&mut rows, n, buf);
                 }
             };

@@ -628,32 +628,7 @@ impl Sketch {
         let ss = &src.state;
         merge_halves(&mut st.s, &mut st.d, &ss.s, &ss.d);
         merge_halves(&mut st.zs, &mut st.zd, &ss.zs, &ss.zd);
-        let (t, dv, r, a0) = (
-            self.map.len(),
-            self.cfg.value_dim as usize,
-            ss.staged(),
-            ss.applied as usize,
-        );
-        if r > 0 {
-            let shape = crate::kernels::Gemm {
-                m: t,
-                n: dv,
-                k: r,
-                rsa: 1,
-                csa: t,
-                ldb: dv,
-                ldc: dv,
-            };
-            (kern.gemm)(
-                &shape,
-                &ss.stage[..r * t],
-                &ss.pv[a0 * dv..(a0 + r) * dv],
-                &mut st.d,
-            );
-            for i in 0..r {
-                (kern.absorb_z)(&mut st.zd, ss.stage_row(i));
-            }
-        }
+        st.absorb_staged_of(kern, ss);
         st.flush(kern);
         self.tokens = tokens;
         self.queries = queries;

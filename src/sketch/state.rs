@@ -166,30 +166,18 @@ impl State {
 
     /// `d += Stage^T V_staged`, `zd += Stage^T 1`: one block product.
     pub(crate) fn apply(&mut self, k: &Kernels) {
-        let r = self.staged();
-        if r == 0 {
-            return;
-        }
-        let (t, dv, a0) = (self.t, self.dv, self.applied as usize);
-        let shape = Gemm {
-            m: t,
-            n: dv,
-            k: r,
-            rsa: 1,
-            csa: t,
-            ldb: dv,
-            ldc: dv,
-        };
-        (k.gemm)(
-            &shape,
-            &self.stage[..r * t],
-            &self.pv[a0 * dv..(a0 + r) * dv],
-            &mut self.d,
-        );
-        for i in 0..r {
-            (k.absorb_z)(&mut self.zd, &self.stage[i * t..(i + 1) * t]);
-        }
+        let (r, t, dv, a0) = (self.staged(), self.t, self.dv, self.applied as usize);
+        let (stage, pv) = (&self.stage[..r * t], &self.pv[a0 * dv..(a0 + r) * dv]);
+        add_features(k, t, dv, stage, pv, &mut self.d, &mut self.zd);
         self.applied = self.since_flush;
+    }
+
+    /// Adds `src`'s staged tokens (features not yet in its `d`) into this
+    /// state's accumulators (merge: same t and dv).
+    pub(crate) fn absorb_staged_of(&mut self, k: &Kernels, src: &State) {
+        let (r, t, dv, a0) = (src.staged(), src.t, src.dv, src.applied as usize);
+        let (stage, pv) = (&src.stage[..r * t], &src.pv[a0 * dv..(a0 + r) * dv]);
+        add_features(k, t, dv, stage, pv, &mut self.d, &mut self.zd);
     }
 
     /// Adds the stage, then moves the accumulators into the totals
@@ -301,5 +289,35 @@ impl State {
             }
         }
         z
+    }
+}
+
+/// `d += Phi^T V` and `zd += Phi^T 1` for `r` tokens: `phi` holds their
+/// feature rows (r x t), `v` their values (r x dv).
+fn add_features(
+    k: &Kernels,
+    t: usize,
+    dv: usize,
+    phi: &[f32],
+    v: &[f32],
+    d: &mut [f32],
+    zd: &mut [f32],
+) {
+    let r = v.len() / dv.max(1);
+    if r == 0 {
+        return;
+    }
+    let shape = Gemm {
+        m: t,
+        n: dv,
+        k: r,
+        rsa: 1,
+        csa: t,
+        ldb: dv,
+        ldc: dv,
+    };
+    (k.gemm)(&shape, phi, v, d);
+    for row in phi.chunks_exact(t).take(r) {
+        (k.absorb_z)(zd, row);
     }
 }
