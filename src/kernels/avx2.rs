@@ -7,10 +7,11 @@
 //! the CPU has AVX2, FMA and F16C: that is the safety argument of every
 //! `unsafe` call in the safe wrappers.
 //!
-//! The M passes are column-blocked: a block of up to 64 columns (8 ymm) of
-//! `acc` stays in registers while the rows stream by, so each element of `s`
-//! and `d` is loaded once and `d` stored once per token. With `dv <= 64`
-//! there is one block and the rows are read contiguously.
+//! The read of M (`query_s`) is column-blocked: a block of up to 64 columns
+//! (8 ymm) of `acc` stays in registers while the rows stream by, so each
+//! element of `s` is loaded once per token. With `dv <= 64` there is one
+//! block and the rows are read contiguously. The update of M is a block
+//! product (`gemm`, 6 x 16 FMA tiles) every few tokens (`sketch::state`).
 
 use super::{Gemm, Kernels, Level};
 use crate::poly::FeatureMap;
@@ -151,13 +152,10 @@ unsafe fn weight_imp(x: &mut [f32], w: &[f32], alpha: f32) {
     }
 }
 
-/// Pointers and shapes of one M pass.
+/// Pointers and shape of one `query_s` pass.
 #[derive(Clone, Copy)]
 struct Pass {
     s: *const f32,
-    d: *mut f32,
-    phik: *const f32,
-    v: *const f32,
     phiq: *const f32,
     acc: *mut f32,
     /// Row stride (dv).
@@ -166,96 +164,43 @@ struct Pass {
 }
 
 /// One column block of `N` full vectors (+ one masked vector if `TAIL`)
-/// over every row: `UPD`: `d_i += phik_i v`; `ACC`: `acc += phiq_i (s_i + d_i)`.
+/// over every row: `acc += phiq_i s_i`, the block of `acc` in registers.
 /// Pointers are already offset to the block's first column.
 #[inline(always)]
-unsafe fn block<
-    const N: usize,
-    const TAIL: bool,
-    const UPD: bool,
-    const ACC: bool,
-    const HD: bool,
->(
-    p: Pass,
-    mask: __m256i,
-) {
+unsafe fn block<const N: usize, const TAIL: bool>(p: Pass, mask: __m256i) {
     unsafe {
         let z = _mm256_setzero_ps();
-        let mut vv = [z; N];
         let mut aa = [z; N];
-        let (mut vt, mut at) = (z, z);
-        for j in 0..N {
-            if UPD {
-                vv[j] = ld(p.v.add(j * W));
-            }
-            if ACC {
-                aa[j] = ld(p.acc.add(j * W));
-            }
+        let mut at = z;
+        for (j, a) in aa.iter_mut().enumerate() {
+            *a = ld(p.acc.add(j * W));
         }
         if TAIL {
-            if UPD {
-                vt = _mm256_maskload_ps(p.v.add(N * W), mask);
-            }
-            if ACC {
-                at = _mm256_maskload_ps(p.acc.add(N * W), mask);
-            }
+            at = _mm256_maskload_ps(p.acc.add(N * W), mask);
         }
-        let (mut sp, mut dp) = (p.s, p.d);
+        let mut sp = p.s;
         for i in 0..p.rows {
-            let a = if UPD {
-                _mm256_set1_ps(*p.phik.add(i))
-            } else {
-                z
-            };
-            let b = if ACC {
-                _mm256_set1_ps(*p.phiq.add(i))
-            } else {
-                z
-            };
-            for j in 0..N {
-                // HD = false: no d (query of s alone); d is never read.
-                let mut m = if HD { ld(dp.add(j * W)) } else { z };
-                if UPD {
-                    m = _mm256_fmadd_ps(a, vv[j], m);
-                    st(dp.add(j * W), m);
-                }
-                if ACC {
-                    let x = _mm256_add_ps(ld(sp.add(j * W)), m);
-                    aa[j] = _mm256_fmadd_ps(b, x, aa[j]);
-                }
+            let b = _mm256_set1_ps(*p.phiq.add(i));
+            for (j, a) in aa.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(b, ld(sp.add(j * W)), *a);
             }
             if TAIL {
-                let mut m = if HD {
-                    _mm256_maskload_ps(dp.add(N * W), mask)
-                } else {
-                    z
-                };
-                if UPD {
-                    m = _mm256_fmadd_ps(a, vt, m);
-                    _mm256_maskstore_ps(dp.add(N * W), mask, m);
-                }
-                if ACC {
-                    let x = _mm256_add_ps(_mm256_maskload_ps(sp.add(N * W), mask), m);
-                    at = _mm256_fmadd_ps(b, x, at);
-                }
+                at = _mm256_fmadd_ps(b, _mm256_maskload_ps(sp.add(N * W), mask), at);
             }
             sp = sp.add(p.stride);
-            dp = dp.add(p.stride);
         }
-        if ACC {
-            for j in 0..N {
-                st(p.acc.add(j * W), aa[j]);
-            }
-            if TAIL {
-                _mm256_maskstore_ps(p.acc.add(N * W), mask, at);
-            }
+        for (j, a) in aa.iter().enumerate() {
+            st(p.acc.add(j * W), *a);
+        }
+        if TAIL {
+            _mm256_maskstore_ps(p.acc.add(N * W), mask, at);
         }
     }
 }
 
-/// Runs the pass over every column block of width `NB * W`.
+/// Runs [`block`] over every column block of width `NB * W`.
 #[inline(always)]
-unsafe fn pass<const UPD: bool, const ACC: bool, const HD: bool>(p: Pass) {
+unsafe fn pass(p: Pass) {
     let dv = p.stride;
     let mut c0 = 0;
     while c0 < dv {
@@ -263,21 +208,18 @@ unsafe fn pass<const UPD: bool, const ACC: bool, const HD: bool>(p: Pass) {
         let (n, rem) = (wc / W, wc % W);
         // SAFETY: columns c0..c0+wc of every row lie inside the arrays.
         unsafe {
-            // wrapping_add: a pass that does not use `acc` (absorb) gets NULL.
             let q = Pass {
-                s: p.s.wrapping_add(c0),
-                d: p.d.wrapping_add(c0),
-                v: p.v.wrapping_add(c0),
-                acc: p.acc.wrapping_add(c0),
+                s: p.s.add(c0),
+                acc: p.acc.add(c0),
                 ..p
             };
             let mask = tail_mask(rem);
             macro_rules! go {
-                ($($k:literal)*) => {
+                ($($n:literal)*) => {
                     match (n, rem != 0) {
                         $(
-                            ($k, false) => block::<$k, false, UPD, ACC, HD>(q, mask),
-                            ($k, true) => block::<$k, true, UPD, ACC, HD>(q, mask),
+                            ($n, false) => block::<$n, false>(q, mask),
+                            ($n, true) => block::<$n, true>(q, mask),
                         )*
                         _ => {}
                     }
@@ -302,41 +244,21 @@ fn rows(dv: usize, m: &[usize], v: &[usize]) -> usize {
     t
 }
 
-/// `(den, mag)` over `i < n`, optionally adding `phik` into `zd` first.
+/// `(den, mag) = (sum_i phiq_i zs_i, sum_i |phiq_i zs_i|)` over `i < n`.
 #[inline(always)]
-unsafe fn z_pass<const UPD: bool, const HD: bool>(
-    zs: *const f32,
-    zd: *mut f32,
-    phik: *const f32,
-    phiq: *const f32,
-    n: usize,
-) -> (f32, f32) {
+unsafe fn zs_pass(zs: *const f32, phiq: *const f32, n: usize) -> (f32, f32) {
     unsafe {
         let (mut den, mut mag) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut i = 0;
         while i + W <= n {
-            let mut nd = if HD {
-                ld(zd.add(i))
-            } else {
-                _mm256_setzero_ps()
-            };
-            if UPD {
-                nd = _mm256_add_ps(nd, ld(phik.add(i)));
-                st(zd.add(i), nd);
-            }
-            let term = _mm256_mul_ps(ld(phiq.add(i)), _mm256_add_ps(ld(zs.add(i)), nd));
+            let term = _mm256_mul_ps(ld(phiq.add(i)), ld(zs.add(i)));
             den = _mm256_add_ps(den, term);
             mag = _mm256_add_ps(mag, vabs(term));
             i += W;
         }
         let (mut den_s, mut mag_s) = (hsum(den), hsum(mag));
         while i < n {
-            let mut nd = if HD { *zd.add(i) } else { 0.0 };
-            if UPD {
-                nd += *phik.add(i);
-                *zd.add(i) = nd;
-            }
-            let term = *phiq.add(i) * (*zs.add(i) + nd);
+            let term = *phiq.add(i) * *zs.add(i);
             den_s += term;
             mag_s += term.abs();
             i += 1;
@@ -660,20 +582,16 @@ unsafe fn query_s_imp(s: &[f32], phiq: &[f32], acc: &mut [f32]) {
     let t = rows(dv, &[s.len()], &[phiq.len()]);
     let p = Pass {
         s: s.as_ptr(),
-        d: s.as_ptr() as *mut f32, // never read (HD false) nor written (UPD false)
-        phik: phiq.as_ptr(),
-        v: acc.as_ptr(),
         phiq: phiq.as_ptr(),
         acc: acc.as_mut_ptr(),
         stride: dv,
         rows: t,
     };
-    unsafe { pass::<false, true, false>(p) }
+    unsafe { pass(p) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn query_zs_imp(zs: &[f32], phiq: &[f32]) -> (f32, f32) {
     let n = zs.len().min(phiq.len());
-    let p = zs.as_ptr() as *mut f32; // never read nor written: UPD and HD false
-    unsafe { z_pass::<false, false>(zs.as_ptr(), p, phiq.as_ptr(), phiq.as_ptr(), n) }
+    unsafe { zs_pass(zs.as_ptr(), phiq.as_ptr(), n) }
 }

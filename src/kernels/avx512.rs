@@ -1,14 +1,15 @@
 //! AVX-512 F/VL/BW kernels (16 f32 lanes, 32 zmm registers, lane masks).
 //!
 //! Same structure as `avx2` (read its module doc): column blocks of up to
-//! 128 columns (8 zmm) keep `acc` and `v` in registers while the rows of M
-//! stream by. Every remainder is one masked vector (no scalar tails). Entry
+//! 128 columns (8 zmm) keep `acc` in registers while the rows of M stream
+//! by. Every remainder is one masked vector (no scalar tails). Entry
 //! points are private and reachable only through [`KERNELS`], which
 //! `Kernels::for_level` hands out only when the CPU has AVX-512 F/VL/BW
 //! (and AVX2/FMA/F16C).
 
 /// The block product is the AVX2 one: every AVX-512 CPU has AVX2 + FMA, and
-/// this development machine cannot run (so cannot test) a zmm version.
+/// on the Zen 4 development machine a 512-bit FMA runs at the rate of two
+/// 256-bit ones, so a zmm tile would not be faster there (docs/simd.md).
 use super::avx2::gemm;
 use super::{Kernels, Level};
 use crate::poly::FeatureMap;
@@ -131,103 +132,55 @@ unsafe fn weight_imp(x: &mut [f32], w: &[f32], alpha: f32) {
     }
 }
 
+/// Pointers and shape of one `query_s` pass.
 #[derive(Clone, Copy)]
 struct Pass {
     s: *const f32,
-    d: *mut f32,
-    phik: *const f32,
-    v: *const f32,
     phiq: *const f32,
     acc: *mut f32,
+    /// Row stride (dv).
     stride: usize,
     rows: usize,
 }
 
 /// One column block of `N` full vectors (+ one masked vector if `TAIL`)
-/// over every row: `UPD`: `d_i += phik_i v`; `ACC`: `acc += phiq_i (s_i + d_i)`.
+/// over every row: `acc += phiq_i s_i`, the block of `acc` in registers.
+/// Pointers are already offset to the block's first column.
 #[inline(always)]
-unsafe fn block<
-    const N: usize,
-    const TAIL: bool,
-    const UPD: bool,
-    const ACC: bool,
-    const HD: bool,
->(
-    p: Pass,
-    k: __mmask16,
-) {
+unsafe fn block<const N: usize, const TAIL: bool>(p: Pass, k: __mmask16) {
     unsafe {
         let z = _mm512_setzero_ps();
-        let mut vv = [z; N];
         let mut aa = [z; N];
-        let (mut vt, mut at) = (z, z);
-        for j in 0..N {
-            if UPD {
-                vv[j] = ld(p.v.add(j * W));
-            }
-            if ACC {
-                aa[j] = ld(p.acc.add(j * W));
-            }
+        let mut at = z;
+        for (j, a) in aa.iter_mut().enumerate() {
+            *a = ld(p.acc.add(j * W));
         }
         if TAIL {
-            if UPD {
-                vt = ldm(p.v.add(N * W), k);
-            }
-            if ACC {
-                at = ldm(p.acc.add(N * W), k);
-            }
+            at = ldm(p.acc.add(N * W), k);
         }
-        let (mut sp, mut dp) = (p.s, p.d);
+        let mut sp = p.s;
         for i in 0..p.rows {
-            let a = if UPD {
-                _mm512_set1_ps(*p.phik.add(i))
-            } else {
-                z
-            };
-            let b = if ACC {
-                _mm512_set1_ps(*p.phiq.add(i))
-            } else {
-                z
-            };
-            for j in 0..N {
-                // HD = false: no d (query of s alone); d is never read.
-                let mut m = if HD { ld(dp.add(j * W)) } else { z };
-                if UPD {
-                    m = _mm512_fmadd_ps(a, vv[j], m);
-                    st(dp.add(j * W), m);
-                }
-                if ACC {
-                    let x = _mm512_add_ps(ld(sp.add(j * W)), m);
-                    aa[j] = _mm512_fmadd_ps(b, x, aa[j]);
-                }
+            let b = _mm512_set1_ps(*p.phiq.add(i));
+            for (j, a) in aa.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(b, ld(sp.add(j * W)), *a);
             }
             if TAIL {
-                let mut m = if HD { ldm(dp.add(N * W), k) } else { z };
-                if UPD {
-                    m = _mm512_fmadd_ps(a, vt, m);
-                    stm(dp.add(N * W), k, m);
-                }
-                if ACC {
-                    let x = _mm512_add_ps(ldm(sp.add(N * W), k), m);
-                    at = _mm512_fmadd_ps(b, x, at);
-                }
+                at = _mm512_fmadd_ps(b, ldm(sp.add(N * W), k), at);
             }
             sp = sp.add(p.stride);
-            dp = dp.add(p.stride);
         }
-        if ACC {
-            for j in 0..N {
-                st(p.acc.add(j * W), aa[j]);
-            }
-            if TAIL {
-                stm(p.acc.add(N * W), k, at);
-            }
+        for (j, a) in aa.iter().enumerate() {
+            st(p.acc.add(j * W), *a);
+        }
+        if TAIL {
+            stm(p.acc.add(N * W), k, at);
         }
     }
 }
 
+/// Runs [`block`] over every column block of width `NB * W`.
 #[inline(always)]
-unsafe fn pass<const UPD: bool, const ACC: bool, const HD: bool>(p: Pass) {
+unsafe fn pass(p: Pass) {
     let dv = p.stride;
     let mut c0 = 0;
     while c0 < dv {
@@ -235,12 +188,9 @@ unsafe fn pass<const UPD: bool, const ACC: bool, const HD: bool>(p: Pass) {
         let (n, rem) = (wc / W, wc % W);
         // SAFETY: columns c0..c0+wc of every row lie inside the arrays.
         unsafe {
-            // wrapping_add: a pass that does not use `acc` (absorb) gets NULL.
             let q = Pass {
-                s: p.s.wrapping_add(c0),
-                d: p.d.wrapping_add(c0),
-                v: p.v.wrapping_add(c0),
-                acc: p.acc.wrapping_add(c0),
+                s: p.s.add(c0),
+                acc: p.acc.add(c0),
                 ..p
             };
             let k = mask(rem);
@@ -248,8 +198,8 @@ unsafe fn pass<const UPD: bool, const ACC: bool, const HD: bool>(p: Pass) {
                 ($($n:literal)*) => {
                     match (n, rem != 0) {
                         $(
-                            ($n, false) => block::<$n, false, UPD, ACC, HD>(q, k),
-                            ($n, true) => block::<$n, true, UPD, ACC, HD>(q, k),
+                            ($n, false) => block::<$n, false>(q, k),
+                            ($n, true) => block::<$n, true>(q, k),
                         )*
                         _ => {}
                     }
@@ -273,31 +223,15 @@ fn rows(dv: usize, m: &[usize], v: &[usize]) -> usize {
     t
 }
 
+/// `(den, mag) = (sum_i phiq_i zs_i, sum_i |phiq_i zs_i|)` over `i < n`.
 #[inline(always)]
-unsafe fn z_pass<const UPD: bool, const HD: bool>(
-    zs: *const f32,
-    zd: *mut f32,
-    phik: *const f32,
-    phiq: *const f32,
-    n: usize,
-) -> (f32, f32) {
+unsafe fn zs_pass(zs: *const f32, phiq: *const f32, n: usize) -> (f32, f32) {
     unsafe {
-        // A plain loop, not `each`: a closure here would not inherit the
-        // callers' target features and its intrinsics would not inline.
         let (mut den, mut mag) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let mut i = 0;
         while i < n {
             let k = if i + W <= n { 0xffff } else { mask(n - i) };
-            let mut nd = if HD {
-                ldm(zd.add(i), k)
-            } else {
-                _mm512_setzero_ps()
-            };
-            if UPD {
-                nd = _mm512_add_ps(nd, ldm(phik.add(i), k));
-                stm(zd.add(i), k, nd);
-            }
-            let term = _mm512_mul_ps(ldm(phiq.add(i), k), _mm512_add_ps(ldm(zs.add(i), k), nd));
+            let term = _mm512_mul_ps(ldm(phiq.add(i), k), ldm(zs.add(i), k));
             den = _mm512_add_ps(den, term);
             mag = _mm512_add_ps(mag, _mm512_abs_ps(term));
             i += W;
@@ -403,20 +337,16 @@ unsafe fn query_s_imp(s: &[f32], phiq: &[f32], acc: &mut [f32]) {
     let t = rows(dv, &[s.len()], &[phiq.len()]);
     let p = Pass {
         s: s.as_ptr(),
-        d: s.as_ptr() as *mut f32, // never read (HD false) nor written (UPD false)
-        phik: phiq.as_ptr(),
-        v: acc.as_ptr(),
         phiq: phiq.as_ptr(),
         acc: acc.as_mut_ptr(),
         stride: dv,
         rows: t,
     };
-    unsafe { pass::<false, true, false>(p) }
+    unsafe { pass(p) }
 }
 
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
 unsafe fn query_zs_imp(zs: &[f32], phiq: &[f32]) -> (f32, f32) {
     let n = zs.len().min(phiq.len());
-    let p = zs.as_ptr() as *mut f32; // never read nor written: UPD and HD false
-    unsafe { z_pass::<false, false>(zs.as_ptr(), p, phiq.as_ptr(), phiq.as_ptr(), n) }
+    unsafe { zs_pass(zs.as_ptr(), phiq.as_ptr(), n) }
 }
