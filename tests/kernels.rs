@@ -14,28 +14,10 @@
 mod common;
 use attnsketch::kernels::{portable, Kernels};
 use attnsketch::{reference, Config, FeatureMap, Level, Sketch};
+use common::kernel_levels as levels;
 use common::*;
 
 const U: f64 = 1.0 / 16_777_216.0;
-
-fn levels() -> Vec<&'static Kernels> {
-    let mut v = Vec::new();
-    for &l in Level::ALL {
-        match Kernels::for_level(l) {
-            Ok(k) => {
-                assert!(l.supported());
-                assert_eq!(k.level, l);
-                v.push(k);
-            }
-            Err(e) => {
-                assert!(!l.supported(), "{l:?} supported but refused");
-                assert_eq!(e, attnsketch::Error::Unsupported);
-                eprintln!("level {} not supported on this CPU: skipped", l.name());
-            }
-        }
-    }
-    v
-}
 
 #[test]
 fn detect_honours_env_cap() {

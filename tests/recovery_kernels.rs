@@ -22,30 +22,9 @@
 
 mod common;
 
-use attnsketch::kernels::Kernels;
 use attnsketch::recovery::hash::{BucketHash, SeedStream, SignHash, P61};
 use attnsketch::recovery::{decode, kernels, reference as rref, Dyadic, Rank, Shape};
-use attnsketch::Level;
-use common::Rng;
-
-fn levels() -> Vec<&'static Kernels> {
-    let mut v = Vec::new();
-    for &l in Level::ALL {
-        match Kernels::for_level(l) {
-            Ok(k) => {
-                assert!(l.supported());
-                assert_eq!(k.level, l);
-                v.push(k);
-            }
-            Err(e) => {
-                assert!(!l.supported(), "{l:?} supported but refused");
-                assert_eq!(e, attnsketch::Error::Unsupported);
-                eprintln!("level {} not supported on this CPU: skipped", l.name());
-            }
-        }
-    }
-    v
-}
+use common::{kernel_levels as levels, Rng};
 
 /// Keys: edge values around p and u64::MAX, then random ones (plain, near
 /// p, near 2^64, small token indices), shuffled by construction.

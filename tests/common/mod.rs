@@ -11,3 +11,27 @@ pub fn to64(x: &[f32]) -> Vec<f64> {
 pub fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
+
+/// Kernel tables of every level this CPU supports. A level it lacks must be
+/// refused with `Unsupported` (asserted here, so a skip cannot hide a
+/// missing level); skipped levels are listed on stderr.
+pub fn kernel_levels() -> Vec<&'static attnsketch::kernels::Kernels> {
+    use attnsketch::kernels::Kernels;
+    use attnsketch::Level;
+    let mut v = Vec::new();
+    for &l in Level::ALL {
+        match Kernels::for_level(l) {
+            Ok(k) => {
+                assert!(l.supported());
+                assert_eq!(k.level, l);
+                v.push(k);
+            }
+            Err(e) => {
+                assert!(!l.supported(), "{l:?} supported but refused");
+                assert_eq!(e, attnsketch::Error::Unsupported);
+                eprintln!("level {} not supported on this CPU: skipped", l.name());
+            }
+        }
+    }
+    v
+}
