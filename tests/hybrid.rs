@@ -256,3 +256,80 @@ fn bytes_for_matches_state_bytes_for_every_part() {
         assert_eq!(s.state_bytes(), Sketch::bytes_for(&c), "{c:?}");
     }
 }
+
+/// A random sign vector (entries +-1).
+fn signs(rng: &mut Rng, d: usize) -> Vec<f32> {
+    (0..d)
+        .map(|_| if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 })
+        .collect()
+}
+
+/// The ghost controller moves the window toward the side whose evicted
+/// tokens are still attended. Phase 1, a retrieval head: 60 "fact" tokens
+/// come first, then filler; every query asks for one fact, so facts pushed
+/// out of the (initially 32) heavy slots are attended as ghosts and the
+/// window must shrink to make room for them. Phase 2, a lag head: every
+/// query attends the token 80 steps back, which a window shorter than 80
+/// evicts at its edge, so the window must grow back past 80. Both phases
+/// end with the attended token held exactly (output ~ its value).
+#[test]
+fn ghost_controller_follows_where_evicted_tokens_are_attended() {
+    let d = 16usize;
+    let mut rng = Rng(31);
+    let c = hybrid_cfg(d as u32, 4, 118, 32);
+    let mut h = Sketch::new(&c).unwrap();
+    let (w_min, w_max) = h.hybrid().unwrap().window_bounds();
+    assert_eq!((w_min, w_max, h.hybrid().unwrap().window()), (32, 118, 118));
+    let mut out = vec![0.0f32; d];
+    let facts: Vec<(Vec<f32>, Vec<f32>)> = (0..60)
+        .map(|_| (signs(&mut rng, d), rng.vec(d, 1.0)))
+        .collect();
+    let mut err_sum = 0.0f64;
+    for j in 0..3000usize {
+        let (k, v) = if (4..64).contains(&j) {
+            facts[j - 4].clone()
+        } else {
+            (rng.vec(d, 0.1), rng.vec(d, 1.0))
+        };
+        let r = (rng.next_u64() % 60) as usize;
+        let q: Vec<f32> = facts[r].0.iter().map(|x| 4.0 * x).collect();
+        h.push_token(&q, &k, &v, &mut out).unwrap();
+        if j >= 2500 && j > 64 {
+            err_sum += rel(&out, &facts[r].1);
+        }
+    }
+    let w1 = h.hybrid().unwrap().window();
+    assert!(w1 <= 40, "retrieval phase: window {w1} (bounds 32..118)");
+    assert!(
+        err_sum / 500.0 < 0.05,
+        "facts not held: mean rel err {}",
+        err_sum / 500.0
+    );
+
+    let mut keys: Vec<Vec<f32>> = Vec::new();
+    let mut vals: Vec<Vec<f32>> = Vec::new();
+    let mut err_sum = 0.0f64;
+    for j in 0..3000usize {
+        keys.push(signs(&mut rng, d));
+        vals.push(rng.vec(d, 1.0));
+        let lag = keys.len().saturating_sub(81);
+        let q: Vec<f32> = keys[lag].iter().map(|x| 6.0 * x).collect();
+        h.push_token(&q, &keys[j], &vals[j], &mut out).unwrap();
+        if j >= 2500 {
+            err_sum += rel(&out, &vals[lag]);
+        }
+    }
+    let w2 = h.hybrid().unwrap().window();
+    assert!(w2 >= 80, "lag phase: window {w2} (bounds 32..118)");
+    assert!(
+        err_sum / 500.0 < 0.05,
+        "lagged token not held: {}",
+        err_sum / 500.0
+    );
+}
+
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let n: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let m: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (n / m).sqrt()
+}

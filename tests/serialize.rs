@@ -510,3 +510,51 @@ fn recovery_sketches_round_trip() {
         assert_eq!(h.merge(&twin), Err(Error::WrongMode));
     }
 }
+
+/// A format-2 hybrid head (written by the 2026-12-01 build, before the
+/// tail moved to f32 means/variances and the ghost controller) still loads:
+/// same tokens and tail, read-only answers equal to the ones that build
+/// gave (`hybrid_v2_queries.f32`, 8 queries x dv 4) within f32 rounding of
+/// the sum -> mean conversion, and it re-serializes in the current format,
+/// which round-trips bit-exactly. Config: d = dv = 4, sinks 2, window 8,
+/// heavy 6, 3 tail groups, 60 causal tokens.
+#[test]
+fn hybrid_format_2_still_loads() {
+    let buf = include_bytes!("data/hybrid_v2.bin");
+    assert_eq!(u32::from_le_bytes(buf[8..12].try_into().unwrap()), 2);
+    let want: Vec<f32> = include_bytes!("data/hybrid_v2_queries.f32")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let h = Sketch::deserialize(buf).unwrap();
+    assert_eq!(h.token_count(), 60);
+    let hy = h.hybrid().unwrap();
+    assert_eq!(hy.tail_tokens() + hy.exact_len() as u64, 60);
+    assert!(hy.tail_tokens() > 0);
+    // The generator's query stream (an LCG, uniform in [-1.5, 1.5)).
+    let mut s = 5u64;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let mut o = [0.0f32; 4];
+    for w in want.chunks_exact(4) {
+        let q: Vec<f32> = (0..4).map(|_| 1.5 * next()).collect();
+        h.query(&q, &mut o).unwrap();
+        for (a, b) in o.iter().zip(w) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{o:?} vs {w:?}");
+        }
+    }
+    let v3 = h.serialize().unwrap();
+    assert_eq!(
+        u32::from_le_bytes(v3[8..12].try_into().unwrap()),
+        FORMAT_VERSION
+    );
+    assert_eq!(Sketch::deserialize(&v3).unwrap().serialize().unwrap(), v3);
+    // A v2 buffer with one byte changed is refused like any other.
+    let mut bad = buf.to_vec();
+    bad[100] ^= 0x5A;
+    assert_eq!(Sketch::deserialize(&bad).err(), Some(Error::Corrupt));
+}

@@ -93,7 +93,18 @@ thread_local! {
     /// Scratch of read-only queries (`&self`, may run on many threads at once).
     static QUERY_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Scratch of read-only queries in hybrid mode.
-    static HYBRID_SCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    /// (scores f32, group weights and numerator f64).
+    static HYBRID_SCRATCH: RefCell<(Vec<f32>, Vec<f64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Grows a scratch vector to at least `n` elements (`Alloc` on failure).
+fn grow<T: Copy + Default>(buf: &mut Vec<T>, n: usize) -> Result<()> {
+    if buf.len() < n {
+        buf.try_reserve_exact(n - buf.len())
+            .map_err(|_| Error::Alloc)?;
+        buf.resize(n, T::default());
+    }
+    Ok(())
 }
 
 impl Sketch {
@@ -553,17 +564,12 @@ impl Sketch {
         self.check_q(q, poly, self.bound)?;
         if let Some(h) = self.hybrid.as_deref() {
             return HYBRID_SCRATCH.with(|cell| {
-                let mut buf = cell.borrow_mut();
+                let (xs, buf) = &mut *cell.borrow_mut();
                 let (c, g, dv) = h.scratch_sizes();
-                let need = c + g + dv;
-                if buf.len() < need {
-                    let extra = need - buf.len();
-                    buf.try_reserve_exact(extra).map_err(|_| Error::Alloc)?;
-                    buf.resize(need, 0.0);
-                }
-                let (x, rest) = buf.split_at_mut(c);
-                let (lw, rest) = rest.split_at_mut(g);
-                h.query_with_scratch(q, out, x, lw, &mut rest[..dv]);
+                grow(xs, c)?;
+                grow(buf, g + dv)?;
+                let (lw, num) = buf.split_at_mut(g);
+                h.query_with_scratch(q, out, &mut xs[..c], lw, &mut num[..dv]);
                 Ok(())
             });
         }

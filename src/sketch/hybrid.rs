@@ -7,27 +7,34 @@
 //!
 //! ```text
 //! insert (k_j, v_j); x_i = s q_j.k_i for every exact slot i
-//! tail group g (N_g, Sk_g, Sk2_g, Sv_g):
-//!     mu_g  = s q.mean_k                  var_g = clamp(s^2 sum_c q_c^2 var(k_c), 0, VAR_MAX)
-//!     lw_g  = ln N_g + mu_g + ln(1 + var_g / 2)        (2nd-order expansion of E[e^x])
+//! tail group g (N_g, mean_k m_g (d), per-coordinate variance var_g (d), mean_v mv_g (dv)):
+//!     mu_g  = s q.m_g                     V_g = clamp(s^2 sum_c q_c^2 var_g[c], 0, VAR_MAX)
+//!     lw_g  = ln N_g + mu_g + ln(1 + V_g / 2)          (2nd-order expansion of E[e^x])
 //! c = max(max_i x_i, max_g lw_g)                       (one common scale: nothing overflows)
-//! o_j = (sum_i e^(x_i - c) v_i + sum_g e^(lw_g - c) Sv_g / N_g) / (sum_i e^(x_i - c) + sum_g e^(lw_g - c))
+//! o_j = (sum_i e^(x_i - c) v_i + sum_g e^(lw_g - c) mv_g) / (sum_i e^(x_i - c) + sum_g e^(lw_g - c))
 //! acc_i = (1 - DECAY) acc_i + e^(x_i - c) / den       (H2O accumulated attention, decayed; tail mass included)
 //! when the cache is full: adapt the window/heavy split, then evict the
 //! non-sink token outside the window with the lowest acc into the tail.
 //! ```
 //!
-//! Split controller: every full step compares an EMA of the squared attention
-//! mass on the window's oldest `BAND` tokens (counting only those whose acc is
-//! below the median heavy hitter's: the others would keep a heavy slot if
-//! unprotected) with that on the `BAND` heavy tokens of lowest acc, and moves
-//! the window boundary by one slot toward the side that receives more (per head, so recency-heads grow the window and
-//! heavy-hitter heads grow the heavy set). Only when both a window and a
-//! heavy set are configured.
+//! Split controller (ghosts, after ARC's ghost lists): the keys of the last
+//! `GHOSTS` tokens evicted right at the window edge (age < window + BAND)
+//! and of the last `GHOSTS` older evicted tokens (heavy hitters that lost
+//! their slot) are kept. Every full step measures the attention weight each
+//! ghost would have had, `w = e^(x - c) / (den + e^(x - c))`, averages per
+//! list, and keeps an EMA (rate `ALPHA`) of both: what a longer window would
+//! have kept vs what more heavy slots would have kept. The window boundary
+//! moves by one slot toward the side whose evicted tokens are still
+//! attended (per head: recency heads grow the window, retrieval heads the
+//! heavy set). Only when both a window and a heavy set are configured.
 //!
 //! Tail: at most G groups; an evicted token becomes a singleton group and the
-//! two groups of least Ward cost `N_a N_b / (N_a + N_b) |mean_a - mean_b|^2`
-//! (key space) are merged (sums add). Sums are f64 so long streams do not drift.
+//! two groups of least Ward cost `N_a N_b / (N_a + N_b) |m_a - m_b|^2` (key
+//! space) are merged (Chan et al.'s pairwise update of means and variances,
+//! computed in f64, stored in f32: no sums that grow with the stream).
+//!
+//! Memory per exact slot: `(d + dv) 4` bytes of key and value plus 12 bytes
+//! (acc f32, position u32 relative to a base, score scratch f32).
 
 use crate::config::Config;
 use crate::error::{try_vec, Error, Result};
@@ -44,11 +51,21 @@ pub const ALPHA: f64 = 1.0 / 256.0;
 /// 0.772 -> 0.594, cells worse than the best peer 16 -> 11 of 56; decays
 /// from 1/1000 to 1/100 all gave 0.59-0.64.
 pub const DECAY: f32 = 1.0 / 256.0;
-/// Tokens compared at the window/heavy boundary by the controller.
+/// Tokens at the window/heavy boundary: the heavy set keeps at least `BAND`
+/// slots, and a token evicted less than `BAND` steps after leaving the
+/// window counts as a window-edge ghost.
 pub const BAND: usize = 32;
+/// Ghost keys per list (window-edge victims, heavy victims). Measured with
+/// 8, 16 and 32 per list on 14 heads x 4 budgets: geometric mean of ours /
+/// best peer 0.572 / 0.569 / 0.557 (noise level); 8 costs the least bytes.
+pub const GHOSTS: usize = 8;
 /// Largest input magnitude accepted in hybrid mode (keeps scores and second
 /// moments finite in f32/f64): `2^40`.
 pub const MAX_INPUT: f32 = 1_099_511_627_776.0;
+/// Positions are stored as `u32` offsets from `base`; when the newest offset
+/// reaches `2^31`, `base` moves by `REBASE` and older offsets saturate at 0
+/// (ages stay exact below `2^30`, far beyond any window).
+const REBASE: u64 = 1 << 30;
 
 /// Exact tokens plus the moment tail of one head.
 #[derive(Clone, Debug)]
@@ -56,35 +73,43 @@ pub struct Hybrid {
     d: usize,
     dv: usize,
     scale: f32,
-    sinks: u64,
+    /// Sinks live in slots `0..sinks` (eviction never moves them).
+    sinks: usize,
     cap: usize,
     /// Current window length (moves in `[w_min, w_max]`).
     window: usize,
     w_min: usize,
     w_max: usize,
     adaptive: bool,
+    /// EMAs of the mean ghost weight: window-edge victims, heavy victims.
     ew: f64,
     eh: f64,
-    /// Live slots `0..m` (compact; order irrelevant).
+    /// Live slots `0..m` (sinks first, the rest in any order).
     m: usize,
     keys: Vec<f32>,
     vals: Vec<f32>,
     acc: Vec<f32>,
-    pos: Vec<u64>,
+    /// Position of each slot minus `base` (saturating).
+    pos: Vec<u32>,
+    base: u64,
     /// Tail groups, `G + 1` rows (one spare for the new singleton).
     groups: usize,
     ng: usize,
     g_n: Vec<f64>,
-    g_k: Vec<f64>,
-    g_k2: Vec<f64>,
-    g_v: Vec<f64>,
+    g_mk: Vec<f32>,
+    g_vk: Vec<f32>,
+    g_mv: Vec<f32>,
+    /// Ghost keys: `[0, GHOSTS)` window-edge victims, `[GHOSTS, 2 GHOSTS)`
+    /// heavy victims (rings; empty when not adaptive).
+    gh_k: Vec<f32>,
+    /// Victims written to each ring so far.
+    gh_seen: [u64; 2],
     /// Tokens seen.
     j: u64,
-    // scratch
-    x: Vec<f64>,
+    // scratch of recorded queries
+    x: Vec<f32>,
     lw: Vec<f64>,
     num: Vec<f64>,
-    idx: Vec<u32>,
 }
 
 /// Sizes of a hybrid config: `(capacity C, window, w_min, w_max, groups)`.
@@ -111,6 +136,15 @@ fn shape(cfg: &Config) -> (usize, usize, usize, usize, usize) {
     (s + dynamic, w, w_min, w_max, g)
 }
 
+/// Ghost key floats of a config: `2 GHOSTS d` when adaptive, else 0.
+fn ghost_len(cfg: &Config) -> usize {
+    if cfg.heavy_tokens > 0 {
+        2 * GHOSTS * cfg.head_dim as usize
+    } else {
+        0
+    }
+}
+
 /// `a . b` with eight independent f32 lanes (vectorizes; the sequential sum
 /// of a plain iterator does not).
 #[inline]
@@ -128,6 +162,39 @@ fn dot8(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// `|a - b|^2` with eight independent f32 lanes.
+#[inline]
+fn dist8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = wide::f32x8::ZERO;
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let x: [f32; 8] = x.try_into().unwrap();
+        let y: [f32; 8] = y.try_into().unwrap();
+        let t = wide::f32x8::from(x) - wide::f32x8::from(y);
+        acc = t.mul_add(t, acc);
+    }
+    let mut s = acc.reduce_add();
+    for (x, y) in ra.iter().zip(rb) {
+        s += (x - y) * (x - y);
+    }
+    s
+}
+
+/// Weight a token of score `x` would have if added to an attention of
+/// scale `c` and denominator `den`: `e^(x - c) / (den + e^(x - c))`, in
+/// `[0, 1]` for any `x` (no overflow).
+#[inline]
+fn ghost_weight(x: f64, c: f64, den: f64) -> f64 {
+    let t = x - c;
+    if t > 0.0 {
+        1.0 / (1.0 + den * (-t).exp())
+    } else {
+        let e = t.exp();
+        e / (den + e)
+    }
 }
 
 /// Tail groups when `tail_groups` is 0.
@@ -155,9 +222,10 @@ impl Hybrid {
     pub fn heap_bytes_for(cfg: &Config) -> usize {
         let (c, _, _, _, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        c * (d + dv) * 4 + c * 4 + c * 8 // keys, values, acc, pos
-            + (g + 1) * (1 + 2 * d + dv) * 8 // tail groups
-            + c * 8 + (g + 1) * 8 + dv * 8 + c * 4 // scratch: scores, group weights, numerator, indices
+        c * (d + dv) * 4 + c * 4 + c * 4 // keys, values, acc, pos
+            + (g + 1) * 8 + (g + 1) * (2 * d + dv) * 4 // tail groups
+            + ghost_len(cfg) * 4
+            + c * 4 + (g + 1) * 8 + dv * 8 // scratch: scores, group weights, numerator
     }
 
     /// An empty hybrid state.
@@ -170,7 +238,7 @@ impl Hybrid {
             d,
             dv,
             scale: cfg.scale,
-            sinks: cfg.sink_tokens as u64,
+            sinks: cfg.sink_tokens as usize,
             cap: c,
             window: if cfg.heavy_tokens > 0 { w_max } else { w },
             w_min,
@@ -183,31 +251,35 @@ impl Hybrid {
             vals: try_vec(cap_dv, 0.0)?,
             acc: try_vec(c, 0.0)?,
             pos: try_vec(c, 0)?,
+            base: 0,
             groups: g,
             ng: 0,
             g_n: try_vec(g + 1, 0.0)?,
-            g_k: try_vec((g + 1) * d, 0.0)?,
-            g_k2: try_vec((g + 1) * d, 0.0)?,
-            g_v: try_vec((g + 1) * dv, 0.0)?,
+            g_mk: try_vec((g + 1) * d, 0.0)?,
+            g_vk: try_vec((g + 1) * d, 0.0)?,
+            g_mv: try_vec((g + 1) * dv, 0.0)?,
+            gh_k: try_vec(ghost_len(cfg), 0.0)?,
+            gh_seen: [0; 2],
             j: 0,
             x: try_vec(c, 0.0)?,
             lw: try_vec(g + 1, 0.0)?,
             num: try_vec(dv, 0.0)?,
-            idx: try_vec(c, 0)?,
         })
     }
 
     /// Bytes owned (the vectors' capacities).
     pub fn heap_bytes(&self) -> usize {
-        (self.keys.capacity() + self.vals.capacity() + self.acc.capacity()) * 4
-            + self.pos.capacity() * 8
-            + (self.g_n.capacity()
-                + self.g_k.capacity()
-                + self.g_k2.capacity()
-                + self.g_v.capacity())
-                * 8
-            + (self.x.capacity() + self.lw.capacity() + self.num.capacity()) * 8
-            + self.idx.capacity() * 4
+        (self.keys.capacity()
+            + self.vals.capacity()
+            + self.acc.capacity()
+            + self.pos.capacity()
+            + self.g_mk.capacity()
+            + self.g_vk.capacity()
+            + self.g_mv.capacity()
+            + self.gh_k.capacity()
+            + self.x.capacity())
+            * 4
+            + (self.g_n.capacity() + self.lw.capacity() + self.num.capacity()) * 8
     }
 
     /// Exact slots in use.
@@ -221,6 +293,10 @@ impl Hybrid {
     /// Current window length.
     pub fn window(&self) -> usize {
         self.window
+    }
+    /// Bounds of the window length `[w_min, w_max]`.
+    pub fn window_bounds(&self) -> (usize, usize) {
+        (self.w_min, self.w_max)
     }
     /// Tokens folded into the tail.
     pub fn tail_tokens(&self) -> u64 {
@@ -245,63 +321,72 @@ impl Hybrid {
             // make room by the same rule, without adapting.
             self.evict();
         }
+        if self.j - self.base >= 2 * REBASE {
+            self.base += REBASE;
+            for p in self.pos[..self.m].iter_mut() {
+                *p = p.saturating_sub(REBASE as u32);
+            }
+        }
         let m = self.m;
         self.keys[m * d..(m + 1) * d].copy_from_slice(k);
         self.vals[m * dv..(m + 1) * dv].copy_from_slice(v);
         self.acc[m] = 0.0;
-        self.pos[m] = self.j;
+        self.pos[m] = (self.j - self.base) as u32;
         self.m += 1;
         self.j += 1;
     }
 
     /// Attention of `q` over the exact tokens and the tail into `out`;
-    /// leaves the normalised exact weights in `x[..m]`. Scratch: `x` (C),
-    /// `lw` (G + 1), `num` (dv).
-    fn attend(&self, q: &[f32], out: &mut [f32], x: &mut [f64], lw: &mut [f64], num: &mut [f64]) {
+    /// leaves the normalised exact weights in `x[..m]` and returns the
+    /// common scale and denominator `(c, den)`. Scratch: `x` (C), `lw`
+    /// (G + 1), `num` (dv).
+    fn attend(
+        &self,
+        q: &[f32],
+        out: &mut [f32],
+        x: &mut [f32],
+        lw: &mut [f64],
+        num: &mut [f64],
+    ) -> (f64, f64) {
         let (d, dv, m) = (self.d, self.dv, self.m);
         let s = self.scale as f64;
         let mut c = f64::NEG_INFINITY;
         for i in 0..m {
             let kk = &self.keys[i * d..(i + 1) * d];
-            x[i] = s * dot8(q, kk) as f64;
-            c = c.max(x[i]);
+            x[i] = self.scale * dot8(q, kk);
+            c = c.max(x[i] as f64);
         }
         for g in 0..self.ng {
-            let n = self.g_n[g];
-            let inv = 1.0 / n;
-            let (mut mu, mut var) = (0.0f64, 0.0f64);
-            let (gk, gk2) = (
-                &self.g_k[g * d..(g + 1) * d],
-                &self.g_k2[g * d..(g + 1) * d],
+            let (mk, vk) = (
+                &self.g_mk[g * d..(g + 1) * d],
+                &self.g_vk[g * d..(g + 1) * d],
             );
-            for ((&sk, &sk2), &qf) in gk.iter().zip(gk2).zip(q) {
-                let mk = sk * inv;
-                let vk = (sk2 * inv - mk * mk).max(0.0);
+            let (mut mu, mut var) = (0.0f64, 0.0f64);
+            for ((&a, &b), &qf) in mk.iter().zip(vk).zip(q) {
                 let qc = qf as f64;
-                mu += qc * mk;
-                var += qc * qc * vk;
+                mu += qc * a as f64;
+                var += qc * qc * b as f64;
             }
             let var = (s * s * var).clamp(0.0, VAR_MAX);
-            lw[g] = n.ln() + s * mu + (0.5 * var).ln_1p();
+            lw[g] = self.g_n[g].ln() + s * mu + (0.5 * var).ln_1p();
             c = c.max(lw[g]);
         }
         if m == 0 && self.ng == 0 {
             out.fill(0.0);
-            return;
+            return (0.0, 1.0);
         }
         num.fill(0.0);
         let mut den = 0.0f64;
         for g in 0..self.ng {
             let w = (lw[g] - c).exp();
             den += w;
-            let wn = w / self.g_n[g];
-            for (o, &sv) in num.iter_mut().zip(&self.g_v[g * dv..(g + 1) * dv]) {
-                *o += wn * sv;
+            for (o, &mv) in num.iter_mut().zip(&self.g_mv[g * dv..(g + 1) * dv]) {
+                *o += w * mv as f64;
             }
         }
         for i in 0..m {
-            let w = (x[i] - c).exp();
-            x[i] = w;
+            let w = (x[i] as f64 - c).exp();
+            x[i] = w as f32;
             den += w;
             for (o, &vv) in num.iter_mut().zip(&self.vals[i * dv..(i + 1) * dv]) {
                 *o += w * vv as f64;
@@ -311,10 +396,13 @@ impl Hybrid {
         for (o, &n) in out.iter_mut().zip(num.iter()) {
             *o = (n * inv) as f32;
         }
-        x[..m].iter_mut().for_each(|w| *w *= inv);
+        let invf = inv as f32;
+        x[..m].iter_mut().for_each(|w| *w *= invf);
+        (c, den)
     }
 
-    /// Scratch sizes of a read-only query: `(C, G + 1, dv)`.
+    /// Scratch sizes of a read-only query: `(C, G + 1, dv)` (`x` is f32,
+    /// the other two f64).
     pub fn scratch_sizes(&self) -> (usize, usize, usize) {
         (self.cap, self.groups + 1, self.dv)
     }
@@ -324,35 +412,37 @@ impl Hybrid {
         &self,
         q: &[f32],
         out: &mut [f32],
-        x: &mut [f64],
+        x: &mut [f32],
         lw: &mut [f64],
         num: &mut [f64],
     ) {
         self.attend(q, out, x, lw, num);
     }
 
-    /// Attention that records: accumulated scores get the normalised weights.
-    fn attend_recorded(&mut self, q: &[f32], out: &mut [f32]) {
+    /// Attention that records: accumulated scores get the normalised
+    /// weights. Returns `(c, den)` of `attend`.
+    fn attend_recorded(&mut self, q: &[f32], out: &mut [f32]) -> (f64, f64) {
         let (mut x, mut lw, mut num) = (
             core::mem::take(&mut self.x),
             core::mem::take(&mut self.lw),
             core::mem::take(&mut self.num),
         );
-        self.attend(q, out, &mut x, &mut lw, &mut num);
+        let cd = self.attend(q, out, &mut x, &mut lw, &mut num);
         let keep = 1.0 - DECAY;
         for (a, &w) in self.acc[..self.m].iter_mut().zip(&x[..self.m]) {
-            *a = *a * keep + w as f32;
+            *a = *a * keep + w;
         }
         (self.x, self.lw, self.num) = (x, lw, num);
+        cd
     }
 
     /// Causal step after `insert`: answer `q`, update the accumulated
     /// attention, adapt the split and evict when full.
     pub fn step_query(&mut self, q: &[f32], out: &mut [f32]) {
-        self.attend_recorded(q, out);
+        let (c, den) = self.attend_recorded(q, out);
         if self.m == self.cap {
             if self.adaptive {
-                self.adapt();
+                self.adapt(q, c, den);
             }
             self.evict();
         }
@@ -363,77 +453,46 @@ impl Hybrid {
         self.attend_recorded(q, out);
     }
 
-    fn is_sink(&self, i: usize) -> bool {
-        self.pos[i] < self.sinks
-    }
-
     /// Age of slot i relative to the newest token.
     fn age(&self, i: usize) -> u64 {
-        (self.j - 1) - self.pos[i]
+        (self.j - 1) - (self.base + self.pos[i] as u64)
     }
 
-    fn adapt(&mut self) {
-        let (w, m) = (self.window as u64, self.m);
-        let band = BAND as u64;
-        let mut nh = 0usize;
-        for i in 0..m {
-            if !self.is_sink(i) && self.age(i) >= w {
-                self.idx[nh] = i as u32;
-                nh += 1;
-            }
-        }
-        let heavy = &mut self.idx[..nh];
-        if nh > BAND {
-            let acc = &self.acc;
-            heavy
-                .select_nth_unstable_by(BAND, |a, b| acc[*a as usize].total_cmp(&acc[*b as usize]));
-        }
-        let weakest = &heavy[..nh.min(BAND)];
-        let mh: f64 = weakest.iter().map(|&i| self.x[i as usize]).sum();
-        // A window-edge token is worth protecting only if, unprotected, it
-        // would soon be evicted: its accumulated attention is below the
-        // median heavy hitter's. One above it would keep a heavy slot anyway,
-        // so a longer window gains nothing from it. (Measured against the
-        // band-only rule on 14 heads x 4 budgets: geometric mean of ours /
-        // best peer 0.772 vs 0.799; the strictest bar, the weakest band's
-        // strongest, won at <= 1 MiB but shrank windows too far at 2 MiB.)
-        let bar = if nh > 2 * BAND {
-            let acc = &self.acc;
-            let (_, med, _) = heavy.select_nth_unstable_by(nh / 2, |a, b| {
-                acc[*a as usize].total_cmp(&acc[*b as usize])
-            });
-            acc[*med as usize]
-        } else {
-            f32::INFINITY
-        };
-        let mut mw = 0.0f64;
-        for i in 0..m {
-            if self.is_sink(i) {
+    /// Ghost controller step: EMAs of the mean weight `q` gives each list's
+    /// ghosts, then the window moves one slot toward the larger.
+    fn adapt(&mut self, q: &[f32], c: f64, den: f64) {
+        let d = self.d;
+        let mut mean = [0.0f64; 2];
+        for (r, m) in mean.iter_mut().enumerate() {
+            let live = self.gh_seen[r].min(GHOSTS as u64) as usize;
+            if live == 0 {
                 continue;
             }
-            let a = self.age(i);
-            if a < w && a + band >= w && self.acc[i] <= bar {
-                mw += self.x[i];
-            }
+            let ring = &self.gh_k[r * GHOSTS * d..(r * GHOSTS + live) * d];
+            let sum: f64 = ring
+                .chunks_exact(d)
+                .map(|g| ghost_weight((self.scale * dot8(q, g)) as f64, c, den))
+                .sum();
+            *m = sum / live as f64;
         }
-        self.ew += ALPHA * (mw * mw - self.ew);
-        self.eh += ALPHA * (mh * mh - self.eh);
-        self.window = if self.ew > self.eh {
-            (self.window + 1).min(self.w_max)
-        } else {
-            self.window.saturating_sub(1).max(self.w_min)
-        };
+        self.ew += ALPHA * (mean[0] - self.ew);
+        self.eh += ALPHA * (mean[1] - self.eh);
+        if self.ew > self.eh {
+            self.window = (self.window + 1).min(self.w_max);
+        } else if self.ew < self.eh {
+            self.window = self.window.saturating_sub(1).max(self.w_min);
+        }
     }
 
     /// Folds the non-sink token outside the next window with the lowest
-    /// accumulated attention into the tail.
+    /// accumulated attention into the tail (its key also becomes a ghost).
     fn evict(&mut self) {
         let (d, dv, m) = (self.d, self.dv, self.m);
         // Outside the next window: age >= window - 1 (position <= j - W + 1).
         let w = self.window as u64;
         let mut best = usize::MAX;
-        for i in 0..m {
-            if self.is_sink(i) || self.age(i) + 1 < w {
+        for i in self.sinks.min(m)..m {
+            if self.age(i) + 1 < w {
                 continue;
             }
             if best == usize::MAX || self.acc[i] < self.acc[best] {
@@ -442,21 +501,22 @@ impl Hybrid {
         }
         if best == usize::MAX {
             // Only sinks and window tokens: the oldest non-sink goes.
-            best = (0..m)
-                .filter(|&i| !self.is_sink(i))
+            best = (self.sinks.min(m)..m)
                 .max_by_key(|&i| self.age(i))
                 .unwrap_or(0);
         }
+        if self.adaptive {
+            let r = usize::from(self.age(best) + 1 >= w + BAND as u64);
+            let slot = r * GHOSTS + (self.gh_seen[r] % GHOSTS as u64) as usize;
+            self.gh_k[slot * d..(slot + 1) * d]
+                .copy_from_slice(&self.keys[best * d..(best + 1) * d]);
+            self.gh_seen[r] += 1;
+        }
         let g = self.ng;
         self.g_n[g] = 1.0;
-        for cc in 0..d {
-            let k = self.keys[best * d + cc] as f64;
-            self.g_k[g * d + cc] = k;
-            self.g_k2[g * d + cc] = k * k;
-        }
-        for cc in 0..dv {
-            self.g_v[g * dv + cc] = self.vals[best * dv + cc] as f64;
-        }
+        self.g_mk[g * d..(g + 1) * d].copy_from_slice(&self.keys[best * d..(best + 1) * d]);
+        self.g_vk[g * d..(g + 1) * d].fill(0.0);
+        self.g_mv[g * dv..(g + 1) * dv].copy_from_slice(&self.vals[best * dv..(best + 1) * dv]);
         self.ng += 1;
         if self.ng > self.groups {
             self.merge_closest();
@@ -471,34 +531,16 @@ impl Hybrid {
         self.m = last;
     }
 
+    /// Merges the two groups of least Ward cost (see the module doc):
+    /// `n = n_a + n_b`, `f = n_a / n`, `m = f m_a + (1 - f) m_b`,
+    /// `var = f var_a + (1 - f) var_b + f (1 - f) (m_a - m_b)^2`.
     fn merge_closest(&mut self) {
         let (d, dv, ng) = (self.d, self.dv, self.ng);
-        // One reciprocal per group (kept in the group-weight scratch `lw`,
-        // free between queries), then squared distances of the means
-        // `sum_k / n` in four independent lanes: no division in the O(G^2 d)
-        // loop and no extra memory.
-        for g in 0..ng {
-            self.lw[g] = 1.0 / self.g_n[g];
-        }
         let (mut ba, mut bb, mut bc) = (0usize, 1usize, f64::INFINITY);
         for a in 0..ng {
-            let (ka, ia) = (&self.g_k[a * d..(a + 1) * d], self.lw[a]);
+            let ka = &self.g_mk[a * d..(a + 1) * d];
             for b in a + 1..ng {
-                let (kb, ib) = (&self.g_k[b * d..(b + 1) * d], self.lw[b]);
-                let mut lanes = [0.0f64; 4];
-                let mut ca = ka.chunks_exact(4);
-                let mut cb = kb.chunks_exact(4);
-                for (x, y) in (&mut ca).zip(&mut cb) {
-                    for l in 0..4 {
-                        let t = x[l] * ia - y[l] * ib;
-                        lanes[l] += t * t;
-                    }
-                }
-                let mut dist = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-                for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-                    let t = x * ia - y * ib;
-                    dist += t * t;
-                }
+                let dist = dist8(ka, &self.g_mk[b * d..(b + 1) * d]) as f64;
                 let (na, nb) = (self.g_n[a], self.g_n[b]);
                 let cost = dist * na * nb / (na + nb);
                 if cost < bc {
@@ -506,56 +548,95 @@ impl Hybrid {
                 }
             }
         }
+        let (na, nb) = (self.g_n[ba], self.g_n[bb]);
+        let f = na / (na + nb);
+        let h = 1.0 - f;
+        for cc in 0..d {
+            let (ia, ib) = (ba * d + cc, bb * d + cc);
+            let (ma, mb) = (self.g_mk[ia] as f64, self.g_mk[ib] as f64);
+            let (va, vb) = (self.g_vk[ia] as f64, self.g_vk[ib] as f64);
+            self.g_mk[ia] = (f * ma + h * mb) as f32;
+            self.g_vk[ia] = (f * va + h * vb + f * h * (ma - mb) * (ma - mb)) as f32;
+        }
+        for cc in 0..dv {
+            let (ia, ib) = (ba * dv + cc, bb * dv + cc);
+            self.g_mv[ia] = (f * self.g_mv[ia] as f64 + h * self.g_mv[ib] as f64) as f32;
+        }
+        self.g_n[ba] = na + nb;
+        // The last group moves into bb's row.
         let last = ng - 1;
-        self.g_n[ba] += self.g_n[bb];
         self.g_n[bb] = self.g_n[last];
-        for (arr, w) in [(&mut self.g_k, d), (&mut self.g_k2, d), (&mut self.g_v, dv)] {
-            for cc in 0..w {
-                arr[ba * w + cc] += arr[bb * w + cc];
-                arr[bb * w + cc] = arr[last * w + cc];
-            }
+        for (arr, w) in [
+            (&mut self.g_mk, d),
+            (&mut self.g_vk, d),
+            (&mut self.g_mv, dv),
+        ] {
+            arr.copy_within(last * w..(last + 1) * w, bb * w);
         }
         self.ng = last;
     }
 }
 
-/// Serialized form of the hybrid state (section `EXCT`, see `docs/format.md`):
+/// Serialized form of the hybrid state (section `EXCT`, see `docs/format.md`).
+/// Format version 3:
 ///
 /// ```text
 /// u64 j (tokens seen) | u64 m (live slots) | u64 ng (live groups) | u64 window
-/// f64 ew | f64 eh
-/// f32 keys[C d] | f32 vals[C dv] | f32 acc[C] | u64 pos[C]
-/// f64 g_n[G+1] | f64 g_k[(G+1) d] | f64 g_k2[(G+1) d] | f64 g_v[(G+1) dv]
+/// f64 ew | f64 eh | u64 ghosts written (edge) | u64 ghosts written (heavy)
+/// f32 keys[C d] | f32 vals[C dv] | f32 acc[C] | u64 pos[C] (absolute)
+/// f64 g_n[G+1] | f32 mean_k[(G+1) d] | f32 var_k[(G+1) d] | f32 mean_v[(G+1) dv]
+/// f32 ghost keys[2 GHOSTS d] (adaptive configs only: heavy_tokens > 0)
 /// ```
 ///
+/// Version 2 (still read): 48 fixed bytes (no ghost counters), the same slot
+/// arrays, then f64 sums `g_n, Sk, Sk2, Sv` and no ghosts; loading converts
+/// the sums to means and variances and starts the controller afresh.
 /// Whole arrays are stored (unused slots zero) so the size derives from the
 /// config alone.
 impl Hybrid {
-    const FIXED: usize = 48;
+    const FIXED_V2: usize = 48;
+    const FIXED: usize = 64;
 
-    /// Payload bytes for `cfg` (a valid hybrid config).
-    pub fn payload_len(cfg: &Config) -> usize {
+    /// Payload bytes for `cfg` (a valid hybrid config) in format `version`.
+    pub fn payload_len(cfg: &Config, version: u32) -> usize {
         let (c, _, _, _, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        Self::FIXED + c * (d + dv + 1) * 4 + c * 8 + (g + 1) * (1 + 2 * d + dv) * 8
+        let slots = c * (d + dv + 1) * 4 + c * 8;
+        if version < 3 {
+            Self::FIXED_V2 + slots + (g + 1) * (1 + 2 * d + dv) * 8
+        } else {
+            Self::FIXED + slots + (g + 1) * 8 + (g + 1) * (2 * d + dv) * 4 + ghost_len(cfg) * 4
+        }
     }
 
-    /// Appends the payload (little-endian) through `put`.
+    /// Appends the payload (little-endian, current version) through `put`.
     pub fn write_payload(&self, put: &mut dyn FnMut(&[u8])) {
         for x in [self.j, self.m as u64, self.ng as u64, self.window as u64] {
             put(&x.to_le_bytes());
         }
         put(&self.ew.to_le_bytes());
         put(&self.eh.to_le_bytes());
+        put(&self.gh_seen[0].to_le_bytes());
+        put(&self.gh_seen[1].to_le_bytes());
         for arr in [&self.keys, &self.vals, &self.acc] {
             for x in arr.iter() {
                 put(&x.to_le_bytes());
             }
         }
-        for x in &self.pos {
+        for (i, &p) in self.pos.iter().enumerate() {
+            let abs = if i < self.m.min(self.sinks) {
+                i as u64
+            } else if i < self.m {
+                self.base + p as u64
+            } else {
+                0
+            };
+            put(&abs.to_le_bytes());
+        }
+        for x in &self.g_n {
             put(&x.to_le_bytes());
         }
-        for arr in [&self.g_n, &self.g_k, &self.g_k2, &self.g_v] {
+        for arr in [&self.g_mk, &self.g_vk, &self.g_mv, &self.gh_k] {
             for x in arr.iter() {
                 put(&x.to_le_bytes());
             }
@@ -567,15 +648,15 @@ impl Hybrid {
         u64::from_le_bytes(p[..8].try_into().unwrap_or([0xFF; 8]))
     }
 
-    /// Checks a payload of exactly `payload_len(cfg)` bytes: counts in range,
-    /// the window within its bounds, every value finite and within the hybrid
-    /// input range, positions older than `j`, group counts whole and >= 1,
-    /// second moments >= 0, and every token accounted for:
-    /// `m + sum_g N_g = j`.
-    pub fn check_payload(cfg: &Config, p: &[u8]) -> Result<()> {
+    /// Checks a payload of exactly `payload_len(cfg, version)` bytes: counts
+    /// in range, the window within its bounds, every value finite and within
+    /// the hybrid input range, positions older than `j` with the sinks first
+    /// (slot i < sinks holds position i), group counts whole and >= 1,
+    /// variances >= 0, and every token accounted for: `m + sum_g N_g = j`.
+    pub fn check_payload(cfg: &Config, p: &[u8], version: u32) -> Result<()> {
         let (c, _, w_min, w_max, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        if p.len() != Self::payload_len(cfg) {
+        if p.len() != Self::payload_len(cfg, version) {
             return Err(Error::Corrupt);
         }
         let u = |i: usize| u64::from_le_bytes(p[i * 8..i * 8 + 8].try_into().unwrap());
@@ -587,11 +668,16 @@ impl Hybrid {
         if !(ew.is_finite() && ew >= 0.0 && eh.is_finite() && eh >= 0.0) {
             return Err(Error::Corrupt);
         }
-        let mut off = Self::FIXED;
+        let mut off = if version < 3 {
+            Self::FIXED_V2
+        } else {
+            Self::FIXED
+        };
         let f32_at = |o: usize| f32::from_le_bytes(p[o..o + 4].try_into().unwrap());
+        let f64_at = |o: usize| f64::from_le_bytes(p[o..o + 8].try_into().unwrap());
+        let in_range = |x: f64| x.is_finite() && x.abs() <= MAX_INPUT as f64;
         for i in 0..c * (d + dv) {
-            let x = f32_at(off + 4 * i);
-            if !(x.is_finite() && x.abs() <= MAX_INPUT) {
+            if !in_range(f32_at(off + 4 * i) as f64) {
                 return Err(Error::Corrupt);
             }
         }
@@ -603,64 +689,186 @@ impl Hybrid {
             }
         }
         off += 4 * c;
+        let sinks = cfg.sink_tokens as u64;
         for i in 0..m as usize {
             let pos = u64::from_le_bytes(p[off + 8 * i..off + 8 * i + 8].try_into().unwrap());
-            if pos >= j {
+            let sink_ok = if (i as u64) < sinks {
+                pos == i as u64
+            } else {
+                pos >= sinks
+            };
+            if pos >= j || !sink_ok {
                 return Err(Error::Corrupt);
             }
         }
         off += 8 * c;
-        let f64_at = |o: usize| f64::from_le_bytes(p[o..o + 8].try_into().unwrap());
         let mut total = 0.0f64;
+        let n_off = off;
         for i in 0..g + 1 {
-            let n = f64_at(off + 8 * i);
+            let x = f64_at(off + 8 * i);
             let live = (i as u64) < ng;
-            if !(n.is_finite() && n.fract() == 0.0 && if live { n >= 1.0 } else { n >= 0.0 }) {
+            if !(x.is_finite() && x.fract() == 0.0 && if live { x >= 1.0 } else { x >= 0.0 }) {
                 return Err(Error::Corrupt);
             }
             if live {
-                total += n;
+                total += x;
             }
         }
         if total + m as f64 != j as f64 {
             return Err(Error::Corrupt);
         }
         off += 8 * (g + 1);
-        for i in 0..(g + 1) * (2 * d + dv) {
-            let x = f64_at(off + 8 * i);
-            let is_k2 = i >= (g + 1) * d && i < 2 * (g + 1) * d;
-            if !(x.is_finite() && (!is_k2 || x >= 0.0)) {
-                return Err(Error::Corrupt);
+        let rows = [(d, false), (d, true), (dv, false)];
+        if version < 3 {
+            // Sums: their means must lie in the input range (second moments
+            // in its square), so the conversion stays finite in f32.
+            for &(w, sq) in &rows {
+                for i in 0..(g + 1) * w {
+                    let x = f64_at(off + 8 * i) / f64_at(n_off + 8 * (i / w)).max(1.0);
+                    let ok = if sq {
+                        x >= 0.0 && x.sqrt() <= MAX_INPUT as f64
+                    } else {
+                        in_range(x)
+                    };
+                    if !ok {
+                        return Err(Error::Corrupt);
+                    }
+                }
+                off += 8 * (g + 1) * w;
+            }
+        } else {
+            for &(w, sq) in &rows {
+                for i in 0..(g + 1) * w {
+                    let x = f32_at(off + 4 * i) as f64;
+                    let ok = if sq {
+                        x >= 0.0 && x.is_finite() && x.sqrt() <= MAX_INPUT as f64
+                    } else {
+                        in_range(x)
+                    };
+                    if !ok {
+                        return Err(Error::Corrupt);
+                    }
+                }
+                off += 4 * (g + 1) * w;
+            }
+            for i in 0..ghost_len(cfg) {
+                if !in_range(f32_at(off + 4 * i) as f64) {
+                    return Err(Error::Corrupt);
+                }
             }
         }
         Ok(())
     }
 
-    /// Loads a checked payload into a fresh state of the same config.
-    pub fn load_payload(&mut self, p: &[u8]) {
+    /// Loads a checked payload of format `version` into a fresh state of
+    /// the same config.
+    pub fn load_payload(&mut self, p: &[u8], version: u32) {
+        let (d, dv) = (self.d, self.dv);
         let u = |i: usize| u64::from_le_bytes(p[i * 8..i * 8 + 8].try_into().unwrap());
         self.j = u(0);
         self.m = u(1) as usize;
         self.ng = u(2) as usize;
         self.window = u(3) as usize;
-        self.ew = f64::from_bits(u(4));
-        self.eh = f64::from_bits(u(5));
-        let mut off = Self::FIXED;
+        let mut off = if version < 3 {
+            // The v2 controller's EMAs measured something else: start afresh.
+            (self.ew, self.eh, self.gh_seen) = (0.0, 0.0, [0; 2]);
+            Self::FIXED_V2
+        } else {
+            (self.ew, self.eh) = (f64::from_bits(u(4)), f64::from_bits(u(5)));
+            self.gh_seen = [u(6), u(7)];
+            Self::FIXED
+        };
+        let f32_at = |o: usize| f32::from_le_bytes(p[o..o + 4].try_into().unwrap());
+        let f64_at = |o: usize| f64::from_le_bytes(p[o..o + 8].try_into().unwrap());
         for arr in [&mut self.keys, &mut self.vals, &mut self.acc] {
             for x in arr.iter_mut() {
-                *x = f32::from_le_bytes(p[off..off + 4].try_into().unwrap());
+                *x = f32_at(off);
                 off += 4;
             }
         }
+        // Positions relative to a base with j - base < 2 REBASE.
+        self.base = (self.j / REBASE).saturating_sub(1) * REBASE;
         for x in self.pos.iter_mut() {
-            *x = u64::from_le_bytes(p[off..off + 8].try_into().unwrap());
+            *x = u64::from_le_bytes(p[off..off + 8].try_into().unwrap()).saturating_sub(self.base)
+                as u32;
             off += 8;
         }
-        for arr in [&mut self.g_n, &mut self.g_k, &mut self.g_k2, &mut self.g_v] {
-            for x in arr.iter_mut() {
-                *x = f64::from_le_bytes(p[off..off + 8].try_into().unwrap());
-                off += 8;
+        for x in self.g_n.iter_mut() {
+            *x = f64_at(off);
+            off += 8;
+        }
+        if version < 3 {
+            let g1 = self.g_n.len();
+            let (sk, sk2, sv) = (off, off + 8 * g1 * d, off + 16 * g1 * d);
+            for g in 0..g1 {
+                let inv = if self.g_n[g] > 0.0 {
+                    1.0 / self.g_n[g]
+                } else {
+                    0.0
+                };
+                for cc in 0..d {
+                    let mk = f64_at(sk + 8 * (g * d + cc)) * inv;
+                    let m2 = f64_at(sk2 + 8 * (g * d + cc)) * inv;
+                    self.g_mk[g * d + cc] = mk as f32;
+                    self.g_vk[g * d + cc] = (m2 - mk * mk).max(0.0) as f32;
+                }
+                for cc in 0..dv {
+                    self.g_mv[g * dv + cc] = (f64_at(sv + 8 * (g * dv + cc)) * inv) as f32;
+                }
             }
+        } else {
+            for arr in [
+                &mut self.g_mk,
+                &mut self.g_vk,
+                &mut self.g_mv,
+                &mut self.gh_k,
+            ] {
+                for x in arr.iter_mut() {
+                    *x = f32_at(off);
+                    off += 4;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Positions past `2^31` tokens: the base moves, ages stay exact (a
+    /// 2^31-token stream is too long for a test, so the counter starts there).
+    #[test]
+    fn ages_survive_the_position_rebase() {
+        let mut cfg = Config::new(4);
+        cfg.sink_tokens = 2;
+        cfg.window_tokens = 6;
+        cfg.heavy_tokens = 4;
+        let mut h = Hybrid::new(&cfg).unwrap();
+        let start = 2 * REBASE - 5;
+        h.j = start;
+        let mut out = [0.0f32; 4];
+        for t in 0..40u64 {
+            let k = [t as f32 * 0.01, 0.0, 0.0, 1.0];
+            h.insert(&k, &k);
+            h.step_query(&[0.0, 0.0, 0.0, 1.0], &mut out);
+        }
+        assert_eq!(h.base, REBASE);
+        // Sinks stay in slots 0..2 with their true ages; every other slot is
+        // within the last 40 tokens and ages are distinct.
+        let newest = start + 39;
+        for i in 0..h.m {
+            let abs = h.base + h.pos[i] as u64;
+            if i < 2 {
+                assert_eq!(abs, start + i as u64);
+            } else {
+                assert!(abs > start + 1 && abs <= newest, "slot {i}: {abs}");
+            }
+            assert_eq!(h.age(i), newest - abs);
+        }
+        // The window's tokens (the newest `window - 1`) are all present.
+        for a in 0..h.window as u64 - 1 {
+            assert!((0..h.m).any(|i| h.age(i) == a), "age {a} missing");
         }
     }
 }

@@ -42,7 +42,7 @@ use core::sync::atomic::Ordering;
 /// First 8 bytes of every serialized head.
 pub const MAGIC: [u8; 8] = *b"ATSKETCH";
 /// Version of the layout written by this build (readers accept `1..=FORMAT_VERSION`).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes of the header (magic, version, section count).
 pub const HEADER_LEN: usize = 16;
 /// Bytes of one section header (tag, payload length).
@@ -185,7 +185,7 @@ fn shape(cfg: &Config) -> Result<(usize, usize)> {
 }
 
 /// Payload bytes of `tag` for config `cfg` (sizes derive from the config only).
-fn payload_len(tag: Tag, cfg: &Config) -> Result<usize> {
+fn payload_len(tag: Tag, cfg: &Config, version: u32) -> Result<usize> {
     Ok(match tag {
         Tag::Config => CONF_LEN,
         Tag::Core => {
@@ -197,7 +197,7 @@ fn payload_len(tag: Tag, cfg: &Config) -> Result<usize> {
                 .and_then(|n| n.checked_add(CORE_FIXED_LEN))
                 .ok_or(Error::Corrupt)?
         }
-        Tag::Exact => Hybrid::payload_len(cfg),
+        Tag::Exact => Hybrid::payload_len(cfg, version),
         Tag::Pend => {
             let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
             8 + 4 * FLUSH_INTERVAL as usize * (d + dv)
@@ -282,7 +282,7 @@ impl Sketch {
         let mut n = HEADER_LEN + TRAILER_LEN;
         for &tag in Tag::required(&self.cfg) {
             // A live handle's config is valid, so the size is representable.
-            n += SECTION_HEADER_LEN + payload_len(tag, &self.cfg).unwrap_or(0);
+            n += SECTION_HEADER_LEN + payload_len(tag, &self.cfg, FORMAT_VERSION).unwrap_or(0);
         }
         n
     }
@@ -312,10 +312,10 @@ impl Sketch {
         w.u32(tags.len() as u32);
         for &tag in tags {
             w.bytes(&tag.bytes());
-            w.u64(payload_len(tag, &self.cfg)? as u64);
+            w.u64(payload_len(tag, &self.cfg, FORMAT_VERSION)? as u64);
             let start = w.pos;
             self.write_section(tag, &mut w);
-            debug_assert_eq!(w.pos - start, payload_len(tag, &self.cfg)?);
+            debug_assert_eq!(w.pos - start, payload_len(tag, &self.cfg, FORMAT_VERSION)?);
         }
         let crc = crc32fast::hash(&w.buf[..w.pos]);
         w.u32(crc);
@@ -454,12 +454,12 @@ impl Sketch {
         let mut payloads: [&[u8]; 8] = [&[]; 8];
         for (i, &want) in tags.iter().enumerate().skip(1) {
             let (tag, len) = section_header(&mut r)?;
-            let need = payload_len(want, &cfg)?;
+            let need = payload_len(want, &cfg, version)?;
             if tag != want.bytes() || len != need as u64 {
                 return Err(Error::Corrupt);
             }
             let p = r.take(need)?;
-            check_section(want, &cfg, p)?;
+            check_section(want, &cfg, p, version)?;
             payloads[i] = p;
         }
         if r.pos != body_len {
@@ -499,7 +499,7 @@ impl Sketch {
 
         let mut h = Sketch::with_level(&cfg, level)?;
         for (i, &tag) in tags.iter().enumerate().skip(1) {
-            h.load_section(tag, payloads[i]);
+            h.load_section(tag, payloads[i], version);
         }
         if version < 2 && !Hybrid::wanted(&cfg) {
             // Version 1 kept the pending tokens' increments in d, not raw:
@@ -512,12 +512,12 @@ impl Sketch {
     }
 
     /// Copies a checked section into a fresh head of the same config.
-    fn load_section(&mut self, tag: Tag, p: &[u8]) {
+    fn load_section(&mut self, tag: Tag, p: &[u8], version: u32) {
         match tag {
             Tag::Config => {}
             Tag::Exact => {
                 if let Some(h) = self.hybrid.as_deref_mut() {
-                    h.load_payload(p);
+                    h.load_payload(p, version);
                 }
             }
             Tag::Pend => {
@@ -679,11 +679,11 @@ fn core_counters(p: &[u8]) -> Counters {
 }
 
 /// Value checks of a section whose length matched its config-derived size.
-fn check_section(tag: Tag, cfg: &Config, p: &[u8]) -> Result<()> {
+fn check_section(tag: Tag, cfg: &Config, p: &[u8], version: u32) -> Result<()> {
     match tag {
         Tag::Config => Ok(()),
         Tag::Core => check_core(cfg, p),
-        Tag::Exact => Hybrid::check_payload(cfg, p),
+        Tag::Exact => Hybrid::check_payload(cfg, p, version),
         Tag::Pend => Ok(()), // checked with CORE's counters: check_pending
         Tag::Reco | Tag::Retr => {
             if f32s(&p[8..]).all(|x| x.is_finite()) {
