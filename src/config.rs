@@ -96,7 +96,7 @@ impl Config {
         let (d, dv) = (self.head_dim as usize, self.value_dim as usize);
         for groups in [hybrid::DEFAULT_GROUPS as u32, 16, 8, 4, 1] {
             // The tail takes at most ~1/8 of the budget; the rest goes to exact tokens.
-            let tail = (groups as usize + 1) * (1 + 2 * d + dv) * 8;
+            let tail = (groups as usize + 1) * (8 + (2 * d + dv) * 4);
             if groups > 1 && tail * 8 > bytes {
                 continue;
             }
