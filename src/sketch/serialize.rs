@@ -84,7 +84,7 @@ impl Tag {
         }
     }
 
-    /// Sections a head with config `cfg` writes (version 2), in order.
+    /// Sections a head with config `cfg` writes (current version), in order.
     pub fn required(cfg: &Config) -> &'static [Tag] {
         Self::required_in(cfg, FORMAT_VERSION)
     }
