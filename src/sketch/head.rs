@@ -360,7 +360,7 @@ impl Sketch {
         self.poisoned = true;
         if let Some(h) = self.hybrid.as_mut() {
             h.insert(k, v);
-            h.step_query(q, out);
+            h.step_query(self.kern, q, out);
             self.tokens += 1;
             self.bound += incr;
             self.poisoned = false;
@@ -513,7 +513,7 @@ impl Sketch {
             }
             self.check_q(q, &self.poly, self.bound)?;
             if let Some(h) = self.hybrid.as_mut() {
-                h.push_query(q, out);
+                h.push_query(self.kern, q, out);
             }
         } else {
             self.query(q, out)?;
@@ -569,7 +569,7 @@ impl Sketch {
                 grow(xs, c)?;
                 grow(buf, g + dv)?;
                 let (lw, num) = buf.split_at_mut(g);
-                h.query_with_scratch(q, out, &mut xs[..c], lw, &mut num[..dv]);
+                h.query_with_scratch(self.kern, q, out, &mut xs[..c], lw, &mut num[..dv]);
                 Ok(())
             });
         }

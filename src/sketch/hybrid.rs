@@ -38,6 +38,7 @@
 
 use crate::config::Config;
 use crate::error::{try_vec, Error, Result};
+use crate::kernels::{Gemm, Kernels};
 
 /// Clamp of the per-group score variance in the expansion (only keeps
 /// `ln(1 + V/2)` finite: the term grows logarithmically). Measured on 14 + 10
@@ -202,6 +203,26 @@ fn ghost_weight(x: f64, c: f64, den: f64) -> f64 {
     }
 }
 
+/// `x_i <- e^(x_i - c)` (vector exp, eight lanes); returns `sum_i x_i` (f64).
+#[inline]
+fn exp_shifted(x: &mut [f32], c: f32) -> f64 {
+    let cv = wide::f32x8::splat(c);
+    let mut acc = wide::f32x8::ZERO;
+    let mut chunks = x.chunks_exact_mut(8);
+    for ch in &mut chunks {
+        let v: [f32; 8] = (&*ch).try_into().unwrap();
+        let e = (wide::f32x8::from(v) - cv).exp();
+        ch.copy_from_slice(&e.to_array());
+        acc += e;
+    }
+    let mut s = acc.reduce_add() as f64;
+    for v in chunks.into_remainder() {
+        *v = (*v - c).exp();
+        s += *v as f64;
+    }
+    s
+}
+
 /// Tail groups when `tail_groups` is 0.
 pub const DEFAULT_GROUPS: usize = 32;
 
@@ -347,6 +368,7 @@ impl Hybrid {
     /// (G + 1), `num` (dv).
     fn attend(
         &self,
+        kern: &Kernels,
         q: &[f32],
         out: &mut [f32],
         x: &mut [f32],
@@ -380,6 +402,11 @@ impl Hybrid {
             out.fill(0.0);
             return (0.0, 1.0);
         }
+        // One scale for both parts, exactly representable in f32.
+        let c = c as f32 as f64;
+        // Tail groups in f64 (G terms); exact slots in f32: weights
+        // e^(x_i - c) <= 1 by a vector exp, values summed into `out` by the
+        // level's gemm (1 x m times m x dv), then both parts meet in f64.
         num.fill(0.0);
         let mut den = 0.0f64;
         for g in 0..self.ng {
@@ -389,17 +416,23 @@ impl Hybrid {
                 *o += w * mv as f64;
             }
         }
-        for i in 0..m {
-            let w = (x[i] as f64 - c).exp();
-            x[i] = w as f32;
-            den += w;
-            for (o, &vv) in num.iter_mut().zip(&self.vals[i * dv..(i + 1) * dv]) {
-                *o += w * vv as f64;
-            }
+        den += exp_shifted(&mut x[..m], c as f32);
+        out.fill(0.0);
+        let shape = Gemm {
+            m: 1,
+            n: dv,
+            k: m,
+            rsa: m,
+            csa: 1,
+            ldb: dv,
+            ldc: dv,
+        };
+        if m > 0 {
+            (kern.gemm)(&shape, &x[..m], &self.vals[..m * dv], out);
         }
         let inv = 1.0 / den;
         for (o, &n) in out.iter_mut().zip(num.iter()) {
-            *o = (n * inv) as f32;
+            *o = ((*o as f64 + n) * inv) as f32;
         }
         let invf = inv as f32;
         x[..m].iter_mut().for_each(|w| *w *= invf);
@@ -415,24 +448,25 @@ impl Hybrid {
     /// Read-only attention (records nothing), with caller scratch.
     pub fn query_with_scratch(
         &self,
+        kern: &Kernels,
         q: &[f32],
         out: &mut [f32],
         x: &mut [f32],
         lw: &mut [f64],
         num: &mut [f64],
     ) {
-        self.attend(q, out, x, lw, num);
+        self.attend(kern, q, out, x, lw, num);
     }
 
     /// Attention that records: accumulated scores get the normalised
     /// weights. Returns `(c, den)` of `attend`.
-    fn attend_recorded(&mut self, q: &[f32], out: &mut [f32]) -> (f64, f64) {
+    fn attend_recorded(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) -> (f64, f64) {
         let (mut x, mut lw, mut num) = (
             core::mem::take(&mut self.x),
             core::mem::take(&mut self.lw),
             core::mem::take(&mut self.num),
         );
-        let cd = self.attend(q, out, &mut x, &mut lw, &mut num);
+        let cd = self.attend(kern, q, out, &mut x, &mut lw, &mut num);
         let keep = 1.0 - DECAY;
         for (a, &w) in self.acc[..self.m].iter_mut().zip(&x[..self.m]) {
             *a = *a * keep + w;
@@ -443,8 +477,8 @@ impl Hybrid {
 
     /// Causal step after `insert`: answer `q`, update the accumulated
     /// attention, adapt the split and evict when full.
-    pub fn step_query(&mut self, q: &[f32], out: &mut [f32]) {
-        let (c, den) = self.attend_recorded(q, out);
+    pub fn step_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) {
+        let (c, den) = self.attend_recorded(kern, q, out);
         if self.m == self.cap {
             if self.adaptive {
                 self.adapt(q, c, den);
@@ -454,8 +488,8 @@ impl Hybrid {
     }
 
     /// Non-causal recorded query: attention plus the accumulated-score update.
-    pub fn push_query(&mut self, q: &[f32], out: &mut [f32]) {
-        self.attend_recorded(q, out);
+    pub fn push_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) {
+        self.attend_recorded(kern, q, out);
     }
 
     /// Age of slot i relative to the newest token.
@@ -856,7 +890,11 @@ mod tests {
         for t in 0..40u64 {
             let k = [t as f32 * 0.01, 0.0, 0.0, 1.0];
             h.insert(&k, &k);
-            h.step_query(&[0.0, 0.0, 0.0, 1.0], &mut out);
+            h.step_query(
+                crate::kernels::Kernels::for_level(crate::Level::Portable).unwrap(),
+                &[0.0, 0.0, 0.0, 1.0],
+                &mut out,
+            );
         }
         assert_eq!(h.base, REBASE);
         // Sinks stay in slots 0..2 with their true ages; every other slot is
