@@ -569,7 +569,7 @@ impl Sketch {
                 grow(xs, c)?;
                 grow(buf, g + dv)?;
                 let (lw, num) = buf.split_at_mut(g);
-                h.query_with_scratch(self.kern, q, out, &mut xs[..c], lw, &mut num[..dv]);
+                h.attend(self.kern, q, out, &mut xs[..c], lw, &mut num[..dv]);
                 Ok(())
             });
         }

@@ -151,42 +151,49 @@ fn ghost_len(cfg: &Config) -> usize {
     }
 }
 
-/// `a . b` with eight independent f32 lanes (vectorizes; the sequential sum
-/// of a plain iterator does not).
-#[inline]
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
+/// `fold_i step(a_i, b_i)` with eight independent f32 lanes, then the lanes
+/// summed and the remainder folded by `tail` (vectorizes; the sequential
+/// sum of a plain iterator does not).
+#[inline(always)]
+fn lanes8(
+    a: &[f32],
+    b: &[f32],
+    step: impl Fn(wide::f32x8, wide::f32x8, wide::f32x8) -> wide::f32x8,
+    tail: impl Fn(f32, f32, f32) -> f32,
+) -> f32 {
     let mut acc = wide::f32x8::ZERO;
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         let x: [f32; 8] = x.try_into().unwrap();
         let y: [f32; 8] = y.try_into().unwrap();
-        acc = wide::f32x8::from(x).mul_add(wide::f32x8::from(y), acc);
+        acc = step(acc, wide::f32x8::from(x), wide::f32x8::from(y));
     }
     let mut s = acc.reduce_add();
     for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+        s = tail(s, *x, *y);
     }
     s
 }
 
-/// `|a - b|^2` with eight independent f32 lanes.
+/// `a . b` (eight lanes).
+#[inline]
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    lanes8(a, b, |acc, x, y| x.mul_add(y, acc), |s, x, y| s + x * y)
+}
+
+/// `|a - b|^2` (eight lanes).
 #[inline]
 fn dist8(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = wide::f32x8::ZERO;
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        let x: [f32; 8] = x.try_into().unwrap();
-        let y: [f32; 8] = y.try_into().unwrap();
-        let t = wide::f32x8::from(x) - wide::f32x8::from(y);
-        acc = t.mul_add(t, acc);
-    }
-    let mut s = acc.reduce_add();
-    for (x, y) in ra.iter().zip(rb) {
-        s += (x - y) * (x - y);
-    }
-    s
+    lanes8(
+        a,
+        b,
+        |acc, x, y| {
+            let t = x - y;
+            t.mul_add(t, acc)
+        },
+        |s, x, y| s + (x - y) * (x - y),
+    )
 }
 
 /// Weight a token of score `x` would have if added to an attention of
@@ -362,11 +369,11 @@ impl Hybrid {
         self.j += 1;
     }
 
-    /// Attention of `q` over the exact tokens and the tail into `out`;
-    /// leaves the normalised exact weights in `x[..m]` and returns the
-    /// common scale and denominator `(c, den)`. Scratch: `x` (C), `lw`
-    /// (G + 1), `num` (dv).
-    fn attend(
+    /// Attention of `q` over the exact tokens and the tail into `out`
+    /// (read-only: records nothing); leaves the normalised exact weights in
+    /// `x[..m]` and returns the common scale and denominator `(c, den)`.
+    /// Caller scratch: `x` (C), `lw` (G + 1), `num` (dv); see `scratch_sizes`.
+    pub fn attend(
         &self,
         kern: &Kernels,
         q: &[f32],
@@ -443,19 +450,6 @@ impl Hybrid {
     /// the other two f64).
     pub fn scratch_sizes(&self) -> (usize, usize, usize) {
         (self.cap, self.groups + 1, self.dv)
-    }
-
-    /// Read-only attention (records nothing), with caller scratch.
-    pub fn query_with_scratch(
-        &self,
-        kern: &Kernels,
-        q: &[f32],
-        out: &mut [f32],
-        x: &mut [f32],
-        lw: &mut [f64],
-        num: &mut [f64],
-    ) {
-        self.attend(kern, q, out, x, lw, num);
     }
 
     /// Attention that records: accumulated scores get the normalised
