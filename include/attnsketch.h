@@ -363,8 +363,8 @@ as_status as_heavy_tokens(const struct as_sketch *h,
  `*written` and returns `AS_OK`. With `cap` smaller than that size returns
  `AS_ERR_BUFFER_TOO_SMALL`, stores the size in `*written` and writes
  nothing into `buf`. On success writes the bytes and their count.
- A hybrid head (exact tokens) has no serialized form yet:
- `AS_ERR_UNSUPPORTED`, `*written` not written.
+ Every head serializes (hybrid heads with their exact tokens and tail);
+ a poisoned head gives `AS_ERR_INTERNAL`, `*written` not written.
  */
 as_status as_serialize(const struct as_sketch *h, uint8_t *buf, size_t cap, size_t *written);
 

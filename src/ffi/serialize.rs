@@ -11,8 +11,8 @@ use crate::sketch::Sketch;
 /// `*written` and returns `AS_OK`. With `cap` smaller than that size returns
 /// `AS_ERR_BUFFER_TOO_SMALL`, stores the size in `*written` and writes
 /// nothing into `buf`. On success writes the bytes and their count.
-/// A hybrid head (exact tokens) has no serialized form yet:
-/// `AS_ERR_UNSUPPORTED`, `*written` not written.
+/// Every head serializes (hybrid heads with their exact tokens and tail);
+/// a poisoned head gives `AS_ERR_INTERNAL`, `*written` not written.
 #[no_mangle]
 pub unsafe extern "C" fn as_serialize(
     h: *const as_sketch,
@@ -24,7 +24,7 @@ pub unsafe extern "C" fn as_serialize(
         // SAFETY: NULL or a live handle, by the contract.
         let h = unsafe { get_ref(h) }?;
         let written = out_ptr(written)?;
-        // Heads the format cannot hold yet (hybrid) say so before any size.
+        // A poisoned head says so before any size.
         h.check_serializable()?;
         let need = h.serialized_len();
         if buf.is_null() {

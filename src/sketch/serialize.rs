@@ -287,8 +287,8 @@ impl Sketch {
         n
     }
 
-    /// `Ok` if this head has a serialized form: live, and no part without a
-    /// section (hybrid exact tokens give `Unsupported`).
+    /// `Ok` if this head has a serialized form: it is live (every config has
+    /// one; hybrid heads write their exact tokens in `EXCT`).
     pub fn check_serializable(&self) -> Result<()> {
         self.live()
     }
@@ -296,7 +296,6 @@ impl Sketch {
     /// Writes the serialized head into `buf[..serialized_len()]` and returns
     /// that length. `BufferTooSmall` (nothing written) if `buf` is shorter.
     pub fn serialize_into(&self, buf: &mut [u8]) -> Result<usize> {
-        // The exact-token state (`EXCT`, reserved) has no section yet.
         self.check_serializable()?;
         let n = self.serialized_len();
         if buf.len() < n {
