@@ -333,3 +333,62 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
     let m: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (n / m).sqrt()
 }
+
+/// The hybrid attention at every CPU level the machine has (its value sum
+/// runs on the level's gemm, its weights on a vector exp): exact while
+/// everything fits, against the f64 reference, for value widths that hit
+/// every gemm column remainder and exact-slot counts 1..=90 (every exp lane
+/// remainder); with evictions, every level within f32 rounding of the
+/// portable one.
+#[test]
+fn every_level_matches_the_reference() {
+    let levels: Vec<attnsketch::Level> = attnsketch::Level::ALL
+        .iter()
+        .copied()
+        .filter(|l| l.supported())
+        .collect();
+    for dv in [1usize, 7, 13, 16, 37] {
+        let (d, n) = (8usize, 90usize);
+        let mut rng = Rng(40 + dv as u64);
+        let (q, k) = (rng.vec(n * d, 2.0), rng.vec(n * d, 2.0));
+        let v = rng.vec(n * dv, 1.0);
+        let want = reference::softmax_attention_causal(
+            &to64(&q),
+            &to64(&k),
+            &to64(&v),
+            d,
+            dv,
+            (1.0 / (d as f64).sqrt()) as f32 as f64,
+        );
+        let mut first: Option<Vec<f32>> = None;
+        for &l in &levels {
+            let mut c = hybrid_cfg(d as u32, 2, 60, 40);
+            c.value_dim = dv as u32;
+            let mut h = Sketch::with_level(&c, l).unwrap();
+            let mut out = vec![0.0f32; n * dv];
+            for j in 0..n {
+                let (qj, kj) = (&q[j * d..(j + 1) * d], &k[j * d..(j + 1) * d]);
+                let vj = &v[j * dv..(j + 1) * dv];
+                h.push_token(qj, kj, vj, &mut out[j * dv..(j + 1) * dv])
+                    .unwrap();
+            }
+            let e = reference::rel_err(&to64(&out), &want);
+            assert!(e < 1e-5, "{l:?} dv {dv}: rel err {e}");
+            // Evictions from here on: compare the levels with each other.
+            let mut more = vec![0.0f32; 200 * dv];
+            let mut r2 = Rng(7);
+            for j in 0..200 {
+                let (qj, kj, vj) = (r2.vec(d, 2.0), r2.vec(d, 2.0), r2.vec(dv, 1.0));
+                h.push_token(&qj, &kj, &vj, &mut more[j * dv..(j + 1) * dv])
+                    .unwrap();
+            }
+            match &first {
+                None => first = Some(more),
+                Some(f) => {
+                    let e = reference::rel_err(&to64(&more), &to64(f));
+                    assert!(e < 1e-4, "{l:?} dv {dv}: vs first level {e}");
+                }
+            }
+        }
+    }
+}
