@@ -2,7 +2,9 @@
 //! `../shared/data` format causally and prints, per head and byte budget, the
 //! relative Frobenius error of the outputs against the stored exact `_o`, for
 //! attnsketch (through the C ABI) and for each peer (see `common/peers.rs`).
-//! Also writes a PNG plot of error vs bytes per head.
+//! Summaries per budget (median, worst) and over all cells (geometric mean,
+//! cells where a peer is better). Also writes a PNG plot of error vs bytes
+//! per head.
 //!
 //! ```text
 //! cargo run --release --example eval -- [--data DIR] [--budgets 256,512,1024,2048]
@@ -152,6 +154,18 @@ fn main() {
             r[r.len() - 1],
             r.iter().filter(|&&x| x <= 1.0).count(),
             r.len()
+        );
+    }
+    // Over every head x budget cell: the geometric mean of the ratio (one
+    // number that neither a single bad cell nor the best cells dominate)
+    // and the cells where a peer is better.
+    let all: Vec<f64> = ratios.iter().flatten().copied().collect();
+    if !all.is_empty() {
+        let geo = (all.iter().map(|r| r.ln()).sum::<f64>() / all.len() as f64).exp();
+        println!(
+            "  all cells: geometric mean {geo:.3}, cells where a peer is better {}/{}",
+            all.iter().filter(|&&x| x > 1.0).count(),
+            all.len()
         );
     }
     println!("\nbytes actually used (first head):");
