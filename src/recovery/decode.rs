@@ -52,13 +52,48 @@ pub fn top_level(n: u64, levels: usize, beam: usize) -> usize {
         .unwrap_or(levels - 1)
 }
 
+/// Per-thread buffers of [`decode`]: grown to the largest decode seen on the
+/// thread and reused, so repeated decodes neither allocate nor fault in
+/// fresh pages (the candidate planes reach ~150 KB, above malloc's mmap
+/// threshold).
+#[derive(Default)]
+struct Scratch {
+    cands: Vec<u64>,
+    next: Vec<u64>,
+    bk: Vec<u32>,
+    score: Vec<f64>,
+    vals: Vec<f64>,
+    sg: Vec<f32>,
+    est: Vec<f64>,
+    key: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: core::cell::RefCell<Scratch> = core::cell::RefCell::new(Scratch::default());
+}
+
 /// Up to `k` `(index, estimate)` pairs from the scalar sketch `ys` of `sk`
 /// over indices `0..n`, ranked by `rank`, best first. Zero (or, for
 /// `Positive`, non-positive) estimates are dropped.
 ///
 /// Runs on the kernels of `sk` ([`Dyadic::kernels`]): batched hashes,
-/// planar medians (`vals[r * m + i]`: row `r` of candidate `i`) and top-k.
+/// planar medians (`vals[r * m + i]`: row `r` of candidate `i`) and top-k;
+/// buffers from a per-thread scratch.
 pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64, f64)> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => decode_with(&mut s, sk, ys, n, k, rank),
+        Err(_) => decode_with(&mut Scratch::default(), sk, ys, n, k, rank),
+    })
+}
+
+fn decode_with(
+    s: &mut Scratch,
+    sk: &Dyadic,
+    ys: &[f64],
+    n: u64,
+    k: usize,
+    rank: Rank,
+) -> Vec<(u64, f64)> {
     let kern = sk.kernels();
     let sh = *sk.shape();
     debug_assert_eq!(ys.len(), sh.cells());
@@ -68,10 +103,18 @@ pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64
     let b = sh.buckets as u32;
     let b0 = sh.buckets0 as u32;
     let top = top_level(n, sh.levels, sh.beam);
-    let mut cands: Vec<u64> = (0..nodes(n, top)).collect();
-    let mut bk = vec![0u32; cands.len()];
-    let mut score = vec![0.0f64; cands.len()];
-    let mut vals: Vec<f64> = Vec::new();
+    let Scratch {
+        cands,
+        next,
+        bk,
+        score,
+        vals,
+        sg,
+        est,
+        key,
+    } = s;
+    cands.clear();
+    cands.extend(0..nodes(n, top));
     for l in (1..=top).rev() {
         if cands.len() > sh.beam {
             // Squares of the node's bucket in every row: plane r, vals[r * m + i].
@@ -80,9 +123,9 @@ pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64
             vals.clear();
             vals.resize(m * sh.rows, 0.0);
             for (r, plane) in vals.chunks_exact_mut(m).enumerate() {
-                (kern.rec_buckets)(sk.bucket_hash(l, r), b, &cands, &mut bk);
+                (kern.rec_buckets)(sk.bucket_hash(l, r), b, cands, bk);
                 let base = sh.cell(l, r, 0);
-                for (o, &c) in plane.iter_mut().zip(&bk) {
+                for (o, &c) in plane.iter_mut().zip(bk.iter()) {
                     let v = ys[base + c as usize];
                     *o = v * v;
                 }
@@ -91,47 +134,50 @@ pub fn decode(sk: &Dyadic, ys: &[f64], n: u64, k: usize, rank: Rank) -> Vec<(u64
             // largest (robust to two heavies cancelling in some rows).
             score.clear();
             score.resize(m, 0.0);
-            (kern.rec_median)(&mut vals, sh.rows, &mut score);
+            (kern.rec_median)(vals, sh.rows, score);
             let r2 = sh.rows.saturating_sub(2);
             let second = &vals[r2 * m..(r2 + 1) * m];
-            let mut keep = (kern.rec_top_k)(&score, sh.beam);
+            let mut keep = (kern.rec_top_k)(score, sh.beam);
             keep.extend((kern.rec_top_k)(second, sh.beam));
             keep.sort_unstable();
             keep.dedup();
-            cands = keep.iter().map(|&i| cands[i]).collect();
+            next.clear();
+            next.extend(keep.iter().map(|&i| cands[i]));
+            core::mem::swap(cands, next);
         }
         let below = nodes(n, l - 1);
-        let mut next = Vec::with_capacity(cands.len() * FANOUT as usize);
-        for &p in &cands {
+        next.clear();
+        for &p in cands.iter() {
             let first = p << FANOUT_BITS;
-            for c in first..(first + FANOUT).min(below) {
-                next.push(c);
-            }
+            next.extend(first..(first + FANOUT).min(below));
         }
-        cands = next;
+        core::mem::swap(cands, next);
     }
     // Level 0: median estimate of each candidate token.
     let rows = sh.rows;
     let m = cands.len();
     bk.resize(m, 0);
-    let mut sg = vec![0.0f32; m];
+    sg.clear();
+    sg.resize(m, 0.0);
     vals.clear();
     vals.resize(m * rows, 0.0);
     for (r, plane) in vals.chunks_exact_mut(m.max(1)).enumerate() {
-        (kern.rec_buckets)(sk.bucket_hash(0, r), b0, &cands, &mut bk);
-        (kern.rec_signs)(sk.sign_hash(r), &cands, &mut sg);
+        (kern.rec_buckets)(sk.bucket_hash(0, r), b0, cands, bk);
+        (kern.rec_signs)(sk.sign_hash(r), cands, sg);
         let base = sh.cell(0, r, 0);
-        for ((o, &c), &s) in plane.iter_mut().zip(&bk).zip(&sg) {
-            *o = s as f64 * ys[base + c as usize];
+        for ((o, &c), &sgn) in plane.iter_mut().zip(bk.iter()).zip(sg.iter()) {
+            *o = sgn as f64 * ys[base + c as usize];
         }
     }
-    let mut est = vec![0.0f64; m];
-    (kern.rec_median)(&mut vals, rows, &mut est);
-    let key: Vec<f64> = match rank {
-        Rank::Magnitude => est.iter().map(|e| e.abs()).collect(),
-        Rank::Positive => est.clone(),
-    };
-    (kern.rec_top_k)(&key, k)
+    est.clear();
+    est.resize(m, 0.0);
+    (kern.rec_median)(vals, rows, est);
+    key.clear();
+    match rank {
+        Rank::Magnitude => key.extend(est.iter().map(|e| e.abs())),
+        Rank::Positive => key.extend_from_slice(est),
+    }
+    (kern.rec_top_k)(key, k)
         .into_iter()
         .filter(|&i| key[i] > 0.0)
         .map(|i| (cands[i], est[i]))
