@@ -392,3 +392,41 @@ fn every_level_matches_the_reference() {
         }
     }
 }
+
+/// Any finite positive scale with inputs up to the hybrid range gives finite
+/// outputs (scores are kept unscaled in f32 and scaled in f64 or inside the
+/// exponent: a fuzz input with a huge scale once produced NaN). With scale
+/// 1e30 the attention is hard: the output is the value of the best key.
+#[test]
+fn huge_scales_stay_finite() {
+    let d = 4usize;
+    for scale in [1e30f32, 3.0e38, 1e-30] {
+        let mut c = hybrid_cfg(d as u32, 1, 6, 4);
+        c.scale = scale;
+        c.tail_groups = 2;
+        let mut h = Sketch::new(&c).unwrap();
+        let mut rng = Rng(9);
+        let mut out = vec![0.0f32; d];
+        for j in 0..60 {
+            let (q, k, v) = (rng.vec(d, 1e9), rng.vec(d, 1e9), rng.vec(d, 1e9));
+            h.push_token(&q, &k, &v, &mut out).unwrap();
+            assert!(
+                out.iter().all(|x| x.is_finite()),
+                "scale {scale} token {j}: {out:?}"
+            );
+            let mut o2 = vec![0.0f32; 2 * d];
+            let (q2, k2, v2) = (
+                rng.vec(2 * d, 1e9),
+                rng.vec(2 * d, 1e9),
+                rng.vec(2 * d, 1e9),
+            );
+            h.push_tokens(2, &q2, &k2, &v2, &mut o2).unwrap();
+            assert!(
+                o2.iter().all(|x| x.is_finite()),
+                "scale {scale} batch {j}: {o2:?}"
+            );
+            h.query(&q, &mut out).unwrap();
+            assert!(out.iter().all(|x| x.is_finite()));
+        }
+    }
+}

@@ -214,24 +214,26 @@ fn ghost_weight(x: f64, c: f64, den: f64) -> f64 {
     }
 }
 
-/// `x_i <- e^(x_i - c)` (vector exp, eight lanes); returns `sum_i x_i` (f64).
+/// `x_i <- e^(s (x_i - xmax))` (vector exp, eight lanes; `x_i <= xmax`, so
+/// every result lies in `[0, 1]`, and a huge `s` gives 0, never NaN);
+/// returns `sum_i x_i` (f64).
 #[inline]
-fn exp_shifted(x: &mut [f32], c: f32) -> f64 {
-    let cv = wide::f32x8::splat(c);
+fn exp_scaled(x: &mut [f32], s: f32, xmax: f32) -> f64 {
+    let (sv, mv) = (wide::f32x8::splat(s), wide::f32x8::splat(xmax));
     let mut acc = wide::f32x8::ZERO;
     let mut chunks = x.chunks_exact_mut(8);
     for ch in &mut chunks {
         let v: [f32; 8] = (&*ch).try_into().unwrap();
-        let e = (wide::f32x8::from(v) - cv).exp();
+        let e = ((wide::f32x8::from(v) - mv) * sv).exp();
         ch.copy_from_slice(&e.to_array());
         acc += e;
     }
-    let mut s = acc.reduce_add() as f64;
+    let mut sum = acc.reduce_add() as f64;
     for v in chunks.into_remainder() {
-        *v = (*v - c).exp();
-        s += *v as f64;
+        *v = ((*v - xmax) * s).exp();
+        sum += *v as f64;
     }
-    s
+    sum
 }
 
 /// Tail groups when `tail_groups` is 0.
@@ -388,12 +390,19 @@ impl Hybrid {
     ) -> (f64, f64) {
         let (d, dv, m) = (self.d, self.dv, self.m);
         let s = self.scale as f64;
-        let mut c = f64::NEG_INFINITY;
+        // Exact scores are kept unscaled (q.k_i, f32: no overflow for any
+        // finite scale); their largest scaled value enters c in f64.
+        let mut xmax = f32::NEG_INFINITY;
         for i in 0..m {
-            let kk = &self.keys[i * d..(i + 1) * d];
-            x[i] = self.scale * dot8(q, kk);
-            c = c.max(x[i] as f64);
+            x[i] = dot8(q, &self.keys[i * d..(i + 1) * d]);
+            xmax = xmax.max(x[i]);
         }
+        let top = if m > 0 {
+            s * xmax as f64
+        } else {
+            f64::NEG_INFINITY
+        };
+        let mut c = top;
         for g in 0..self.ng {
             let (mk, vk) = (
                 &self.g_mk[g * d..(g + 1) * d],
@@ -413,11 +422,10 @@ impl Hybrid {
             out.fill(0.0);
             return (0.0, 1.0);
         }
-        // One scale for both parts, exactly representable in f32.
-        let c = c as f32 as f64;
-        // Tail groups in f64 (G terms); exact slots in f32: weights
-        // e^(x_i - c) <= 1 by a vector exp, values summed into `out` by the
-        // level's gemm (1 x m times m x dv), then both parts meet in f64.
+        // Tail groups in f64 (G terms); exact slots in f32: e^(s (x_i -
+        // xmax)) <= 1 by a vector exp, scaled by f = e^(s xmax - c) <= 1,
+        // values summed into `out` by the level's gemm (1 x m times m x dv);
+        // both parts meet in f64.
         num.fill(0.0);
         let mut den = 0.0f64;
         for g in 0..self.ng {
@@ -427,26 +435,27 @@ impl Hybrid {
                 *o += w * mv as f64;
             }
         }
-        den += exp_shifted(&mut x[..m], c as f32);
+        let f = (top - c).exp();
         out.fill(0.0);
-        let shape = Gemm {
-            m: 1,
-            n: dv,
-            k: m,
-            rsa: m,
-            csa: 1,
-            ldb: dv,
-            ldc: dv,
-        };
         if m > 0 {
+            den += f * exp_scaled(&mut x[..m], self.scale, xmax);
+            let shape = Gemm {
+                m: 1,
+                n: dv,
+                k: m,
+                rsa: m,
+                csa: 1,
+                ldb: dv,
+                ldc: dv,
+            };
             (kern.gemm)(&shape, &x[..m], &self.vals[..m * dv], out);
         }
         let inv = 1.0 / den;
         for (o, &n) in out.iter_mut().zip(num.iter()) {
-            *o = ((*o as f64 + n) * inv) as f32;
+            *o = ((f * *o as f64 + n) * inv) as f32;
         }
-        let invf = inv as f32;
-        x[..m].iter_mut().for_each(|w| *w *= invf);
+        let wf = (f * inv) as f32;
+        x[..m].iter_mut().for_each(|w| *w *= wf);
         (c, den)
     }
 
@@ -508,7 +517,7 @@ impl Hybrid {
             let ring = &self.gh_k[r * GHOSTS * d..(r * GHOSTS + live) * d];
             let sum: f64 = ring
                 .chunks_exact(d)
-                .map(|g| ghost_weight((self.scale * dot8(q, g)) as f64, c, den))
+                .map(|g| ghost_weight(self.scale as f64 * dot8(q, g) as f64, c, den))
                 .sum();
             *m = sum / live as f64;
         }
