@@ -1,8 +1,10 @@
 //! `Sketch::deserialize` / `as_deserialize` on arbitrary bytes. Odd first
 //! byte: the rest gets a recomputed CRC, so mutations reach the section
 //! parser and the value checks instead of stopping at the checksum.
-//! Oracle: refusals are only CORRUPT / UNSUPPORTED; anything accepted
-//! re-serializes to the same bytes and answers queries with finite outputs.
+//! Oracle: refusals are only CORRUPT / UNSUPPORTED; anything accepted in
+//! the current format version re-serializes to the same bytes (an older
+//! version re-serializes in the current one, which then round-trips), and
+//! answers queries with finite outputs.
 #![no_main]
 use attnsketch::ffi::handles::as_sketch;
 use attnsketch::ffi::*;
@@ -12,7 +14,14 @@ use libfuzzer_sys::fuzz_target;
 fn check(b: &[u8]) {
     match Sketch::deserialize(b) {
         Ok(h) => {
-            assert_eq!(h.serialize().unwrap(), b, "not canonical");
+            let again = h.serialize().unwrap();
+            let version = u32::from_le_bytes(b[8..12].try_into().unwrap());
+            if version == attnsketch::sketch::serialize::FORMAT_VERSION {
+                assert_eq!(again, b, "not canonical");
+            } else {
+                let h2 = Sketch::deserialize(&again).unwrap();
+                assert_eq!(h2.serialize().unwrap(), again, "upgrade not canonical");
+            }
             let (d, dv) = (h.config().head_dim as usize, h.config().value_dim as usize);
             let mut out = vec![0.0f32; dv];
             for x in [0.0f32, 1.0, -3.0] {
