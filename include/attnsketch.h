@@ -24,6 +24,17 @@
 
 
 /*
+ `value_format`: f32 values.
+ */
+#define AS_VALUES_F32 0
+
+/*
+ `value_format`: binary16 values with exact residuals for sinks and the
+ newest tokens.
+ */
+#define AS_VALUES_F16 1
+
+/*
  Attention mode of a handle.
  */
 enum as_mode
@@ -132,6 +143,14 @@ typedef struct as_config {
    Longer streams still work, with a decode that is no longer logarithmic.
    */
   uint64_t max_tokens;
+  /*
+   Hybrid mode: how exact tokens' values are stored: `AS_VALUES_F32`
+   (0, default; also when absent) or `AS_VALUES_F16` (binary16 rows with
+   a power-of-two scale each, exact for the sinks and the newest tokens:
+   ~1/4 fewer bytes per exact token at d = dv; relative output error
+   from the rounding ~1e-5, measured on real heads). Presets choose it.
+   */
+  uint32_t value_format;
 } as_config;
 
 /*
@@ -273,9 +292,10 @@ as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
  Fills `cfg` with the most accurate configuration the library knows whose
  `as_state_bytes` is at most `bytes`, for the caller's `head_dim`,
  `value_dim`, `scale` and `mode` (call `as_config_init` first). Today:
- 4 attention sinks, an adaptive recent window / heavy-hitter split, and a
- 32-group moment tail that absorbs every evicted token (see README,
- "Hybrid"). Budgets too small for that get fewer tail groups, then the
+ 4 attention sinks, an adaptive recent window / heavy-hitter split, a
+ 32-group moment tail that absorbs every evicted token, and binary16
+ values (`AS_VALUES_F16`; f32 when the caller's `struct_size` predates
+ `value_format`) (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
  plain degree-0 sketch (uniform attention: the running mean of the
  values); below that `AS_ERR_INVALID_ARG`.
  Writes `cfg` only on success.

@@ -56,6 +56,10 @@ pub struct Config {
     /// token indices (more are still recorded; decode then costs
     /// `O(n / 16^(levels-1))`). 1..=2^60; default 2^32.
     pub max_tokens: u64,
+    /// Hybrid mode: storage of the exact tokens' values, 0 f32, 1 binary16
+    /// rows with exact residuals for sinks and the newest tokens (see
+    /// `sketch::hybrid::values`).
+    pub value_format: u32,
 }
 
 impl Config {
@@ -81,6 +85,7 @@ impl Config {
             heavy_tokens: 0,
             tail_groups: 0,
             max_tokens: crate::recovery::DEFAULT_MAX_TOKENS,
+            value_format: 0,
         }
     }
 
@@ -88,10 +93,17 @@ impl Config {
     /// budget (keeping dims, scale, mode, seed): the largest hybrid whose
     /// `Sketch::state_bytes` is at most `bytes`. See `as_config_for_budget`.
     pub fn for_budget(&mut self, bytes: usize) -> Result<()> {
+        self.for_budget_with(bytes, true)
+    }
+
+    /// `for_budget`, with binary16 values only when `f16_values` (a C caller
+    /// whose `as_config` predates `value_format` gets f32 values).
+    pub fn for_budget_with(&mut self, bytes: usize, f16_values: bool) -> Result<()> {
         use crate::sketch::{hybrid, Sketch};
         let mut c = self.clone();
         c.recovery_k = 0;
         c.retrieval_k = 0;
+        c.value_format = u32::from(f16_values);
         let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
         let (d, dv) = (self.head_dim as usize, self.value_dim as usize);
         for groups in [hybrid::DEFAULT_GROUPS as u32, 16, 8, 4, 1] {
@@ -136,6 +148,7 @@ impl Config {
         c.heavy_tokens = 0;
         c.tail_groups = 0;
         c.degree = 0;
+        c.value_format = 0;
         if fits(&c) {
             *self = c;
             return Ok(());
@@ -164,6 +177,9 @@ impl Config {
             return Err(Error::InvalidArg);
         }
         let hybrid = crate::sketch::Hybrid::wanted(self);
+        if self.value_format > 1 || (self.value_format == 1 && !hybrid) {
+            return Err(Error::InvalidArg);
+        }
         if hybrid {
             crate::sketch::Hybrid::validate(self)?;
         }

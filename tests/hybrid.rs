@@ -430,3 +430,158 @@ fn huge_scales_stay_finite() {
         }
     }
 }
+
+/// Binary16 storage of value `v` as the module doc states it (independent
+/// of the library's code): scale `2^e` with `max |v| / 2^e` in `[2^13,
+/// 2^14)`, each element rounded to nearest binary16 after the division.
+fn binary16_row(v: &[f32]) -> Vec<f32> {
+    let amax = v.iter().fold(0.0f64, |a, &x| a.max(x.abs() as f64));
+    if amax == 0.0 {
+        return v.to_vec();
+    }
+    let mut e = -126i32;
+    while amax / 2f64.powi(e) >= 16384.0 {
+        e += 1;
+    }
+    let s = 2f32.powi(e);
+    v.iter()
+        .map(|&x| s * half::f16::from_f32(x / s).to_f32())
+        .collect()
+}
+
+/// Binary16 values at every CPU level against an f64 reference that uses
+/// exact values for the sinks and the `R` newest tokens and binary16 rows
+/// for the rest (R = clamp(C / 64, 1, 64) = 4 here): within 1e-5 relative,
+/// for value widths that hit every gemm column remainder and 1..=150 slots
+/// (several conversion blocks and their remainders).
+#[test]
+fn binary16_values_every_level_matches_the_reference() {
+    use attnsketch::sketch::hybrid::values::fresh_rows;
+    let (d, n, sinks) = (8usize, 150usize, 2usize);
+    let mut c0 = hybrid_cfg(d as u32, sinks as u32, 200, 56);
+    c0.value_format = 1;
+    let r = fresh_rows(2 + 200 + 56);
+    assert_eq!(r, 4);
+    for dv in [1usize, 7, 13, 16, 37] {
+        let mut rng = Rng(70 + dv as u64);
+        let (q, k) = (rng.vec(n * d, 2.0), rng.vec(n * d, 2.0));
+        // Values with full f32 mantissas, rows of different magnitude (huge
+        // ranges: the next test; here sums would cancel in f32).
+        let mut v = rng.vec(n * dv, 1.0);
+        for (i, row) in v.chunks_exact_mut(dv).enumerate() {
+            let m = [1e-3f32, 0.5, 1.0, 3.0][i % 4];
+            row.iter_mut().for_each(|x| *x *= m);
+        }
+        let rounded: Vec<f32> = v.chunks_exact(dv).flat_map(binary16_row).collect();
+        let s = (1.0 / (d as f64).sqrt()) as f32 as f64;
+        let mut want = vec![0.0f64; n * dv];
+        for j in 0..n {
+            let x: Vec<f64> = (0..=j)
+                .map(|i| {
+                    s * (0..d)
+                        .map(|c| q[j * d + c] as f64 * k[i * d + c] as f64)
+                        .sum::<f64>()
+                })
+                .collect();
+            let xm = x.iter().cloned().fold(f64::MIN, f64::max);
+            let w: Vec<f64> = x.iter().map(|&t| (t - xm).exp()).collect();
+            let den: f64 = w.iter().sum();
+            for i in 0..=j {
+                let exact = i < sinks || j - i < r;
+                let row = if exact { &v } else { &rounded };
+                for c in 0..dv {
+                    want[j * dv + c] += w[i] / den * row[i * dv + c] as f64;
+                }
+            }
+        }
+        for l in attnsketch::Level::ALL
+            .iter()
+            .copied()
+            .filter(|l| l.supported())
+        {
+            let mut c = c0.clone();
+            c.value_dim = dv as u32;
+            let mut h = Sketch::with_level(&c, l).unwrap();
+            let mut out = vec![0.0f32; n * dv];
+            for j in 0..n {
+                h.push_token(
+                    &q[j * d..(j + 1) * d],
+                    &k[j * d..(j + 1) * d],
+                    &v[j * dv..(j + 1) * dv],
+                    &mut out[j * dv..(j + 1) * dv],
+                )
+                .unwrap();
+            }
+            for j in 0..n {
+                let e = reference::rel_err(
+                    &to64(&out[j * dv..(j + 1) * dv]),
+                    &want[j * dv..(j + 1) * dv],
+                );
+                assert!(e < 1e-5, "{l:?} dv {dv} token {j}: rel err {e}");
+            }
+        }
+    }
+}
+
+/// Binary16 values: a query that sees only one token returns that token's
+/// value exactly (to f32 rounding) for a sink and for the newest token, and
+/// its binary16 rounding for an older exact token; the rounding is real
+/// (differs from the value) and within 2^-11 relative. Values of 1e11 and
+/// 1e-20 keep their relative precision (row scales).
+#[test]
+fn binary16_values_are_exact_for_sinks_and_the_newest_tokens() {
+    let (d, n) = (16usize, 200usize);
+    let mut c = hybrid_cfg(d as u32, 2, 300, 0);
+    c.value_format = 1;
+    let mut h = Sketch::new(&c).unwrap();
+    let mut rng = Rng(5);
+    let mut vs = Vec::new();
+    let mut out = vec![0.0f32; d];
+    let unit = |c: usize| {
+        let mut k = vec![0.0f32; d];
+        k[c] = 8.0;
+        k
+    };
+    for j in 0..n {
+        // Only three tokens have a key: a sink, an old one and the newest.
+        let k = match j {
+            0 => unit(2),
+            100 => unit(1),
+            199 => unit(0),
+            _ => vec![0.0; d],
+        };
+        let mag = match j {
+            0 => 1e-20,
+            100 => 1e11,
+            _ => 1.0,
+        };
+        let v: Vec<f32> = rng
+            .vec(d, 1.0)
+            .iter()
+            .map(|x| (1.0 + x * 1e-3) * mag)
+            .collect();
+        h.push_token(&rng.vec(d, 0.1), &k, &v, &mut out).unwrap();
+        vs.push(v);
+    }
+    // Score 0.25 * 100 * 8 = 200 for the target, 0 for the rest.
+    let mut q = vec![0.0f32; d];
+    for (axis, tok, exact) in [(2usize, 0usize, true), (0, 199, true), (1, 100, false)] {
+        q.fill(0.0);
+        q[axis] = 100.0;
+        h.query(&q, &mut out).unwrap();
+        let v = &vs[tok];
+        let rel = |a: &[f32], b: &[f32]| {
+            let n: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            let dd: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+            (n / dd).sqrt()
+        };
+        let e = rel(&out, v);
+        if exact {
+            assert!(e < 1e-6, "token {tok}: rel err {e}");
+        } else {
+            let e16 = rel(&out, &binary16_row(v));
+            assert!(e16 < 1e-6, "token {tok}: vs binary16 rounding {e16}");
+            assert!(e > 1e-6 && e < 1.0 / 2048.0, "token {tok}: rounding {e}");
+        }
+    }
+}

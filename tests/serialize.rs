@@ -274,6 +274,10 @@ fn version_1_buffers_stay_readable() {
     let plen = u64::from_le_bytes(v2[pend_hdr + 4..pend_hdr + 12].try_into().unwrap()) as usize;
     let mut v1 = v2[..pend_hdr].to_vec();
     v1.extend_from_slice(&v2[pend_hdr + 12 + plen..v2.len() - 4]);
+    // Versions 1-3 have no `value_format` at the end of CONF.
+    let conf_end = HEADER_LEN + SECTION_HEADER_LEN + CONF_LEN;
+    v1.drain(conf_end - 4..conf_end);
+    v1[HEADER_LEN + 4..HEADER_LEN + 12].copy_from_slice(&((CONF_LEN - 4) as u64).to_le_bytes());
     v1[8..12].copy_from_slice(&1u32.to_le_bytes());
     v1[12..16].copy_from_slice(&2u32.to_le_bytes());
     let crc = crc32fast::hash(&v1);
@@ -437,34 +441,68 @@ fn merge_refusals_change_nothing() {
 /// refused; merge has no rule (WRONG_MODE), nothing changed.
 #[test]
 fn hybrid_heads_round_trip_and_refuse_merge() {
+    // f32 values; binary16 values (cap 138: 2 exact residual rows).
+    for (format, window, n) in [(0u32, 8u32, 60usize), (1, 130, 200)] {
+        let mut c = cfg(4, 4, 2, Mode::Causal, 1);
+        c.sink_tokens = 2;
+        c.window_tokens = window;
+        c.heavy_tokens = 6;
+        c.tail_groups = 3;
+        c.value_format = format;
+        let Ok(mut h) = Sketch::new(&c) else {
+            panic!("hybrid config refused")
+        };
+        stream(&mut h, 3, 0, n);
+        let buf = h.serialize().unwrap();
+        let mut back = Sketch::deserialize(&buf).unwrap();
+        assert_eq!(back.serialize().unwrap(), buf);
+        assert!(back.hybrid().unwrap().tail_tokens() > 0);
+        // Both continue identically.
+        let mut a = h.clone();
+        stream(&mut a, 4, n, 40);
+        stream(&mut back, 4, n, 40);
+        assert_eq!(a.serialize().unwrap(), back.serialize().unwrap());
+        // Every byte flipped: refused (CRC or checks), never accepted.
+        for i in 0..buf.len() {
+            let mut b = buf.clone();
+            b[i] ^= 0x5A;
+            let e = Sketch::deserialize(&b).err();
+            assert!(
+                matches!(e, Some(Error::Corrupt) | Some(Error::Unsupported)),
+                "format {format} byte {i}: {e:?}"
+            );
+        }
+        if format == 1 {
+            // With a valid CRC: an infinite binary16 value, a row scale that
+            // is not a power of two, an infinite residual.
+            let at = buf.windows(4).position(|w| w == b"EXCT").unwrap() + 12 + 64;
+            let cap = 2 + 130 + 6;
+            let halves = at + cap * 4 * 4;
+            let scales = halves + cap * 4 * 2;
+            let res = scales + cap * 4;
+            for (off, bytes) in [
+                (halves, 0x7C00u16.to_le_bytes().to_vec()),
+                (scales, 3.0f32.to_le_bytes().to_vec()),
+                (res, f32::INFINITY.to_le_bytes().to_vec()),
+            ] {
+                let mut b = buf.clone();
+                b[off..off + bytes.len()].copy_from_slice(&bytes);
+                fix_crc(&mut b);
+                assert_eq!(
+                    Sketch::deserialize(&b).err(),
+                    Some(Error::Corrupt),
+                    "at {off}"
+                );
+            }
+        }
+    }
     let mut c = cfg(4, 4, 2, Mode::Causal, 1);
     c.sink_tokens = 2;
     c.window_tokens = 8;
     c.heavy_tokens = 6;
     c.tail_groups = 3;
-    let Ok(mut h) = Sketch::new(&c) else {
-        panic!("hybrid config refused")
-    };
+    let mut h = Sketch::new(&c).unwrap();
     stream(&mut h, 3, 0, 60);
-    let buf = h.serialize().unwrap();
-    let mut back = Sketch::deserialize(&buf).unwrap();
-    assert_eq!(back.serialize().unwrap(), buf);
-    assert!(back.hybrid().unwrap().tail_tokens() > 0);
-    // Both continue identically.
-    let mut a = h.clone();
-    stream(&mut a, 4, 60, 40);
-    stream(&mut back, 4, 60, 40);
-    assert_eq!(a.serialize().unwrap(), back.serialize().unwrap());
-    // Every byte flipped: refused (CRC or checks), never accepted.
-    for i in 0..buf.len() {
-        let mut b = buf.clone();
-        b[i] ^= 0x5A;
-        let e = Sketch::deserialize(&b).err();
-        assert!(
-            matches!(e, Some(Error::Corrupt) | Some(Error::Unsupported)),
-            "byte {i}: {e:?}"
-        );
-    }
     let twin = h.clone();
     let before = h.serialize().unwrap();
     assert_eq!(h.merge(&twin), Err(Error::WrongMode));
@@ -511,27 +549,23 @@ fn recovery_sketches_round_trip() {
     }
 }
 
-/// A format-2 hybrid head (written by the 2026-12-01 build, before the
-/// tail moved to f32 means/variances and the ghost controller) still loads:
-/// same tokens and tail, read-only answers equal to the ones that build
-/// gave (`hybrid_v2_queries.f32`, 8 queries x dv 4) within f32 rounding of
-/// the sum -> mean conversion, and it re-serializes in the current format,
-/// which round-trips bit-exactly. Config: d = dv = 4, sinks 2, window 8,
-/// heavy 6, 3 tail groups, 60 causal tokens.
-#[test]
-fn hybrid_format_2_still_loads() {
-    let buf = include_bytes!("data/hybrid_v2.bin");
-    assert_eq!(u32::from_le_bytes(buf[8..12].try_into().unwrap()), 2);
-    let want: Vec<f32> = include_bytes!("data/hybrid_v2_queries.f32")
+/// Loads an older-format hybrid fixture and checks it: its version and
+/// token count, read-only answers equal to the ones the writing build gave
+/// (8 queries x dv 4, from an LCG uniform in [-1.5, 1.5) seeded 5) within
+/// `1e-5` relative, a re-serialization in the current format that
+/// round-trips bit-exactly, and a refusal of the buffer with one byte changed.
+fn check_fixture(buf: &[u8], answers: &[u8], version: u32, tokens: u64) {
+    assert_eq!(u32::from_le_bytes(buf[8..12].try_into().unwrap()), version);
+    let want: Vec<f32> = answers
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
     let h = Sketch::deserialize(buf).unwrap();
-    assert_eq!(h.token_count(), 60);
+    assert_eq!(h.token_count(), tokens);
+    assert_eq!(h.config().value_format, 0);
     let hy = h.hybrid().unwrap();
-    assert_eq!(hy.tail_tokens() + hy.exact_len() as u64, 60);
+    assert_eq!(hy.tail_tokens() + hy.exact_len() as u64, tokens);
     assert!(hy.tail_tokens() > 0);
-    // The generator's query stream (an LCG, uniform in [-1.5, 1.5)).
     let mut s = 5u64;
     let mut next = || {
         s = s
@@ -547,14 +581,41 @@ fn hybrid_format_2_still_loads() {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{o:?} vs {w:?}");
         }
     }
-    let v3 = h.serialize().unwrap();
+    let now = h.serialize().unwrap();
     assert_eq!(
-        u32::from_le_bytes(v3[8..12].try_into().unwrap()),
+        u32::from_le_bytes(now[8..12].try_into().unwrap()),
         FORMAT_VERSION
     );
-    assert_eq!(Sketch::deserialize(&v3).unwrap().serialize().unwrap(), v3);
-    // A v2 buffer with one byte changed is refused like any other.
+    assert_eq!(Sketch::deserialize(&now).unwrap().serialize().unwrap(), now);
     let mut bad = buf.to_vec();
     bad[100] ^= 0x5A;
     assert_eq!(Sketch::deserialize(&bad).err(), Some(Error::Corrupt));
+}
+
+/// A format-2 hybrid head (written by the 2026-12-01 build, before the
+/// tail moved to f32 means/variances and the ghost controller) still loads
+/// (answers within f32 rounding of the sum -> mean conversion). Config: d =
+/// dv = 4, sinks 2, window 8, heavy 6, 3 tail groups, 60 causal tokens.
+#[test]
+fn hybrid_format_2_still_loads() {
+    check_fixture(
+        include_bytes!("data/hybrid_v2.bin"),
+        include_bytes!("data/hybrid_v2_queries.f32"),
+        2,
+        60,
+    );
+}
+
+/// A format-3 hybrid head (f32 values, before `value_format`; written by
+/// the session-3 build: the v2 fixture loaded, 20 more tokens from an LCG
+/// seeded 11) still loads, answers as that build did, and re-serializes as
+/// the current format with f32 values.
+#[test]
+fn hybrid_format_3_still_loads() {
+    check_fixture(
+        include_bytes!("data/hybrid_v3.bin"),
+        include_bytes!("data/hybrid_v3_queries.f32"),
+        3,
+        80,
+    );
 }

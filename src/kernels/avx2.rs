@@ -540,7 +540,11 @@ unsafe fn rows_pass(
 unsafe fn gemm_imp(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
     unsafe {
         let transposed = g.rsa == 1 && g.csa != 1;
-        let mut panel = [0.0f32; PR * KP];
+        // Only the transposed case packs A, and rows_pass reads only the
+        // packed entries: no zeroing (a zeroed panel per call was most of a
+        // small product's time: m = 1, k = 16, the hybrid's value blocks).
+        let mut panel = core::mem::MaybeUninit::<[f32; PR * KP]>::uninit();
+        let panel = panel.as_mut_ptr() as *mut f32;
         let kmax = if transposed { KP } else { KC };
         let mut p0 = 0;
         while p0 < g.k {
@@ -553,7 +557,7 @@ unsafe fn gemm_imp(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
                     let r = (g.m - i0).min(PR);
                     for p in 0..kc {
                         let src = a.add(i0 + (p0 + p) * g.csa);
-                        let dst = panel.as_mut_ptr().add(p * PR);
+                        let dst = panel.add(p * PR);
                         let mut x = 0;
                         while x + W <= r {
                             st(dst.add(x), ld(src.add(x)));
@@ -564,7 +568,7 @@ unsafe fn gemm_imp(g: &Gemm, a: *const f32, b: *const f32, c: *mut f32) {
                             x += 1;
                         }
                     }
-                    rows_pass(g, i0 + r, i0, p0, kc, panel.as_ptr(), 1, PR, b, c);
+                    rows_pass(g, i0 + r, i0, p0, kc, panel, 1, PR, b, c);
                     i0 += r;
                 }
             }

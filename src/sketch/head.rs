@@ -565,11 +565,12 @@ impl Sketch {
         if let Some(h) = self.hybrid.as_deref() {
             return HYBRID_SCRATCH.with(|cell| {
                 let (xs, buf) = &mut *cell.borrow_mut();
-                let (c, g, dv) = h.scratch_sizes();
-                grow(xs, c)?;
+                let (c, g, dv, nvb) = h.scratch_sizes();
+                grow(xs, c + nvb)?;
                 grow(buf, g + dv)?;
                 let (lw, num) = buf.split_at_mut(g);
-                h.attend(self.kern, q, out, &mut xs[..c], lw, &mut num[..dv]);
+                let (x, vb) = xs.split_at_mut(c);
+                h.attend(self.kern, q, out, x, lw, &mut num[..dv], &mut vb[..nvb]);
                 Ok(())
             });
         }

@@ -38,9 +38,12 @@
 
 use crate::config::Config;
 use crate::error::{try_vec, Error, Result};
-use crate::kernels::{Gemm, Kernels};
+use crate::kernels::Kernels;
 
 mod payload;
+pub mod values;
+
+pub use values::Values;
 
 /// Clamp of the per-group score variance in the expansion (only keeps
 /// `ln(1 + V/2)` finite: the term grows logarithmically). Measured on 14 + 10
@@ -97,7 +100,7 @@ pub struct Hybrid {
     /// Live slots `0..m` (sinks first, the rest in any order).
     m: usize,
     keys: Vec<f32>,
-    vals: Vec<f32>,
+    vals: Values,
     acc: Vec<f32>,
     /// Position of each slot minus `base` (saturating).
     pos: Vec<u32>,
@@ -120,6 +123,7 @@ pub struct Hybrid {
     x: Vec<f32>,
     lw: Vec<f64>,
     num: Vec<f64>,
+    vb: Vec<f32>,
 }
 
 /// Sizes of a hybrid config: `(capacity C, window, w_min, w_max, groups)`.
@@ -260,8 +264,13 @@ impl Hybrid {
     /// Bytes the hybrid state allocates for `cfg` (exactly what `new` reserves).
     pub fn heap_bytes_for(cfg: &Config) -> usize {
         let (c, _, _, _, g) = shape(cfg);
-        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        c * (d + dv) * 4 + c * 4 + c * 4 // keys, values, acc, pos
+        let (d, dv, s) = (
+            cfg.head_dim as usize,
+            cfg.value_dim as usize,
+            cfg.sink_tokens as usize,
+        );
+        c * d * 4 + c * 4 + c * 4 // keys, acc, pos
+            + Values::bytes_for(cfg.value_format, c, dv, s) // values (and their scratch)
             + (g + 1) * 8 + (g + 1) * (2 * d + dv) * 4 // tail groups
             + ghost_len(cfg) * 4
             + c * 4 + (g + 1) * 8 + dv * 8 // scratch: scores, group weights, numerator
@@ -272,7 +281,6 @@ impl Hybrid {
         let (c, w, w_min, w_max, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
         let cap_d = c.checked_mul(d).ok_or(Error::InvalidArg)?;
-        let cap_dv = c.checked_mul(dv).ok_or(Error::InvalidArg)?;
         Ok(Hybrid {
             d,
             dv,
@@ -287,7 +295,7 @@ impl Hybrid {
             eh: 0.0,
             m: 0,
             keys: try_vec(cap_d, 0.0)?,
-            vals: try_vec(cap_dv, 0.0)?,
+            vals: Values::new(cfg.value_format, c, dv, cfg.sink_tokens as usize)?,
             acc: try_vec(c, 0.0)?,
             pos: try_vec(c, 0)?,
             base: 0,
@@ -303,21 +311,23 @@ impl Hybrid {
             x: try_vec(c, 0.0)?,
             lw: try_vec(g + 1, 0.0)?,
             num: try_vec(dv, 0.0)?,
+            vb: try_vec(Values::scratch_len(cfg.value_format, dv), 0.0)?,
         })
     }
 
     /// Bytes owned (the vectors' capacities).
     pub fn heap_bytes(&self) -> usize {
-        (self.keys.capacity()
-            + self.vals.capacity()
-            + self.acc.capacity()
-            + self.pos.capacity()
-            + self.g_mk.capacity()
-            + self.g_vk.capacity()
-            + self.g_mv.capacity()
-            + self.gh_k.capacity()
-            + self.x.capacity())
-            * 4
+        self.vals.heap_bytes()
+            + (self.keys.capacity()
+                + self.vb.capacity()
+                + self.acc.capacity()
+                + self.pos.capacity()
+                + self.g_mk.capacity()
+                + self.g_vk.capacity()
+                + self.g_mv.capacity()
+                + self.gh_k.capacity()
+                + self.x.capacity())
+                * 4
             + (self.g_n.capacity() + self.lw.capacity() + self.num.capacity()) * 8
     }
 
@@ -354,7 +364,7 @@ impl Hybrid {
     /// Absorbs token (k, v) as the next position (non-causal append, or the
     /// first half of a causal step). Evicts when the cache was full.
     pub fn insert(&mut self, k: &[f32], v: &[f32]) {
-        let (d, dv) = (self.d, self.dv);
+        let d = self.d;
         if self.m == self.cap {
             // Only reachable without a query since the last insert (non-causal):
             // make room by the same rule, without adapting.
@@ -368,7 +378,7 @@ impl Hybrid {
         }
         let m = self.m;
         self.keys[m * d..(m + 1) * d].copy_from_slice(k);
-        self.vals[m * dv..(m + 1) * dv].copy_from_slice(v);
+        self.vals.store(m, self.j, v);
         self.acc[m] = 0.0;
         self.pos[m] = (self.j - self.base) as u32;
         self.m += 1;
@@ -378,7 +388,9 @@ impl Hybrid {
     /// Attention of `q` over the exact tokens and the tail into `out`
     /// (read-only: records nothing); leaves the normalised exact weights in
     /// `x[..m]` and returns the common scale and denominator `(c, den)`.
-    /// Caller scratch: `x` (C), `lw` (G + 1), `num` (dv); see `scratch_sizes`.
+    /// Caller scratch: `x` (C), `lw` (G + 1), `num` (dv), `vb` (value
+    /// blocks); see `scratch_sizes`.
+    #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &self,
         kern: &Kernels,
@@ -387,6 +399,7 @@ impl Hybrid {
         x: &mut [f32],
         lw: &mut [f64],
         num: &mut [f64],
+        vb: &mut [f32],
     ) -> (f64, f64) {
         let (d, dv, m) = (self.d, self.dv, self.m);
         let s = self.scale as f64;
@@ -424,8 +437,8 @@ impl Hybrid {
         }
         // Tail groups in f64 (G terms); exact slots in f32: e^(s (x_i -
         // xmax)) <= 1 by a vector exp, scaled by f = e^(s xmax - c) <= 1,
-        // values summed into `out` by the level's gemm (1 x m times m x dv);
-        // both parts meet in f64.
+        // values summed into `out` by the level's gemm (1 x m times m x dv,
+        // see `values`); both parts meet in f64.
         num.fill(0.0);
         let mut den = 0.0f64;
         for g in 0..self.ng {
@@ -439,16 +452,7 @@ impl Hybrid {
         out.fill(0.0);
         if m > 0 {
             den += f * exp_scaled(&mut x[..m], self.scale, xmax);
-            let shape = Gemm {
-                m: 1,
-                n: dv,
-                k: m,
-                rsa: m,
-                csa: 1,
-                ldb: dv,
-                ldc: dv,
-            };
-            (kern.gemm)(&shape, &x[..m], &self.vals[..m * dv], out);
+            self.vals.weighted_sum(kern, &x[..m], out, vb);
         }
         let inv = 1.0 / den;
         for (o, &n) in out.iter_mut().zip(num.iter()) {
@@ -459,26 +463,27 @@ impl Hybrid {
         (c, den)
     }
 
-    /// Scratch sizes of a read-only query: `(C, G + 1, dv)` (`x` is f32,
-    /// the other two f64).
-    pub fn scratch_sizes(&self) -> (usize, usize, usize) {
-        (self.cap, self.groups + 1, self.dv)
+    /// Scratch sizes of a read-only query: `(C, G + 1, dv, value blocks)`
+    /// (`x` and the value blocks are f32, the other two f64).
+    pub fn scratch_sizes(&self) -> (usize, usize, usize, usize) {
+        (self.cap, self.groups + 1, self.dv, self.vb.len())
     }
 
     /// Attention that records: accumulated scores get the normalised
     /// weights. Returns `(c, den)` of `attend`.
     fn attend_recorded(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) -> (f64, f64) {
-        let (mut x, mut lw, mut num) = (
+        let (mut x, mut lw, mut num, mut vb) = (
             core::mem::take(&mut self.x),
             core::mem::take(&mut self.lw),
             core::mem::take(&mut self.num),
+            core::mem::take(&mut self.vb),
         );
-        let cd = self.attend(kern, q, out, &mut x, &mut lw, &mut num);
+        let cd = self.attend(kern, q, out, &mut x, &mut lw, &mut num, &mut vb);
         let keep = 1.0 - DECAY;
         for (a, &w) in self.acc[..self.m].iter_mut().zip(&x[..self.m]) {
             *a = *a * keep + w;
         }
-        (self.x, self.lw, self.num) = (x, lw, num);
+        (self.x, self.lw, self.num, self.vb) = (x, lw, num, vb);
         cd
     }
 
@@ -499,9 +504,14 @@ impl Hybrid {
         self.attend_recorded(kern, q, out);
     }
 
+    /// Absolute position of slot i.
+    fn abs_pos(&self, i: usize) -> u64 {
+        self.base + self.pos[i] as u64
+    }
+
     /// Age of slot i relative to the newest token.
     fn age(&self, i: usize) -> u64 {
-        (self.j - 1) - (self.base + self.pos[i] as u64)
+        (self.j - 1) - self.abs_pos(i)
     }
 
     /// Ghost controller step: EMAs of the mean weight `q` gives each list's
@@ -562,7 +572,10 @@ impl Hybrid {
         self.g_n[g] = 1.0;
         self.g_mk[g * d..(g + 1) * d].copy_from_slice(&self.keys[best * d..(best + 1) * d]);
         self.g_vk[g * d..(g + 1) * d].fill(0.0);
-        self.g_mv[g * dv..(g + 1) * dv].copy_from_slice(&self.vals[best * dv..(best + 1) * dv]);
+        let pb = self.abs_pos(best);
+        self.vals
+            .get(best, pb, &mut self.g_mv[g * dv..(g + 1) * dv]);
+        self.vals.evicted(best, pb);
         self.ng += 1;
         if self.ng > self.groups {
             self.merge_closest();
@@ -570,7 +583,7 @@ impl Hybrid {
         let last = m - 1;
         if best != last {
             self.keys.copy_within(last * d..(last + 1) * d, best * d);
-            self.vals.copy_within(last * dv..(last + 1) * dv, best * dv);
+            self.vals.moved(last, best, self.abs_pos(last));
             self.acc[best] = self.acc[last];
             self.pos[best] = self.pos[last];
         }

@@ -42,15 +42,26 @@ use core::sync::atomic::Ordering;
 /// First 8 bytes of every serialized head.
 pub const MAGIC: [u8; 8] = *b"ATSKETCH";
 /// Version of the layout written by this build (readers accept `1..=FORMAT_VERSION`).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Bytes of the header (magic, version, section count).
 pub const HEADER_LEN: usize = 16;
 /// Bytes of one section header (tag, payload length).
 pub const SECTION_HEADER_LEN: usize = 12;
 /// Bytes of the CRC-32 trailer.
 pub const TRAILER_LEN: usize = 4;
-/// Bytes of the `CONF` payload in version 1.
-pub const CONF_LEN: usize = 64;
+/// Bytes of the `CONF` payload (current version: `value_format` last).
+pub const CONF_LEN: usize = 68;
+/// Bytes of the `CONF` payload in versions 1 to 3.
+pub const CONF_LEN_V3: usize = 64;
+
+/// `CONF` bytes in format `version`.
+fn conf_len(version: u32) -> usize {
+    if version < 4 {
+        CONF_LEN_V3
+    } else {
+        CONF_LEN
+    }
+}
 /// Bytes of the fixed part of the `CORE` payload (before the arrays).
 pub const CORE_FIXED_LEN: usize = 56;
 
@@ -187,7 +198,7 @@ fn shape(cfg: &Config) -> Result<(usize, usize)> {
 /// Payload bytes of `tag` for config `cfg` (sizes derive from the config only).
 fn payload_len(tag: Tag, cfg: &Config, version: u32) -> Result<usize> {
     Ok(match tag {
-        Tag::Config => CONF_LEN,
+        Tag::Config => conf_len(version),
         Tag::Core => {
             let (t, dv) = shape(cfg)?;
             // 2 t dv + 2 t floats; bounded by MAX_STATE_BYTES for a valid config.
@@ -237,9 +248,10 @@ fn write_config(c: &Config, w: &mut Writer) {
     w.u32(c.heavy_tokens);
     w.u32(c.tail_groups);
     w.u64(c.max_tokens);
+    w.u32(c.value_format);
 }
 
-fn read_config(r: &mut Reader) -> Result<Config> {
+fn read_config(r: &mut Reader, version: u32) -> Result<Config> {
     let head_dim = r.u32()?;
     let value_dim = r.u32()?;
     let degree = r.u32()?;
@@ -264,6 +276,7 @@ fn read_config(r: &mut Reader) -> Result<Config> {
         heavy_tokens: r.u32()?,
         tail_groups: r.u32()?,
         max_tokens: r.u64()?,
+        value_format: if version < 4 { 0 } else { r.u32()? },
     })
 }
 
@@ -398,7 +411,7 @@ impl Sketch {
 
     /// A head from its serialized form, running the kernels of `level`.
     pub fn deserialize_with_level(buf: &[u8], level: Level) -> Result<Sketch> {
-        if buf.len() < HEADER_LEN + SECTION_HEADER_LEN + CONF_LEN + TRAILER_LEN {
+        if buf.len() < HEADER_LEN + SECTION_HEADER_LEN + CONF_LEN_V3 + TRAILER_LEN {
             return Err(Error::Corrupt);
         }
         let body_len = buf.len() - TRAILER_LEN;
@@ -431,13 +444,16 @@ impl Sketch {
 
         // CONF: first, fixed size.
         let (tag, len) = section_header(&mut r)?;
-        if tag != Tag::Config.bytes() || len != CONF_LEN as u64 {
+        if tag != Tag::Config.bytes() || len != conf_len(version) as u64 {
             return Err(Error::Corrupt);
         }
-        let cfg = read_config(&mut Reader {
-            buf: r.take(CONF_LEN)?,
-            pos: 0,
-        })?;
+        let cfg = read_config(
+            &mut Reader {
+                buf: r.take(conf_len(version))?,
+                pos: 0,
+            },
+            version,
+        )?;
         match cfg.validate() {
             Ok(()) => {}
             Err(Error::Unsupported) => return Err(Error::Unsupported),

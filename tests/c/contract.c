@@ -79,6 +79,11 @@ static void test_config_refusals(void) {
     bad = c;
     bad.mode = (as_mode)7;
     CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad = c;
+    bad.value_format = 2; /* no such format */
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad.value_format = AS_VALUES_F16; /* binary16 values need exact tokens */
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
     CHECK(h == (as_sketch *)0x1);
     CHECK(as_create(NULL, &h) == AS_ERR_NULL);
     CHECK(as_create(&c, NULL) == AS_ERR_NULL);
@@ -199,12 +204,39 @@ static void test_misc(void) {
     CHECK(strcmp(ATTNSKETCH_VERSION_STRING, want) == 0);
 }
 
+/* Budget presets: binary16 values for a caller that has the field, f32 for
+   one whose struct_size predates it (the field is then neither read nor
+   written); both stay within the budget, and binary16 buys more exact tokens. */
+static void test_budget_value_format(void) {
+    size_t budget = 1u << 20;
+    as_config c;
+    OK(as_config_init(&c, 64));
+    OK(as_config_for_budget(&c, budget));
+    CHECK(c.value_format == AS_VALUES_F16);
+    as_sketch *h = NULL;
+    OK(as_create(&c, &h));
+    CHECK(as_state_bytes(h) <= budget);
+    as_free(h);
+
+    as_config old;
+    OK(as_config_init(&old, 64));
+    old.struct_size = (uint32_t)offsetof(as_config, value_format);
+    old.value_format = 77; /* beyond struct_size: must stay untouched */
+    OK(as_config_for_budget(&old, budget));
+    CHECK(old.value_format == 77);
+    OK(as_create(&old, &h));
+    CHECK(as_state_bytes(h) <= budget);
+    as_free(h);
+    CHECK(c.window_tokens + c.heavy_tokens > (old.window_tokens + old.heavy_tokens) * 5 / 4);
+}
+
 int main(void) {
     test_config_refusals();
     test_refusals_change_nothing();
     test_batched_equals_per_token();
     test_memory_flat_and_noncausal();
     test_misc();
+    test_budget_value_format();
     printf("contract: all checks passed\n");
     return 0;
 }

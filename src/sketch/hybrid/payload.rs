@@ -1,21 +1,23 @@
 //! The serialized form of the hybrid state (section `EXCT` of
 //! `docs/format.md`): write, check, load; version 2 still read.
 
-use super::{ghost_len, shape, Hybrid, MAX_INPUT, REBASE};
+use super::{ghost_len, shape, Hybrid, Values, MAX_INPUT, REBASE};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Serialized form of the hybrid state (section `EXCT`, see `docs/format.md`).
-/// Format version 3:
+/// Format version 4:
 ///
 /// ```text
 /// u64 j (tokens seen) | u64 m (live slots) | u64 ng (live groups) | u64 window
 /// f64 ew | f64 eh | u64 ghosts written (edge) | u64 ghosts written (heavy)
-/// f32 keys[C d] | f32 vals[C dv] | f32 acc[C] | u64 pos[C] (absolute)
+/// f32 keys[C d] | value rows (`Values`: f32 [C dv], or binary16 rows,
+/// scales and residuals) | f32 acc[C] | u64 pos[C] (absolute)
 /// f64 g_n[G+1] | f32 mean_k[(G+1) d] | f32 var_k[(G+1) d] | f32 mean_v[(G+1) dv]
 /// f32 ghost keys[2 GHOSTS d] (adaptive configs only: heavy_tokens > 0)
 /// ```
 ///
+/// Version 3 (still read) is version 4 of a config with f32 values.
 /// Version 2 (still read): 48 fixed bytes (no ghost counters), the same slot
 /// arrays, then f64 sums `g_n, Sk, Sk2, Sv` and no ghosts; loading converts
 /// the sums to means and variances and starts the controller afresh.
@@ -29,7 +31,8 @@ impl Hybrid {
     pub fn payload_len(cfg: &Config, version: u32) -> usize {
         let (c, _, _, _, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        let slots = c * (d + dv + 1) * 4 + c * 8;
+        let vals = Values::payload_len(cfg.value_format, c, dv, cfg.sink_tokens as usize);
+        let slots = c * (d + 1) * 4 + vals + c * 8;
         if version < 3 {
             Self::FIXED_V2 + slots + (g + 1) * (1 + 2 * d + dv) * 8
         } else {
@@ -46,10 +49,12 @@ impl Hybrid {
         put(&self.eh.to_le_bytes());
         put(&self.gh_seen[0].to_le_bytes());
         put(&self.gh_seen[1].to_le_bytes());
-        for arr in [&self.keys, &self.vals, &self.acc] {
-            for x in arr.iter() {
-                put(&x.to_le_bytes());
-            }
+        for x in self.keys.iter() {
+            put(&x.to_le_bytes());
+        }
+        self.vals.write_payload(put);
+        for x in self.acc.iter() {
+            put(&x.to_le_bytes());
         }
         for (i, &p) in self.pos.iter().enumerate() {
             let abs = if i < self.m.min(self.sinks) {
@@ -104,12 +109,15 @@ impl Hybrid {
         let f32_at = |o: usize| f32::from_le_bytes(p[o..o + 4].try_into().unwrap());
         let f64_at = |o: usize| f64::from_le_bytes(p[o..o + 8].try_into().unwrap());
         let in_range = |x: f64| x.is_finite() && x.abs() <= MAX_INPUT as f64;
-        for i in 0..c * (d + dv) {
+        for i in 0..c * d {
             if !in_range(f32_at(off + 4 * i) as f64) {
                 return Err(Error::Corrupt);
             }
         }
-        off += 4 * c * (d + dv);
+        off += 4 * c * d;
+        let vlen = Values::payload_len(cfg.value_format, c, dv, cfg.sink_tokens as usize);
+        Values::check_payload(cfg.value_format, c, dv, &p[off..off + vlen], MAX_INPUT)?;
+        off += vlen;
         for i in 0..c {
             let x = f32_at(off + 4 * i);
             if !(x.is_finite() && x >= 0.0) {
@@ -208,19 +216,30 @@ impl Hybrid {
         };
         let f32_at = |o: usize| f32::from_le_bytes(p[o..o + 4].try_into().unwrap());
         let f64_at = |o: usize| f64::from_le_bytes(p[o..o + 8].try_into().unwrap());
-        for arr in [&mut self.keys, &mut self.vals, &mut self.acc] {
-            for x in arr.iter_mut() {
-                *x = f32_at(off);
-                off += 4;
-            }
+        for x in self.keys.iter_mut() {
+            *x = f32_at(off);
+            off += 4;
+        }
+        let c = self.cap;
+        let vals_at = off;
+        off += Values::payload_len(self.vals.format(), c, dv, self.sinks);
+        for x in self.acc.iter_mut() {
+            *x = f32_at(off);
+            off += 4;
         }
         // Positions relative to a base with j - base < 2 REBASE.
         self.base = (self.j / REBASE).saturating_sub(1) * REBASE;
+        let pos_at = off;
         for x in self.pos.iter_mut() {
             *x = u64::from_le_bytes(p[off..off + 8].try_into().unwrap()).saturating_sub(self.base)
                 as u32;
             off += 8;
         }
+        let abs = |i: usize| {
+            u64::from_le_bytes(p[pos_at + 8 * i..pos_at + 8 * i + 8].try_into().unwrap())
+        };
+        self.vals
+            .load_payload(&p[vals_at..pos_at - 4 * c], self.m, self.j, abs);
         for x in self.g_n.iter_mut() {
             *x = f64_at(off);
             off += 8;
