@@ -328,6 +328,46 @@ fn ghost_controller_follows_where_evicted_tokens_are_attended() {
     );
 }
 
+/// The controller's speed scales with capacity (`max(1, C / 1024)` slots
+/// per query): at C = 4132 the retrieval head of the test above must get its
+/// window from 4096 below 2048 within 1200 queries after the state is full,
+/// which one slot per query (at most 1200 slots) cannot do; the facts are
+/// then held exactly.
+#[test]
+fn controller_speed_scales_with_capacity() {
+    let d = 16usize;
+    let mut rng = Rng(47);
+    let c = hybrid_cfg(d as u32, 4, 4096, 32);
+    let mut h = Sketch::new(&c).unwrap();
+    assert_eq!(h.hybrid().unwrap().window(), 4096);
+    let mut out = vec![0.0f32; d];
+    let facts: Vec<(Vec<f32>, Vec<f32>)> = (0..60)
+        .map(|_| (signs(&mut rng, d), rng.vec(d, 1.0)))
+        .collect();
+    let n = 4132 + 1200;
+    let mut err_sum = 0.0f64;
+    for j in 0..n {
+        let (k, v) = if (4..64).contains(&j) {
+            facts[j - 4].clone()
+        } else {
+            (rng.vec(d, 0.1), rng.vec(d, 1.0))
+        };
+        let r = (rng.next_u64() % 60) as usize;
+        let q: Vec<f32> = facts[r].0.iter().map(|x| 4.0 * x).collect();
+        h.push_token(&q, &k, &v, &mut out).unwrap();
+        if j >= n - 200 {
+            err_sum += rel(&out, &facts[r].1);
+        }
+    }
+    let w = h.hybrid().unwrap().window();
+    assert!(w <= 2048, "window {w} after 1200 full steps (from 4096)");
+    assert!(
+        err_sum / 200.0 < 0.05,
+        "facts not held: {}",
+        err_sum / 200.0
+    );
+}
+
 fn rel(a: &[f32], b: &[f32]) -> f64 {
     let n: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let m: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
