@@ -447,3 +447,56 @@ fn gemm_refuses_short_slices() {
         assert!(r.is_err(), "{:?} accepted a short C", kern.level);
     }
 }
+
+/// `f16_rows` (the hybrid's binary16 value sum) at every level against an
+/// f64 reference: every column count 1..=140 (all lane and block remainders
+/// of 8-, 16-lane and 64/128-column blocks), row counts 0..=5 and long
+/// sums; `out` is accumulated into, so it starts non-zero. Tolerance: per
+/// column `(m + 2) 2^-23 (|out0| + sum_i |w_i h_ij|)`, the f32 summation bound.
+#[test]
+fn f16_rows_matches_reference() {
+    let mut rng = Rng(77);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    let mut cases: Vec<(usize, usize)> = Vec::new();
+    for dv in 1..=140usize {
+        cases.push((dv % 6, dv));
+    }
+    cases.extend([(300, 64), (1040, 64), (257, 129), (33, 200)]);
+    for &(m, dv) in &cases {
+        let w = rng.vec(m, 1.0);
+        let hv: Vec<u16> = rng
+            .vec(m * dv + 3, 4.0)
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_bits())
+            .collect();
+        let out0 = rng.vec(dv, 2.0);
+        for k in &all {
+            let mut out = out0.clone();
+            (k.f16_rows)(&w, &hv[..m * dv], &mut out);
+            for j in 0..dv {
+                let (mut r, mut mag) = (out0[j] as f64, out0[j].abs() as f64);
+                for i in 0..m {
+                    let x = w[i] as f64 * half::f16::from_bits(hv[i * dv + j]).to_f64();
+                    r += x;
+                    mag += x.abs();
+                }
+                let tol = (m as f64 + 2.0) * 2f64.powi(-23) * mag;
+                assert!(
+                    (out[j] as f64 - r).abs() <= tol,
+                    "{:?} m {m} dv {dv} col {j}: {} vs {r}",
+                    k.level,
+                    out[j]
+                );
+            }
+        }
+    }
+    // A short h is refused (a panic, caught at the C boundary), not read past.
+    for k in &all {
+        let r = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 8];
+            (k.f16_rows)(&[1.0, 1.0], &[0u16; 15], &mut out);
+        });
+        assert!(r.is_err(), "{:?}", k.level);
+    }
+}

@@ -29,6 +29,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     max_abs,
     f16_to_f32,
     bf16_to_f32,
+    f16_rows,
     gemm,
     rec_buckets: super::recovery_avx2::buckets,
     rec_signs: super::recovery_avx2::signs,
@@ -65,6 +66,7 @@ safe! {
     fn max_abs => max_abs_imp(x: &[f32]) -> f32;
     fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
+    fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
 }
 
 #[inline(always)]
@@ -380,6 +382,73 @@ unsafe fn convert(src: &[u16], dst: &mut [f32], cvt: impl Fn(__m128i) -> __m256)
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_to_f32_imp(src: &[u16], dst: &mut [f32]) {
     unsafe { convert(src, dst, |h| _mm256_cvtph_ps(h)) }
+}
+
+/// `out[j] += sum_i w[i] f32(h[i dv + j])` (see [`Kernels::f16_rows`]):
+/// column blocks of up to 64 (8 ymm accumulators) while the rows stream by,
+/// one 16-byte load, one `vcvtph2ps` and one FMA per 8 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]) {
+    let dv = out.len();
+    assert!(h.len() >= w.len() * dv, "f16_rows: h too short");
+    let (hp, op) = (h.as_ptr(), out.as_mut_ptr());
+    let mut c0 = 0;
+    while c0 < dv {
+        let cw = (NB * W).min(dv - c0);
+        // SAFETY: rows i < w.len() of h span i dv + c0 .. + cw <= h.len();
+        // out spans c0 .. c0 + cw <= dv.
+        unsafe {
+            let (hc, oc) = (hp.add(c0), op.add(c0));
+            match cw.div_ceil(W) {
+                8 => rows_f16::<8>(w, hc, dv, cw, oc),
+                7 => rows_f16::<7>(w, hc, dv, cw, oc),
+                6 => rows_f16::<6>(w, hc, dv, cw, oc),
+                5 => rows_f16::<5>(w, hc, dv, cw, oc),
+                4 => rows_f16::<4>(w, hc, dv, cw, oc),
+                3 => rows_f16::<3>(w, hc, dv, cw, oc),
+                2 => rows_f16::<2>(w, hc, dv, cw, oc),
+                _ => rows_f16::<1>(w, hc, dv, cw, oc),
+            }
+        }
+        c0 += cw;
+    }
+}
+
+/// One column block of `f16_rows`: `N = ceil(cw / 8)` accumulators; the
+/// last one partial when `cw % 8 != 0` (its halves copied into a zeroed
+/// 8-lane buffer, its sums added lane by lane).
+#[inline(always)]
+unsafe fn rows_f16<const N: usize>(w: &[f32], h: *const u16, dv: usize, cw: usize, out: *mut f32) {
+    unsafe {
+        let full = cw / W;
+        let rem = cw % W;
+        let mut acc = [_mm256_setzero_ps(); N];
+        for (i, &wi) in w.iter().enumerate() {
+            let wv = _mm256_set1_ps(wi);
+            let row = h.add(i * dv);
+            for (v, a) in acc.iter_mut().enumerate() {
+                let x = if v < full {
+                    _mm256_cvtph_ps(_mm_loadu_si128(row.add(v * W) as *const __m128i))
+                } else {
+                    let mut t = [0u16; W];
+                    core::ptr::copy_nonoverlapping(row.add(v * W), t.as_mut_ptr(), rem);
+                    _mm256_cvtph_ps(_mm_loadu_si128(t.as_ptr() as *const __m128i))
+                };
+                *a = _mm256_fmadd_ps(wv, x, *a);
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            if v < full {
+                st(out.add(v * W), _mm256_add_ps(ld(out.add(v * W)), *a));
+            } else {
+                let mut t = [0.0f32; W];
+                st(t.as_mut_ptr(), *a);
+                for (l, &x) in t[..rem].iter().enumerate() {
+                    *out.add(v * W + l) += x;
+                }
+            }
+        }
+    }
 }
 
 /// bf16 -> f32 is `bits << 16`, with NaNs made quiet (`| 0x0040` first),

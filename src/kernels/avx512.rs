@@ -27,6 +27,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     max_abs,
     f16_to_f32,
     bf16_to_f32,
+    f16_rows,
     gemm,
     rec_buckets: super::recovery_avx512::buckets,
     rec_signs: super::recovery_avx512::signs,
@@ -62,6 +63,7 @@ safe! {
     fn max_abs => max_abs_imp(x: &[f32]) -> f32;
     fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
+    fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
 }
 
 #[inline(always)]
@@ -291,6 +293,61 @@ unsafe fn max_abs_imp(x: &[f32]) -> f32 {
             f32::INFINITY
         } else {
             _mm512_reduce_max_ps(m)
+        }
+    }
+}
+
+/// `out[j] += sum_i w[i] f32(h[i dv + j])` (see [`Kernels::f16_rows`]):
+/// column blocks of up to 128 (8 zmm accumulators) while the rows stream by,
+/// one 32-byte load, one `vcvtph2ps` and one FMA per 16 values; the last
+/// vector of a block is masked.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]) {
+    let dv = out.len();
+    assert!(h.len() >= w.len() * dv, "f16_rows: h too short");
+    let (hp, op) = (h.as_ptr(), out.as_mut_ptr());
+    let mut c0 = 0;
+    while c0 < dv {
+        let cw = (NB * W).min(dv - c0);
+        // SAFETY: rows i < w.len() of h span i dv + c0 .. + cw <= h.len();
+        // out spans c0 .. c0 + cw <= dv; lanes past cw are masked.
+        unsafe {
+            let (hc, oc) = (hp.add(c0), op.add(c0));
+            match cw.div_ceil(W) {
+                8 => rows_f16::<8>(w, hc, dv, cw, oc),
+                7 => rows_f16::<7>(w, hc, dv, cw, oc),
+                6 => rows_f16::<6>(w, hc, dv, cw, oc),
+                5 => rows_f16::<5>(w, hc, dv, cw, oc),
+                4 => rows_f16::<4>(w, hc, dv, cw, oc),
+                3 => rows_f16::<3>(w, hc, dv, cw, oc),
+                2 => rows_f16::<2>(w, hc, dv, cw, oc),
+                _ => rows_f16::<1>(w, hc, dv, cw, oc),
+            }
+        }
+        c0 += cw;
+    }
+}
+
+/// One column block of `f16_rows`: `N = ceil(cw / 16)` accumulators, the
+/// last one under the mask of the `cw - 16 (N - 1)` live lanes.
+#[inline(always)]
+unsafe fn rows_f16<const N: usize>(w: &[f32], h: *const u16, dv: usize, cw: usize, out: *mut f32) {
+    unsafe {
+        let last = mask(cw - W * (N - 1));
+        let k = |v: usize| if v + 1 < N { 0xffff } else { last };
+        let mut acc = [_mm512_setzero_ps(); N];
+        for (i, &wi) in w.iter().enumerate() {
+            let wv = _mm512_set1_ps(wi);
+            let row = h.add(i * dv);
+            for (v, a) in acc.iter_mut().enumerate() {
+                let x =
+                    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k(v), row.add(v * W) as *const i16));
+                *a = _mm512_fmadd_ps(wv, x, *a);
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            let p = out.add(v * W);
+            stm(p, k(v), _mm512_add_ps(ldm(p, k(v)), *a));
         }
     }
 }

@@ -51,6 +51,12 @@ pub struct Kernels {
     /// `dst[i] = f32(bfloat16 bits src[i])` for `i < min(len)`, exact
     /// (NaNs come out quiet: as `half::bf16::to_f32`).
     pub bf16_to_f32: fn(src: &[u16], dst: &mut [f32]),
+    /// Weighted sum of binary16 rows (the hybrid's value rows):
+    /// `out[j] += sum_{i < m} w[i] f32(h[i dv + j])` with `m = w.len()`,
+    /// `dv = out.len()`. Per column the sum runs over the rows in order, in
+    /// f32 (one FMA per row where the level has FMA), and is then added to
+    /// `out`. Panics (caught at the C boundary) if `h` is shorter than `m dv`.
+    pub f16_rows: fn(w: &[f32], h: &[u16], out: &mut [f32]),
     /// Block product (batched prefill): `c[i ldc + j] += sum_p a[i rsa + p csa] b[p ldb + j]`
     /// for `i < m, j < n, p < k` (A is m x k with any strides, B k x n and C
     /// m x n row-major). The sum over `p` is formed first and then added to C.

@@ -18,6 +18,7 @@ pub static KERNELS: Kernels = Kernels {
     max_abs,
     f16_to_f32,
     bf16_to_f32,
+    f16_rows,
     gemm,
     rec_buckets: super::recovery_portable::buckets,
     rec_signs: super::recovery_portable::signs,
@@ -138,10 +139,47 @@ pub fn max_abs(x: &[f32]) -> f32 {
     m
 }
 
-/// binary16 -> f32 via `half` (the reference of the SIMD conversions).
+/// binary16 -> f32 by `half`'s slice conversion (exact; it uses the
+/// target's conversion instructions where the CPU has them: F16C on x86-64,
+/// FP16 on AArch64, detected once per call, else software). A per-element
+/// `to_f32` loop was 4-7x slower for the hybrid's binary16 value rows
+/// (`cargo bench --bench hybrid`, portable level).
 pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
-    for (o, &h) in dst.iter_mut().zip(src) {
-        *o = half::f16::from_bits(h).to_f32();
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    let n = src.len().min(dst.len());
+    let h: &[half::f16] = src[..n].reinterpret_cast();
+    h.convert_to_f32_slice(&mut dst[..n]);
+}
+
+/// `out[j] += sum_i w[i] f32(h[i dv + j])` (see [`Kernels::f16_rows`]):
+/// column blocks of 64 held in eight `f32x8` accumulators while the rows
+/// stream by; each row segment converted by [`f16_to_f32`].
+pub fn f16_rows(w: &[f32], h: &[u16], out: &mut [f32]) {
+    const CB: usize = 64;
+    let dv = out.len();
+    assert!(h.len() >= w.len() * dv, "f16_rows: h too short");
+    let mut c0 = 0;
+    while c0 < dv {
+        let cw = CB.min(dv - c0);
+        let nv = cw.div_ceil(8);
+        let mut buf = [0.0f32; CB];
+        let mut acc = [f32x8::ZERO; CB / 8];
+        for (i, &wi) in w.iter().enumerate() {
+            f16_to_f32(&h[i * dv + c0..i * dv + c0 + cw], &mut buf[..cw]);
+            let wv = f32x8::splat(wi);
+            for (v, a) in acc[..nv].iter_mut().enumerate() {
+                let x: [f32; 8] = buf[v * 8..v * 8 + 8].try_into().unwrap();
+                *a = wv.mul_add(f32x8::from(x), *a);
+            }
+        }
+        for (v, a) in acc[..nv].iter().enumerate() {
+            for (l, &x) in a.to_array().iter().enumerate() {
+                if v * 8 + l < cw {
+                    out[c0 + v * 8 + l] += x;
+                }
+            }
+        }
+        c0 += cw;
     }
 }
 

@@ -11,8 +11,10 @@
 //! ```text
 //! sum_i w_i v_i = sum_i (w_i 2^e_i) h_i + sum_{r live} w_slot(r) lo_r
 //! ```
-//! (the first sum in blocks of `BLOCK` rows: binary16 -> f32 by the level's
-//! conversion kernel, then the level's gemm; `R = clamp(C / 64, 1, 64)`).
+//! (the first sum by the level's `Kernels::f16_rows`: binary16 -> f32 and
+//! FMA in registers, the scaled weights `w_i 2^e_i` of up to
+//! `BLOCK (dv + 1)` rows at a time in the caller's scratch;
+//! `R = clamp(C / 64, 1, 64)`).
 //! Measured (exact attention over all 8192 tokens of a head, rows n/2..n):
 //! rounding every value gives 1.2e-4..1.6e-4 relative error; with exact sinks
 //! and 64 exact newest rows, 2e-6..2.7e-5.
@@ -20,7 +22,10 @@
 use crate::error::{try_vec, Error, Result};
 use crate::kernels::{Gemm, Kernels};
 
-/// Rows per conversion block of the weighted sum.
+/// The weighted sum's scratch is `BLOCK (dv + 1)` f32 (scaled weights of
+/// that many rows per kernel call). It was a converted 16-row block plus its
+/// weights before `f16_rows`; the size was kept so that the memory formula
+/// and the presets' capacities did not change.
 pub const BLOCK: usize = 16;
 /// No owner (a residual row whose token was evicted or never written).
 const NONE: u32 = u32::MAX;
@@ -112,7 +117,7 @@ impl Values {
         }
     }
 
-    /// f32 scratch of `weighted_sum`: a converted block and its weights.
+    /// f32 scratch of `weighted_sum`: scaled weights of `BLOCK (dv + 1)` rows.
     pub fn scratch_len(format: u32, dv: usize) -> usize {
         if format == 0 {
             0
@@ -223,23 +228,15 @@ impl Values {
                 (kern.gemm)(&shape, w, &a[..m * dv], out);
             }
             Values::F16(h) => {
-                let (blk, wb) = scratch.split_at_mut(BLOCK * dv);
-                for b in (0..m).step_by(BLOCK) {
-                    let rows = BLOCK.min(m - b);
-                    (kern.f16_to_f32)(&h.h[b * dv..(b + rows) * dv], &mut blk[..rows * dv]);
+                // Weights 2^e_i w_i of up to `scratch.len()` rows per call.
+                let chunk = scratch.len();
+                for b in (0..m).step_by(chunk) {
+                    let rows = chunk.min(m - b);
+                    let wb = &mut scratch[..rows];
                     for ((o, &x), &s) in wb.iter_mut().zip(&w[b..b + rows]).zip(&h.scale[b..]) {
                         *o = x * s;
                     }
-                    let shape = Gemm {
-                        m: 1,
-                        n: dv,
-                        k: rows,
-                        rsa: rows,
-                        csa: 1,
-                        ldb: dv,
-                        ldc: dv,
-                    };
-                    (kern.gemm)(&shape, &wb[..rows], &blk[..rows * dv], out);
+                    (kern.f16_rows)(wb, &h.h[b * dv..(b + rows) * dv], out);
                 }
                 for (r, &slot) in h.lo_slot.iter().enumerate() {
                     if (slot as usize) < m {

@@ -1,0 +1,213 @@
+//! Hybrid decode speed next to exact decoding, one build, one run
+//! (harness = false).
+//!
+//! Per CPU level and budget (`Config::for_budget`, d = dv = 64): a causal
+//! hybrid head filled past its capacity (every push then scores C exact
+//! slots and G tail groups, evicts one token and merges two groups) is timed
+//! per `push_token`, with binary16 and with f32 value rows; exact decoding
+//! (`ExactDecoder`, the level's online softmax over n cached tokens) is timed
+//! in the same interleaved rounds. Reported: medians, the f16/f32 time
+//! ratio, and exact(n) / push per n with the smallest n from which the
+//! hybrid push is faster.
+//!
+//! Usage: `hybrid --bench [quick]` (what `cargo bench --bench hybrid`
+//! passes); without `--bench` (as under `cargo test --all-targets`) a
+//! one-round smoke run at 256 KiB.
+
+use attnsketch::baseline::ExactDecoder;
+use attnsketch::{Config, Level, Mode, Sketch};
+use std::hint::black_box;
+use std::rc::Rc;
+use std::time::Instant;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, s: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * s).collect()
+    }
+}
+
+const D: usize = 64;
+const DV: usize = 64;
+/// Distinct tokens the pushes cycle through.
+const TOK: usize = 4096;
+
+struct Case {
+    name: String,
+    calls: usize,
+    run: Box<dyn FnMut(usize)>,
+    samples: Vec<f64>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Pre-drawn tokens: q, k uniform in [-2, 2] (scores s q.k with s = 1/8 have
+/// a spread of ~1.5), v uniform in [-1, 1].
+struct Stream {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+fn hybrid_case(level: Level, kib: usize, f16: bool, s: &Rc<Stream>) -> (Case, usize) {
+    let mut cfg = Config::new(D as u32);
+    cfg.mode = Mode::Causal;
+    cfg.for_budget_with(kib * 1024, f16).unwrap();
+    let mut h = Sketch::with_level(&cfg, level).unwrap();
+    let cap = (cfg.sink_tokens + cfg.window_tokens + cfg.heavy_tokens) as usize;
+    let s = s.clone();
+    let mut out = vec![0.0f32; DV];
+    let mut j = 0usize;
+    let mut push = move |n: usize, h: &mut Sketch| {
+        for _ in 0..n {
+            let (a, b) = ((j % TOK) * D, (j % TOK) * DV);
+            h.push_token(&s.q[a..a + D], &s.k[a..a + D], &s.v[b..b + DV], &mut out)
+                .unwrap();
+            black_box(&out);
+            j += 1;
+        }
+    };
+    // Past capacity: the steady state evicts and merges on every push.
+    push(cap + 256, &mut h);
+    let fmt = if f16 { "f16" } else { "f32" };
+    (
+        Case {
+            name: format!("hybrid {kib} KiB {fmt} {}", level.name()),
+            calls: 64,
+            run: Box::new(move |n| push(n, &mut h)),
+            samples: vec![],
+        },
+        cap,
+    )
+}
+
+fn decode_case(level: Level, n: usize, k: &Rc<Vec<f32>>, v: &Rc<Vec<f32>>) -> Case {
+    let dec = ExactDecoder::new(level).unwrap();
+    let q = Rng(9).vec(D, 1.0);
+    let (k, v) = (k.clone(), v.clone());
+    let mut out = vec![0.0f32; DV];
+    let scale = 1.0 / (D as f32).sqrt();
+    Case {
+        name: format!("exact n={n} {}", level.name()),
+        calls: (65536 * 4 / n).clamp(1, 256),
+        run: Box::new(move |c| {
+            for _ in 0..c {
+                dec.decode(&q, &k[..n * D], &v[..n * DV], scale, &mut out)
+                    .unwrap();
+                black_box(&out);
+            }
+        }),
+        samples: vec![],
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let smoke = !quick && !args.iter().any(|a| a == "--bench");
+    let rounds = if smoke {
+        1
+    } else if quick {
+        5
+    } else {
+        21
+    };
+    let levels: Vec<Level> = Level::ALL
+        .iter()
+        .copied()
+        .filter(|l| l.supported())
+        .collect();
+    let all_budgets = [256usize, 512, 1024, 2048];
+    let budgets = if smoke {
+        &all_budgets[..1]
+    } else {
+        &all_budgets[..]
+    };
+    let all_ns = [1024usize, 2048, 4096, 8192, 16384, 32768, 65536];
+    let ns = if smoke { &all_ns[..1] } else { &all_ns[..] };
+    println!(
+        "# attnsketch hybrid bench: d = dv = {D}, causal, as_config_for_budget; best level {}; rounds {rounds} (median)",
+        Level::best().name()
+    );
+    let mut rng = Rng(5);
+    let stream = Rc::new(Stream {
+        q: rng.vec(TOK * D, 2.0),
+        k: rng.vec(TOK * D, 2.0),
+        v: rng.vec(TOK * DV, 1.0),
+    });
+    let mut cases = Vec::new();
+    let mut caps = Vec::new();
+    for &lv in &levels {
+        for &kib in budgets {
+            for f16 in [true, false] {
+                let (c, cap) = hybrid_case(lv, kib, f16, &stream);
+                caps.push((kib, f16, cap));
+                cases.push(c);
+            }
+        }
+    }
+    let nmax = *ns.last().unwrap();
+    let kc = Rc::new(rng.vec(nmax * D, 1.0));
+    let vc = Rc::new(rng.vec(nmax * DV, 1.0));
+    for &lv in &levels {
+        for &n in ns {
+            cases.push(decode_case(lv, n, &kc, &vc));
+        }
+    }
+    for c in cases.iter_mut() {
+        (c.run)(c.calls);
+    }
+    for _ in 0..rounds {
+        for c in cases.iter_mut() {
+            let t0 = Instant::now();
+            (c.run)(c.calls);
+            c.samples.push(t0.elapsed().as_secs_f64() / c.calls as f64);
+        }
+    }
+    let mut med = std::collections::HashMap::new();
+    println!("{:<32} {:>10} {:>12}", "case", "us/call", "calls/s");
+    for c in cases.iter_mut() {
+        let m = median(&mut c.samples);
+        med.insert(c.name.clone(), m);
+        println!("{:<32} {:>10.2} {:>12.0}", c.name, m * 1e6, 1.0 / m);
+    }
+    let get = |k: &str| med[k];
+    println!("\n# ratios (same run); C = exact slots");
+    for &lv in &levels {
+        for &kib in budgets {
+            let f16 = get(&format!("hybrid {kib} KiB f16 {}", lv.name()));
+            let f32t = get(&format!("hybrid {kib} KiB f32 {}", lv.name()));
+            let cap = |f| caps.iter().find(|c| c.0 == kib && c.1 == f).unwrap().2;
+            let mut line = String::new();
+            let mut cross = None;
+            for &n in ns {
+                let r = get(&format!("exact n={n} {}", lv.name())) / f16;
+                if r >= 1.0 && cross.is_none() {
+                    cross = Some(n);
+                }
+                if r < 1.0 {
+                    cross = None;
+                }
+                line += &format!(" {n}:{r:.2}");
+            }
+            println!(
+                "{:<7} {kib:>4} KiB: C {} (f16) / {} (f32); f16/f32 time {:.2}; exact(n)/push(f16){line}; push faster from n = {}",
+                lv.name(),
+                cap(true),
+                cap(false),
+                f16 / f32t,
+                cross.map(|n| n.to_string()).unwrap_or("-".into())
+            );
+        }
+    }
+}
