@@ -240,21 +240,27 @@ impl Bank {
                 }
             };
         // Heads in chunks of `per` are the tasks; the calling thread and up
-        // to `workers - 1` spawned threads take them from one queue, so a
-        // thread that cannot be spawned only means fewer workers.
+        // to `workers - 1` spawned threads claim them by an atomic counter,
+        // so a thread that cannot be spawned only means fewer workers. Each
+        // task sits behind its own mutex, locked once by the thread that
+        // claimed its index, so never contended. (A shared queue mutex was;
+        // once in CI, ThreadSanitizer reported a race on the queue's Vec
+        // under that mutex: std is not instrumented, and the contended path
+        // of its mutex acquires inside std, out of TSan's sight.)
         let tasks: Vec<_> = self
             .heads
             .chunks_mut(per)
             .zip(outs.chunks_mut(per))
             .enumerate()
-            .map(|(w, (h, o))| (w * per, h, o))
+            .map(|(w, (h, o))| std::sync::Mutex::new(Some((w * per, h, o))))
             .collect();
-        let queue = std::sync::Mutex::new(tasks);
+        let next = std::sync::atomic::AtomicUsize::new(0);
         let run = |buf: &mut Vec<f32>| loop {
-            let task = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            match task {
-                Some((first, heads, o)) => job(first, heads, o, buf),
-                None => break,
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(slot) = tasks.get(i) else { break };
+            let task = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((first, heads, o)) = task {
+                job(first, heads, o, buf);
             }
         };
         let (mine, rest) = scr.split_at_mut(1);
