@@ -14,42 +14,17 @@
 //! passes); without `--bench` (as under `cargo test --all-targets`) a
 //! one-round smoke run at 256 KiB.
 
-use attnsketch::baseline::ExactDecoder;
+mod common;
+
 use attnsketch::{Config, Level, Mode, Sketch};
+use common::{decode_case, run_rounds, Case, Rng};
 use std::hint::black_box;
 use std::rc::Rc;
-use std::time::Instant;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, s: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * s).collect()
-    }
-}
 
 const D: usize = 64;
 const DV: usize = 64;
 /// Distinct tokens the pushes cycle through.
 const TOK: usize = 4096;
-
-struct Case {
-    name: String,
-    calls: usize,
-    run: Box<dyn FnMut(usize)>,
-    samples: Vec<f64>,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 /// Pre-drawn tokens: q, k uniform in [-2, 2] (scores s q.k with s = 1/8 have
 /// a spread of ~1.5), v uniform in [-1, 1].
@@ -83,6 +58,7 @@ fn hybrid_case(level: Level, kib: usize, f16: bool, s: &Rc<Stream>) -> (Case, us
     (
         Case {
             name: format!("hybrid {kib} KiB {fmt} {}", level.name()),
+            bytes: 0.0,
             calls: 64,
             run: Box::new(move |n| push(n, &mut h)),
             samples: vec![],
@@ -91,42 +67,10 @@ fn hybrid_case(level: Level, kib: usize, f16: bool, s: &Rc<Stream>) -> (Case, us
     )
 }
 
-fn decode_case(level: Level, n: usize, k: &Rc<Vec<f32>>, v: &Rc<Vec<f32>>) -> Case {
-    let dec = ExactDecoder::new(level).unwrap();
-    let q = Rng(9).vec(D, 1.0);
-    let (k, v) = (k.clone(), v.clone());
-    let mut out = vec![0.0f32; DV];
-    let scale = 1.0 / (D as f32).sqrt();
-    Case {
-        name: format!("exact n={n} {}", level.name()),
-        calls: (65536 * 4 / n).clamp(1, 256),
-        run: Box::new(move |c| {
-            for _ in 0..c {
-                dec.decode(&q, &k[..n * D], &v[..n * DV], scale, &mut out)
-                    .unwrap();
-                black_box(&out);
-            }
-        }),
-        samples: vec![],
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "quick");
-    let smoke = !quick && !args.iter().any(|a| a == "--bench");
-    let rounds = if smoke {
-        1
-    } else if quick {
-        5
-    } else {
-        21
-    };
-    let levels: Vec<Level> = Level::ALL
-        .iter()
-        .copied()
-        .filter(|l| l.supported())
-        .collect();
+    let (smoke, rounds) = common::rounds(&args);
+    let levels = common::levels();
     let all_budgets = [256usize, 512, 1024, 2048];
     let budgets = if smoke {
         &all_budgets[..1]
@@ -161,24 +105,13 @@ fn main() {
     let vc = Rc::new(rng.vec(nmax * DV, 1.0));
     for &lv in &levels {
         for &n in ns {
-            cases.push(decode_case(lv, n, &kc, &vc));
+            cases.push(decode_case(lv, n, D, DV, &kc, &vc));
         }
     }
-    for c in cases.iter_mut() {
-        (c.run)(c.calls);
-    }
-    for _ in 0..rounds {
-        for c in cases.iter_mut() {
-            let t0 = Instant::now();
-            (c.run)(c.calls);
-            c.samples.push(t0.elapsed().as_secs_f64() / c.calls as f64);
-        }
-    }
-    let mut med = std::collections::HashMap::new();
+    let med = run_rounds(&mut cases, rounds);
     println!("{:<32} {:>10} {:>12}", "case", "us/call", "calls/s");
-    for c in cases.iter_mut() {
-        let m = median(&mut c.samples);
-        med.insert(c.name.clone(), m);
+    for c in &cases {
+        let m = med[&c.name];
         println!("{:<32} {:>10.2} {:>12.0}", c.name, m * 1e6, 1.0 / m);
     }
     let get = |k: &str| med[k];

@@ -10,43 +10,16 @@
 //! `levels count <level> <tokens>` (pushes that many tokens and exits: run it
 //! under callgrind twice to get instructions per token as the difference).
 
-use attnsketch::baseline::ExactDecoder;
-use attnsketch::{Config, Level, Sketch};
-use std::hint::black_box;
-use std::time::Instant;
+mod common;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, s: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * s).collect()
-    }
-}
+use attnsketch::{Config, Level, Sketch};
+use common::{decode_case, run_rounds, Case, Rng};
+use std::hint::black_box;
 
 const D: usize = 64;
 const DV: usize = 64;
 /// Distinct tokens cycled through by the push cases.
 const TOK: usize = 64;
-
-struct Case {
-    name: String,
-    /// Bytes the case moves per call (for GB/s), 0 if not meaningful.
-    bytes: f64,
-    calls: usize,
-    run: Box<dyn FnMut(usize)>,
-    samples: Vec<f64>,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn push_case(level: Level, kind: &'static str, calls: usize) -> Case {
     let cfg = Config::new(D as u32);
@@ -124,32 +97,6 @@ fn enc(kind: &str, x: f32) -> u16 {
     }
 }
 
-fn decode_case(
-    level: Level,
-    n: usize,
-    k: &std::rc::Rc<Vec<f32>>,
-    v: &std::rc::Rc<Vec<f32>>,
-) -> Case {
-    let dec = ExactDecoder::new(level).unwrap();
-    let q = Rng(9).vec(D, 1.0);
-    let (k, v) = (k.clone(), v.clone());
-    let mut out = vec![0.0f32; DV];
-    let scale = 1.0 / (D as f32).sqrt();
-    Case {
-        name: format!("exact n={n} {}", level.name()),
-        bytes: (4 * n * (D + DV)) as f64,
-        calls: (65536 * 4 / n).clamp(1, 256),
-        run: Box::new(move |c| {
-            for _ in 0..c {
-                dec.decode(&q, &k[..n * D], &v[..n * DV], scale, &mut out)
-                    .unwrap();
-                black_box(&out);
-            }
-        }),
-        samples: vec![],
-    }
-}
-
 /// memcpy of `bytes / 2` bytes from one buffer into another: the same
 /// footprint as the sketch's s + d, `bytes` moved (read + write).
 fn memcpy_case(state_bytes: usize) -> Case {
@@ -179,22 +126,8 @@ fn main() {
         (c.run)(n);
         return;
     }
-    let quick = args.iter().any(|a| a == "quick");
-    // `cargo bench` passes --bench; `cargo test --all-targets` passes nothing:
-    // then only a smoke run (one round, small sizes) so the suite stays fast.
-    let smoke = !quick && !args.iter().any(|a| a == "--bench");
-    let rounds = if smoke {
-        1
-    } else if quick {
-        5
-    } else {
-        21
-    };
-    let levels: Vec<Level> = Level::ALL
-        .iter()
-        .copied()
-        .filter(|l| l.supported())
-        .collect();
+    let (smoke, rounds) = common::rounds(&args);
+    let levels = common::levels();
     let t = attnsketch::FeatureMap::new(D, 2).unwrap().len();
     println!(
         "# attnsketch levels bench: d = dv = {D}, g = 2, t = {t}; best level {}; rounds {rounds} (median)",
@@ -216,29 +149,17 @@ fn main() {
     let vc = std::rc::Rc::new(rng.vec(nmax * DV, 1.0));
     for &lv in &levels {
         for &n in ns {
-            cases.push(decode_case(lv, n, &kc, &vc));
+            cases.push(decode_case(lv, n, D, DV, &kc, &vc));
         }
     }
-    // Warm-up, then interleaved rounds.
-    for c in cases.iter_mut() {
-        (c.run)(c.calls);
-    }
-    for _ in 0..rounds {
-        for c in cases.iter_mut() {
-            let t0 = Instant::now();
-            (c.run)(c.calls);
-            c.samples.push(t0.elapsed().as_secs_f64() / c.calls as f64);
-        }
-    }
-    let mut med = std::collections::HashMap::new();
+    let med = run_rounds(&mut cases, rounds);
     println!(
         "{:<28} {:>12} {:>10} {:>12}",
         "case", "us/call", "GB/s", "min us/call"
     );
     for c in cases.iter_mut() {
-        let m = median(&mut c.samples);
-        let lo = c.samples[0];
-        med.insert(c.name.clone(), m);
+        let m = med[&c.name];
+        let lo = c.samples[0]; // sorted by the median
         let gbs = if c.bytes > 0.0 {
             c.bytes / m / 1e9
         } else {

@@ -313,16 +313,7 @@ unsafe fn f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]) {
         // out spans c0 .. c0 + cw <= dv; lanes past cw are masked.
         unsafe {
             let (hc, oc) = (hp.add(c0), op.add(c0));
-            match cw.div_ceil(W) {
-                8 => rows_f16::<8>(w, hc, dv, cw, oc),
-                7 => rows_f16::<7>(w, hc, dv, cw, oc),
-                6 => rows_f16::<6>(w, hc, dv, cw, oc),
-                5 => rows_f16::<5>(w, hc, dv, cw, oc),
-                4 => rows_f16::<4>(w, hc, dv, cw, oc),
-                3 => rows_f16::<3>(w, hc, dv, cw, oc),
-                2 => rows_f16::<2>(w, hc, dv, cw, oc),
-                _ => rows_f16::<1>(w, hc, dv, cw, oc),
-            }
+            by_vectors!(cw.div_ceil(W), rows_f16(w, hc, dv, cw, oc));
         }
         c0 += cw;
     }

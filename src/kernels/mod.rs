@@ -7,6 +7,24 @@
 //! Each kernel's math is stated on its field and checked against
 //! `crate::reference` in `tests/kernels.rs` for every level.
 
+/// `$f::<N>(args)` for `N = $n` in 1..=8 (a runtime vector count turned
+/// into a monomorphised register block; 0 and > 8 are not valid counts).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_vectors {
+    ($n:expr, $f:ident ($($a:expr),*)) => {
+        match $n {
+            8 => $f::<8>($($a),*),
+            7 => $f::<7>($($a),*),
+            6 => $f::<6>($($a),*),
+            5 => $f::<5>($($a),*),
+            4 => $f::<4>($($a),*),
+            3 => $f::<3>($($a),*),
+            2 => $f::<2>($($a),*),
+            _ => $f::<1>($($a),*),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]

@@ -319,7 +319,7 @@ impl Values {
         let scales = (0..cap).all(|i| {
             let b = f32_at(off + 4 * i).to_bits();
             let e = b >> 23;
-            b & 0x807F_FFFF == 0 && e >= 1 && e <= MAX_SCALE_EXP
+            b & 0x807F_FFFF == 0 && (1..=MAX_SCALE_EXP).contains(&e)
         });
         let off = off + cap * 4;
         let res = (0..(p.len() - off) / 4).all(|i| ok(f32_at(off + 4 * i)));
