@@ -500,3 +500,104 @@ fn f16_rows_matches_reference() {
         assert!(r.is_err(), "{:?}", k.level);
     }
 }
+
+/// `row_dots` (the hybrid's exact scores) at every level against f64:
+/// every d in 1..=70 (all 8- and 16-lane remainders, one and two FMA
+/// chains), row counts 0..=5, and the 1 MiB preset's shape (2497 x 64).
+/// Tolerance per row: `(d + 2) 2^-23 sum_c |a_c q_c|`; the returned max is
+/// exactly the max of the written scores.
+#[test]
+fn row_dots_matches_reference() {
+    let mut rng = Rng(78);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    let mut cases: Vec<(usize, usize)> = (1..=70usize).map(|d| (d % 6, d)).collect();
+    cases.extend([(2497, 64), (33, 128), (7, 129)]);
+    for &(rows, d) in &cases {
+        let a = rng.vec(rows * d + 5, 3.0);
+        let q = rng.vec(d, 2.0);
+        for k in &all {
+            let mut out = vec![f32::NAN; rows + 1];
+            let mx = (k.row_dots)(&a[..rows * d], &q, &mut out[..rows]);
+            assert!(out[rows].is_nan(), "{:?}: wrote past out", k.level);
+            let mut want_max = f32::NEG_INFINITY;
+            for i in 0..rows {
+                let (mut r, mut mag) = (0.0f64, 0.0f64);
+                for c in 0..d {
+                    let x = a[i * d + c] as f64 * q[c] as f64;
+                    r += x;
+                    mag += x.abs();
+                }
+                let tol = (d as f64 + 2.0) * 2f64.powi(-23) * mag;
+                assert!(
+                    (out[i] as f64 - r).abs() <= tol,
+                    "{:?} rows {rows} d {d} row {i}: {} vs {r}",
+                    k.level,
+                    out[i]
+                );
+                want_max = want_max.max(out[i]);
+            }
+            assert_eq!(mx.to_bits(), want_max.to_bits(), "{:?} max", k.level);
+        }
+    }
+}
+
+/// `exp_shift` (the hybrid's exact weights) at every level against f64
+/// `exp` of the same f32 argument `t = (x - xmax) s`: lengths 0..=40 and
+/// 1000 (every lane remainder), arguments from 0 down to -110 and -inf (a
+/// huge scale), so results lie in [0, 1] and are never NaN. Tolerance:
+/// `4 2^-23` relative above the smallest normal's argument (-87.33),
+/// 2^-126 absolute below it; the sum within `(n + 2) 2^-23` of the f64 sum.
+#[test]
+fn exp_shift_matches_reference() {
+    let mut rng = Rng(79);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    let mut cases: Vec<(usize, f32)> = (0..=40usize).map(|n| (n, 1.0)).collect();
+    cases.extend([(1000, 1.0), (1000, 0.125), (37, 3.0e37), (20, 1.0e-30)]);
+    for &(n, s) in &cases {
+        let xmax = 7.5f32;
+        // Scores spread so that t covers [-110, 0]; the first is the max.
+        let x: Vec<f32> = (0..n)
+            .map(|i| {
+                if i == 0 {
+                    xmax
+                } else {
+                    xmax - (rng.unit() * 110.0) / s.min(1.0)
+                }
+            })
+            .collect();
+        for k in &all {
+            let mut y = x.clone();
+            let sum = (k.exp_shift)(&mut y, s, xmax);
+            let mut want_sum = 0.0f64;
+            for i in 0..n {
+                let t = (x[i] - xmax) * s;
+                let want = (t as f64).exp();
+                want_sum += y[i] as f64;
+                assert!(
+                    (0.0..=1.0).contains(&y[i]),
+                    "{:?} n {n} s {s} i {i}: {}",
+                    k.level,
+                    y[i]
+                );
+                let tol = if t >= -87.33 {
+                    4.0 * 2f64.powi(-23) * want
+                } else {
+                    2f64.powi(-126)
+                };
+                assert!(
+                    (y[i] as f64 - want).abs() <= tol,
+                    "{:?} n {n} s {s} t {t}: {} vs {want}",
+                    k.level,
+                    y[i]
+                );
+            }
+            assert!(
+                (sum - want_sum).abs() <= (n as f64 + 2.0) * 2f64.powi(-23) * want_sum.max(1e-300),
+                "{:?} n {n}: sum {sum} vs {want_sum}",
+                k.level
+            );
+        }
+    }
+}

@@ -30,6 +30,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     f16_rows,
+    row_dots,
+    exp_shift,
     gemm,
     rec_buckets: super::recovery_avx2::buckets,
     rec_signs: super::recovery_avx2::signs,
@@ -67,6 +69,8 @@ safe! {
     fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
+    fn row_dots => row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32;
+    fn exp_shift => exp_shift_imp(x: &mut [f32], s: f32, xmax: f32) -> f64;
 }
 
 #[inline(always)]
@@ -439,6 +443,104 @@ unsafe fn rows_f16<const N: usize>(w: &[f32], h: *const u16, dv: usize, cw: usiz
                 }
             }
         }
+    }
+}
+
+/// `out[i] = a_i . q` (see [`Kernels::row_dots`]): two FMA chains per
+/// row over 16 columns at a time, the last `d mod 8` columns masked.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    let d = q.len();
+    assert!(a.len() >= out.len() * d, "row_dots: a too short");
+    let full = d / W * W;
+    let (ap, qp) = (a.as_ptr(), q.as_ptr());
+    let mut mx = f32::NEG_INFINITY;
+    // SAFETY: row i spans a[i d .. (i + 1) d] <= a.len(); masked lanes past
+    // d touch no memory.
+    unsafe {
+        let mk = tail_mask(d - full);
+        for (i, o) in out.iter_mut().enumerate() {
+            let p = ap.add(i * d);
+            let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut c = 0;
+            while c + 2 * W <= full {
+                s0 = _mm256_fmadd_ps(ld(p.add(c)), ld(qp.add(c)), s0);
+                s1 = _mm256_fmadd_ps(ld(p.add(c + W)), ld(qp.add(c + W)), s1);
+                c += 2 * W;
+            }
+            if c < full {
+                s0 = _mm256_fmadd_ps(ld(p.add(c)), ld(qp.add(c)), s0);
+            }
+            if full < d {
+                let x = _mm256_maskload_ps(p.add(full), mk);
+                let y = _mm256_maskload_ps(qp.add(full), mk);
+                s1 = _mm256_fmadd_ps(x, y, s1);
+            }
+            let v = hsum(_mm256_add_ps(s0, s1));
+            *o = v;
+            mx = mx.max(v);
+        }
+    }
+    mx
+}
+
+/// `e^t` for `t <= 0` (-inf included), 8 lanes: `t = r ln 2 + x` with
+/// `r = round(t / ln 2)` and `|x| <= ln 2 / 2` (ln 2 split in two for an
+/// exact reduction), `e^x ~ 1 + x + x^2 P5(x)` (the Taylor coefficients
+/// 1/2 .. 1/5040, as `wide`), times `2^r` from the exponent bits; `t` below
+/// -87.33 (`r < -126`) gives 0.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // fdlibm's f32 split of ln 2, as `wide`
+unsafe fn exp_nonpos(t: __m256) -> __m256 {
+    unsafe {
+        let t = _mm256_max_ps(t, _mm256_set1_ps(-104.0));
+        let r = _mm256_round_ps(
+            _mm256_mul_ps(t, _mm256_set1_ps(core::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let x = _mm256_fnmadd_ps(r, _mm256_set1_ps(0.693359375), t);
+        let x = _mm256_fnmadd_ps(r, _mm256_set1_ps(-2.12194440e-4), x);
+        let mut z = _mm256_set1_ps(1.0 / 5040.0);
+        for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5f32] {
+            z = _mm256_fmadd_ps(z, x, _mm256_set1_ps(c));
+        }
+        let z = _mm256_fmadd_ps(z, _mm256_mul_ps(x, x), x);
+        let z = _mm256_add_ps(z, _mm256_set1_ps(1.0));
+        let ri = _mm256_cvtps_epi32(r);
+        let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_add_epi32(ri, _mm256_set1_epi32(127)),
+            23,
+        ));
+        let live = _mm256_cmp_ps(r, _mm256_set1_ps(-126.0), _CMP_GE_OQ);
+        _mm256_and_ps(_mm256_mul_ps(z, pow2), live)
+    }
+}
+
+/// `x_i <- e^(s (x_i - xmax))`, returns the sum (see [`Kernels::exp_shift`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_shift_imp(x: &mut [f32], s: f32, xmax: f32) -> f64 {
+    let n = x.len();
+    let xp = x.as_mut_ptr();
+    // SAFETY: lanes i..i + 8 <= n, or masked past n.
+    unsafe {
+        let (sv, mv) = (_mm256_set1_ps(s), _mm256_set1_ps(xmax));
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + W <= n {
+            let e = exp_nonpos(_mm256_mul_ps(_mm256_sub_ps(ld(xp.add(i)), mv), sv));
+            st(xp.add(i), e);
+            acc = _mm256_add_ps(acc, e);
+            i += W;
+        }
+        if i < n {
+            let mk = tail_mask(n - i);
+            let v = _mm256_maskload_ps(xp.add(i), mk);
+            let e = exp_nonpos(_mm256_mul_ps(_mm256_sub_ps(v, mv), sv));
+            let e = _mm256_and_ps(e, _mm256_castsi256_ps(mk));
+            _mm256_maskstore_ps(xp.add(i), mk, e);
+            acc = _mm256_add_ps(acc, e);
+        }
+        hsum(acc) as f64
     }
 }
 

@@ -28,6 +28,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     f16_rows,
+    row_dots,
+    exp_shift,
     gemm,
     rec_buckets: super::recovery_avx512::buckets,
     rec_signs: super::recovery_avx512::signs,
@@ -64,6 +66,8 @@ safe! {
     fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
+    fn row_dots => row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32;
+    fn exp_shift => exp_shift_imp(x: &mut [f32], s: f32, xmax: f32) -> f64;
 }
 
 #[inline(always)]
@@ -340,6 +344,90 @@ unsafe fn rows_f16<const N: usize>(w: &[f32], h: *const u16, dv: usize, cw: usiz
             let p = out.add(v * W);
             stm(p, k(v), _mm512_add_ps(ldm(p, k(v)), *a));
         }
+    }
+}
+
+/// `out[i] = a_i . q` (see [`Kernels::row_dots`]): two FMA chains per
+/// row over 32 columns at a time, the last `d mod 16` columns masked.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    let d = q.len();
+    assert!(a.len() >= out.len() * d, "row_dots: a too short");
+    let full = d / W * W;
+    let (ap, qp) = (a.as_ptr(), q.as_ptr());
+    let mk = mask(d - full);
+    let mut mx = f32::NEG_INFINITY;
+    // SAFETY: row i spans a[i d .. (i + 1) d] <= a.len(); masked lanes past
+    // d touch no memory.
+    unsafe {
+        for (i, o) in out.iter_mut().enumerate() {
+            let p = ap.add(i * d);
+            let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut c = 0;
+            while c + 2 * W <= full {
+                s0 = _mm512_fmadd_ps(ld(p.add(c)), ld(qp.add(c)), s0);
+                s1 = _mm512_fmadd_ps(ld(p.add(c + W)), ld(qp.add(c + W)), s1);
+                c += 2 * W;
+            }
+            if c < full {
+                s0 = _mm512_fmadd_ps(ld(p.add(c)), ld(qp.add(c)), s0);
+            }
+            if full < d {
+                s1 = _mm512_fmadd_ps(ldm(p.add(full), mk), ldm(qp.add(full), mk), s1);
+            }
+            let v = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+            *o = v;
+            mx = mx.max(v);
+        }
+    }
+    mx
+}
+
+/// `e^t` for `t <= 0`, 16 lanes: the AVX2 level's `exp_nonpos` (same
+/// reduction, polynomial and cut-off) on zmm registers.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // fdlibm's f32 split of ln 2, as `wide`
+unsafe fn exp_nonpos(t: __m512) -> __m512 {
+    unsafe {
+        let t = _mm512_max_ps(t, _mm512_set1_ps(-104.0));
+        let r = _mm512_roundscale_ps(
+            _mm512_mul_ps(t, _mm512_set1_ps(core::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let x = _mm512_fnmadd_ps(r, _mm512_set1_ps(0.693359375), t);
+        let x = _mm512_fnmadd_ps(r, _mm512_set1_ps(-2.12194440e-4), x);
+        let mut z = _mm512_set1_ps(1.0 / 5040.0);
+        for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5f32] {
+            z = _mm512_fmadd_ps(z, x, _mm512_set1_ps(c));
+        }
+        let z = _mm512_fmadd_ps(z, _mm512_mul_ps(x, x), x);
+        let z = _mm512_add_ps(z, _mm512_set1_ps(1.0));
+        let ri = _mm512_cvtps_epi32(r);
+        let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_add_epi32(ri, _mm512_set1_epi32(127)),
+            23,
+        ));
+        let live = _mm512_cmp_ps_mask(r, _mm512_set1_ps(-126.0), _CMP_GE_OQ);
+        _mm512_maskz_mul_ps(live, z, pow2)
+    }
+}
+
+/// `x_i <- e^(s (x_i - xmax))`, returns the sum (see [`Kernels::exp_shift`]).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn exp_shift_imp(x: &mut [f32], s: f32, xmax: f32) -> f64 {
+    let n = x.len();
+    let xp = x.as_mut_ptr();
+    // SAFETY: lanes past n are masked (no memory touched).
+    unsafe {
+        let (sv, mv) = (_mm512_set1_ps(s), _mm512_set1_ps(xmax));
+        let mut acc = _mm512_setzero_ps();
+        each(n, |i, k| {
+            let v = ldm(xp.add(i), k);
+            let e = _mm512_maskz_mov_ps(k, exp_nonpos(_mm512_mul_ps(_mm512_sub_ps(v, mv), sv)));
+            stm(xp.add(i), k, e);
+            acc = _mm512_add_ps(acc, e);
+        });
+        _mm512_reduce_add_ps(acc) as f64
     }
 }
 

@@ -69,6 +69,14 @@ pub struct Kernels {
     /// `dst[i] = f32(bfloat16 bits src[i])` for `i < min(len)`, exact
     /// (NaNs come out quiet: as `half::bf16::to_f32`).
     pub bf16_to_f32: fn(src: &[u16], dst: &mut [f32]),
+    /// Scores of the hybrid's exact keys: `out[i] = a[i d..(i + 1) d] . q`
+    /// for `i < out.len()`, `d = q.len()`; returns `max_i out[i]` (-inf when
+    /// `out` is empty). Panics if `a` is shorter than `out.len() d`.
+    pub row_dots: fn(a: &[f32], q: &[f32], out: &mut [f32]) -> f32,
+    /// `x_i <- e^(s (x_i - xmax))` for `x_i <= xmax`, `s > 0` (so every
+    /// result lies in [0, 1]; arguments below ln of the smallest normal f32,
+    /// -inf included, give 0 or a subnormal, never NaN); returns `sum_i x_i`.
+    pub exp_shift: fn(x: &mut [f32], s: f32, xmax: f32) -> f64,
     /// Weighted sum of binary16 rows (the hybrid's value rows):
     /// `out[j] += sum_{i < m} w[i] f32(h[i dv + j])` with `m = w.len()`,
     /// `dv = out.len()`. Per column the sum runs over the rows in order, in

@@ -19,6 +19,8 @@ pub static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     f16_rows,
+    row_dots,
+    exp_shift,
     gemm,
     rec_buckets: super::recovery_portable::buckets,
     rec_signs: super::recovery_portable::signs,
@@ -181,6 +183,52 @@ pub fn f16_rows(w: &[f32], h: &[u16], out: &mut [f32]) {
         }
         c0 += cw;
     }
+}
+
+/// `out[i] = a_i . q` (see [`Kernels::row_dots`]): eight `f32x8` lanes
+/// per row, then the lanes summed and the remainder added.
+pub fn row_dots(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    let d = q.len();
+    assert!(a.len() >= out.len() * d, "row_dots: a too short");
+    let mut mx = f32::NEG_INFINITY;
+    for (i, o) in out.iter_mut().enumerate() {
+        let row = &a[i * d..(i + 1) * d];
+        let mut acc = f32x8::ZERO;
+        let (cr, cq) = (row.chunks_exact(8), q.chunks_exact(8));
+        let (rr, rq) = (cr.remainder(), cq.remainder());
+        for (x, y) in cr.zip(cq) {
+            let x: [f32; 8] = x.try_into().unwrap();
+            let y: [f32; 8] = y.try_into().unwrap();
+            acc = f32x8::from(x).mul_add(f32x8::from(y), acc);
+        }
+        let mut v = acc.reduce_add();
+        for (x, y) in rr.iter().zip(rq) {
+            v += x * y;
+        }
+        *o = v;
+        mx = mx.max(v);
+    }
+    mx
+}
+
+/// `x_i <- e^(s (x_i - xmax))`, returns the sum (see
+/// [`Kernels::exp_shift`]): `wide`'s vector exp on eight lanes.
+pub fn exp_shift(x: &mut [f32], s: f32, xmax: f32) -> f64 {
+    let (sv, mv) = (f32x8::splat(s), f32x8::splat(xmax));
+    let mut acc = f32x8::ZERO;
+    let mut chunks = x.chunks_exact_mut(8);
+    for ch in &mut chunks {
+        let v: [f32; 8] = (&*ch).try_into().unwrap();
+        let e = ((f32x8::from(v) - mv) * sv).exp();
+        ch.copy_from_slice(&e.to_array());
+        acc += e;
+    }
+    let mut sum = acc.reduce_add() as f64;
+    for v in chunks.into_remainder() {
+        *v = ((*v - xmax) * s).exp();
+        sum += *v as f64;
+    }
+    sum
 }
 
 /// bfloat16 -> f32 via `half`.

@@ -63,8 +63,8 @@ pub const ALPHA: f64 = 1.0 / 256.0;
 /// C/256 0.254 | 0.335 | 0.252; C/512 0.253 | 0.337 | 0.242; C/1024
 /// 0.227 | 0.327 | 0.239; C/2048 0.226 | 0.338 | 0.244.
 pub const STEP_DIV: usize = 1024;
-/// Decay of the accumulated attention per query: `acc_i <- (1 - DECAY) acc_i
-/// + w_i`, the controller's timescale. H2O's plain sum keeps tokens that were
+/// Decay of the accumulated attention per query:
+/// `acc_i <- (1 - DECAY) acc_i + w_i`, the controller's timescale. H2O's plain sum keeps tokens that were
 /// attended long ago (often while they were recent) over tokens attended
 /// now; with the decay the heavy set follows current attention. Measured on
 /// 14 heads x 4 budgets (eval, two texts): geometric mean of ours / best peer
@@ -225,28 +225,6 @@ fn ghost_weight(x: f64, c: f64, den: f64) -> f64 {
         let e = t.exp();
         e / (den + e)
     }
-}
-
-/// `x_i <- e^(s (x_i - xmax))` (vector exp, eight lanes; `x_i <= xmax`, so
-/// every result lies in `[0, 1]`, and a huge `s` gives 0, never NaN);
-/// returns `sum_i x_i` (f64).
-#[inline]
-fn exp_scaled(x: &mut [f32], s: f32, xmax: f32) -> f64 {
-    let (sv, mv) = (wide::f32x8::splat(s), wide::f32x8::splat(xmax));
-    let mut acc = wide::f32x8::ZERO;
-    let mut chunks = x.chunks_exact_mut(8);
-    for ch in &mut chunks {
-        let v: [f32; 8] = (&*ch).try_into().unwrap();
-        let e = ((wide::f32x8::from(v) - mv) * sv).exp();
-        ch.copy_from_slice(&e.to_array());
-        acc += e;
-    }
-    let mut sum = acc.reduce_add() as f64;
-    for v in chunks.into_remainder() {
-        *v = ((*v - xmax) * s).exp();
-        sum += *v as f64;
-    }
-    sum
 }
 
 /// Tail groups when `tail_groups` is 0.
@@ -413,12 +391,9 @@ impl Hybrid {
         let (d, dv, m) = (self.d, self.dv, self.m);
         let s = self.scale as f64;
         // Exact scores are kept unscaled (q.k_i, f32: no overflow for any
-        // finite scale); their largest scaled value enters c in f64.
-        let mut xmax = f32::NEG_INFINITY;
-        for i in 0..m {
-            x[i] = dot8(q, &self.keys[i * d..(i + 1) * d]);
-            xmax = xmax.max(x[i]);
-        }
+        // finite scale; the level's `row_dots`); their largest scaled value
+        // enters c in f64.
+        let xmax = (kern.row_dots)(&self.keys[..m * d], q, &mut x[..m]);
         let top = if m > 0 {
             s * xmax as f64
         } else {
@@ -445,9 +420,10 @@ impl Hybrid {
             return (0.0, 1.0);
         }
         // Tail groups in f64 (G terms); exact slots in f32: e^(s (x_i -
-        // xmax)) <= 1 by a vector exp, scaled by f = e^(s xmax - c) <= 1,
-        // values summed into `out` by the level's gemm (1 x m times m x dv,
-        // see `values`); both parts meet in f64.
+        // xmax)) <= 1 by the level's vector exp (`exp_shift`), scaled by
+        // f = e^(s xmax - c) <= 1, values summed into `out` by the level's
+        // `f16_rows` or gemm (1 x m times m x dv, see `values`); both parts
+        // meet in f64.
         num.fill(0.0);
         let mut den = 0.0f64;
         for g in 0..self.ng {
@@ -460,7 +436,7 @@ impl Hybrid {
         let f = (top - c).exp();
         out.fill(0.0);
         if m > 0 {
-            den += f * exp_scaled(&mut x[..m], self.scale, xmax);
+            den += f * (kern.exp_shift)(&mut x[..m], self.scale, xmax);
             self.vals.weighted_sum(kern, &x[..m], out, vb);
         }
         let inv = 1.0 / den;
