@@ -501,7 +501,8 @@ fn f16_rows_matches_reference() {
     }
 }
 
-/// `row_dots` (the hybrid's exact scores) at every level against f64:
+/// `row_dots` (the hybrid's exact scores) and `row_dists` (its Ward merge)
+/// at every level against f64:
 /// every d in 1..=70 (all 8- and 16-lane remainders, one and two FMA
 /// chains), row counts 0..=5, and the 1 MiB preset's shape (2497 x 64).
 /// Tolerance per row: `(d + 2) 2^-23 sum_c |a_c q_c|`; the returned max is
@@ -538,6 +539,23 @@ fn row_dots_matches_reference() {
                 want_max = want_max.max(out[i]);
             }
             assert_eq!(mx.to_bits(), want_max.to_bits(), "{:?} max", k.level);
+            // row_dists: |a_i - q|^2, tolerance (d + 2) 2^-23 |a_i - q|^2
+            // (the differences are exact to within one rounding each).
+            let mut dist = vec![f32::NAN; rows + 1];
+            (k.row_dists)(&a[..rows * d], &q, &mut dist[..rows]);
+            assert!(dist[rows].is_nan(), "{:?}: wrote past out", k.level);
+            for i in 0..rows {
+                let r: f64 = (0..d)
+                    .map(|c| (a[i * d + c] as f64 - q[c] as f64).powi(2))
+                    .sum();
+                let tol = (d as f64 + 4.0) * 2f64.powi(-23) * r;
+                assert!(
+                    (dist[i] as f64 - r).abs() <= tol,
+                    "{:?} rows {rows} d {d} row {i}: dist {} vs {r}",
+                    k.level,
+                    dist[i]
+                );
+            }
         }
     }
 }

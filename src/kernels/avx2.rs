@@ -31,6 +31,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     bf16_to_f32,
     f16_rows,
     row_dots,
+    row_dists,
     exp_shift,
     gemm,
     rec_buckets: super::recovery_avx2::buckets,
@@ -70,6 +71,7 @@ safe! {
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
     fn row_dots => row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32;
+    fn row_dists => row_dists_imp(a: &[f32], q: &[f32], out: &mut [f32]);
     fn exp_shift => exp_shift_imp(x: &mut [f32], s: f32, xmax: f32) -> f64;
 }
 
@@ -446,12 +448,38 @@ unsafe fn rows_f16<const N: usize>(w: &[f32], h: *const u16, dv: usize, cw: usiz
     }
 }
 
-/// `out[i] = a_i . q` (see [`Kernels::row_dots`]): two FMA chains per
-/// row over 16 columns at a time, the last `d mod 8` columns masked.
+/// `out[i] = a_i . q` (see [`Kernels::row_dots`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    unsafe { key_rows::<false>(a, q, out) }
+}
+
+/// `out[i] = |a_i - q|^2` (see [`Kernels::row_dists`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_dists_imp(a: &[f32], q: &[f32], out: &mut [f32]) {
+    unsafe { key_rows::<true>(a, q, out) };
+}
+
+/// `acc + x y` (`DIST` false) or `acc + (x - y)^2`, one FMA.
+#[inline(always)]
+unsafe fn step<const DIST: bool>(x: __m256, y: __m256, acc: __m256) -> __m256 {
+    unsafe {
+        if DIST {
+            let t = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(t, t, acc)
+        } else {
+            _mm256_fmadd_ps(x, y, acc)
+        }
+    }
+}
+
+/// `row_dots` / `row_dists`: two FMA chains per row over 16 columns at a
+/// time, the last `d mod 8` columns masked (zero in both operands); returns
+/// the largest result.
+#[inline(always)]
+unsafe fn key_rows<const DIST: bool>(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
     let d = q.len();
-    assert!(a.len() >= out.len() * d, "row_dots: a too short");
+    assert!(a.len() >= out.len() * d, "row_dots/row_dists: a too short");
     let full = d / W * W;
     let (ap, qp) = (a.as_ptr(), q.as_ptr());
     let mut mx = f32::NEG_INFINITY;
@@ -464,17 +492,17 @@ unsafe fn row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
             let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut c = 0;
             while c + 2 * W <= full {
-                s0 = _mm256_fmadd_ps(ld(p.add(c)), ld(qp.add(c)), s0);
-                s1 = _mm256_fmadd_ps(ld(p.add(c + W)), ld(qp.add(c + W)), s1);
+                s0 = step::<DIST>(ld(p.add(c)), ld(qp.add(c)), s0);
+                s1 = step::<DIST>(ld(p.add(c + W)), ld(qp.add(c + W)), s1);
                 c += 2 * W;
             }
             if c < full {
-                s0 = _mm256_fmadd_ps(ld(p.add(c)), ld(qp.add(c)), s0);
+                s0 = step::<DIST>(ld(p.add(c)), ld(qp.add(c)), s0);
             }
             if full < d {
                 let x = _mm256_maskload_ps(p.add(full), mk);
                 let y = _mm256_maskload_ps(qp.add(full), mk);
-                s1 = _mm256_fmadd_ps(x, y, s1);
+                s1 = step::<DIST>(x, y, s1);
             }
             let v = hsum(_mm256_add_ps(s0, s1));
             *o = v;

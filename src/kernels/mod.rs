@@ -73,6 +73,9 @@ pub struct Kernels {
     /// for `i < out.len()`, `d = q.len()`; returns `max_i out[i]` (-inf when
     /// `out` is empty). Panics if `a` is shorter than `out.len() d`.
     pub row_dots: fn(a: &[f32], q: &[f32], out: &mut [f32]) -> f32,
+    /// Squared distances `out[i] = |a[i d..(i + 1) d] - q|^2` (the tail's
+    /// Ward merge), `d = q.len()`. Panics if `a` is shorter than `out.len() d`.
+    pub row_dists: fn(a: &[f32], q: &[f32], out: &mut [f32]),
     /// `x_i <- e^(s (x_i - xmax))` for `x_i <= xmax`, `s > 0` (so every
     /// result lies in [0, 1]; arguments below ln of the smallest normal f32,
     /// -inf included, give 0 or a subnormal, never NaN); returns `sum_i x_i`.

@@ -20,6 +20,7 @@ pub static KERNELS: Kernels = Kernels {
     bf16_to_f32,
     f16_rows,
     row_dots,
+    row_dists,
     exp_shift,
     gemm,
     rec_buckets: super::recovery_portable::buckets,
@@ -185,11 +186,23 @@ pub fn f16_rows(w: &[f32], h: &[u16], out: &mut [f32]) {
     }
 }
 
-/// `out[i] = a_i . q` (see [`Kernels::row_dots`]): eight `f32x8` lanes
-/// per row, then the lanes summed and the remainder added.
+/// `out[i] = a_i . q` (see [`Kernels::row_dots`]).
 pub fn row_dots(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    key_rows::<false>(a, q, out)
+}
+
+/// `out[i] = |a_i - q|^2` (see [`Kernels::row_dists`]).
+pub fn row_dists(a: &[f32], q: &[f32], out: &mut [f32]) {
+    key_rows::<true>(a, q, out);
+}
+
+/// One pass of `row_dots` (`DIST` false: `a_i . q`) or `row_dists` (`|a_i -
+/// q|^2`): eight `f32x8` lanes per row, the lanes summed, the remainder
+/// added; returns the largest result.
+#[inline(always)]
+fn key_rows<const DIST: bool>(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
     let d = q.len();
-    assert!(a.len() >= out.len() * d, "row_dots: a too short");
+    assert!(a.len() >= out.len() * d, "row_dots/row_dists: a too short");
     let mut mx = f32::NEG_INFINITY;
     for (i, o) in out.iter_mut().enumerate() {
         let row = &a[i * d..(i + 1) * d];
@@ -199,11 +212,16 @@ pub fn row_dots(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
         for (x, y) in cr.zip(cq) {
             let x: [f32; 8] = x.try_into().unwrap();
             let y: [f32; 8] = y.try_into().unwrap();
-            acc = f32x8::from(x).mul_add(f32x8::from(y), acc);
+            let (x, y) = (f32x8::from(x), f32x8::from(y));
+            acc = if DIST {
+                (x - y).mul_add(x - y, acc)
+            } else {
+                x.mul_add(y, acc)
+            };
         }
         let mut v = acc.reduce_add();
         for (x, y) in rr.iter().zip(rq) {
-            v += x * y;
+            v += if DIST { (x - y) * (x - y) } else { x * y };
         }
         *o = v;
         mx = mx.max(v);

@@ -359,7 +359,7 @@ impl Sketch {
     ) {
         self.poisoned = true;
         if let Some(h) = self.hybrid.as_mut() {
-            h.insert(k, v);
+            h.insert(self.kern, k, v);
             h.step_query(self.kern, q, out);
             self.tokens += 1;
             self.bound += incr;
@@ -481,7 +481,7 @@ impl Sketch {
         let incr = self.check_kv(k, v, self.bound)?;
         self.poisoned = true;
         if let Some(h) = self.hybrid.as_mut() {
-            h.insert(k, v);
+            h.insert(self.kern, k, v);
             self.tokens += 1;
             self.bound += incr;
             self.poisoned = false;

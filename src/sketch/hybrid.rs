@@ -168,51 +168,6 @@ fn ghost_len(cfg: &Config) -> usize {
     }
 }
 
-/// `fold_i step(a_i, b_i)` with eight independent f32 lanes, then the lanes
-/// summed and the remainder folded by `tail` (vectorizes; the sequential
-/// sum of a plain iterator does not).
-#[inline(always)]
-fn lanes8(
-    a: &[f32],
-    b: &[f32],
-    step: impl Fn(wide::f32x8, wide::f32x8, wide::f32x8) -> wide::f32x8,
-    tail: impl Fn(f32, f32, f32) -> f32,
-) -> f32 {
-    let mut acc = wide::f32x8::ZERO;
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        let x: [f32; 8] = x.try_into().unwrap();
-        let y: [f32; 8] = y.try_into().unwrap();
-        acc = step(acc, wide::f32x8::from(x), wide::f32x8::from(y));
-    }
-    let mut s = acc.reduce_add();
-    for (x, y) in ra.iter().zip(rb) {
-        s = tail(s, *x, *y);
-    }
-    s
-}
-
-/// `a . b` (eight lanes).
-#[inline]
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    lanes8(a, b, |acc, x, y| x.mul_add(y, acc), |s, x, y| s + x * y)
-}
-
-/// `|a - b|^2` (eight lanes).
-#[inline]
-fn dist8(a: &[f32], b: &[f32]) -> f32 {
-    lanes8(
-        a,
-        b,
-        |acc, x, y| {
-            let t = x - y;
-            t.mul_add(t, acc)
-        },
-        |s, x, y| s + (x - y) * (x - y),
-    )
-}
-
 /// Weight a token of score `x` would have if added to an attention of
 /// scale `c` and denominator `den`: `e^(x - c) / (den + e^(x - c))`, in
 /// `[0, 1]` for any `x` (no overflow).
@@ -350,12 +305,12 @@ impl Hybrid {
 
     /// Absorbs token (k, v) as the next position (non-causal append, or the
     /// first half of a causal step). Evicts when the cache was full.
-    pub fn insert(&mut self, k: &[f32], v: &[f32]) {
+    pub fn insert(&mut self, kern: &Kernels, k: &[f32], v: &[f32]) {
         let d = self.d;
         if self.m == self.cap {
             // Only reachable without a query since the last insert (non-causal):
             // make room by the same rule, without adapting.
-            self.evict();
+            self.evict(kern);
         }
         if self.j - self.base >= 2 * REBASE {
             self.base += REBASE;
@@ -478,9 +433,9 @@ impl Hybrid {
         let (c, den) = self.attend_recorded(kern, q, out);
         if self.m == self.cap {
             if self.adaptive {
-                self.adapt(q, c, den);
+                self.adapt(kern, q, c, den);
             }
-            self.evict();
+            self.evict(kern);
         }
     }
 
@@ -501,18 +456,20 @@ impl Hybrid {
 
     /// Ghost controller step: EMAs of the mean weight `q` gives each list's
     /// ghosts, then the window moves one slot toward the larger.
-    fn adapt(&mut self, q: &[f32], c: f64, den: f64) {
+    fn adapt(&mut self, kern: &Kernels, q: &[f32], c: f64, den: f64) {
         let d = self.d;
         let mut mean = [0.0f64; 2];
+        let mut x = [0.0f32; GHOSTS];
         for (r, m) in mean.iter_mut().enumerate() {
             let live = self.gh_seen[r].min(GHOSTS as u64) as usize;
             if live == 0 {
                 continue;
             }
             let ring = &self.gh_k[r * GHOSTS * d..(r * GHOSTS + live) * d];
-            let sum: f64 = ring
-                .chunks_exact(d)
-                .map(|g| ghost_weight(self.scale as f64 * dot8(q, g) as f64, c, den))
+            (kern.row_dots)(ring, q, &mut x[..live]);
+            let sum: f64 = x[..live]
+                .iter()
+                .map(|&g| ghost_weight(self.scale as f64 * g as f64, c, den))
                 .sum();
             *m = sum / live as f64;
         }
@@ -528,7 +485,7 @@ impl Hybrid {
 
     /// Folds the non-sink token outside the next window with the lowest
     /// accumulated attention into the tail (its key also becomes a ghost).
-    fn evict(&mut self) {
+    fn evict(&mut self, kern: &Kernels) {
         let (d, dv, m) = (self.d, self.dv, self.m);
         // Outside the next window: age >= window - 1 (position <= j - W + 1).
         let w = self.window as u64;
@@ -564,7 +521,7 @@ impl Hybrid {
         self.vals.evicted(best, pb);
         self.ng += 1;
         if self.ng > self.groups {
-            self.merge_closest();
+            self.merge_closest(kern);
         }
         let last = m - 1;
         if best != last {
@@ -579,18 +536,26 @@ impl Hybrid {
     /// Merges the two groups of least Ward cost (see the module doc):
     /// `n = n_a + n_b`, `f = n_a / n`, `m = f m_a + (1 - f) m_b`,
     /// `var = f var_a + (1 - f) var_b + f (1 - f) (m_a - m_b)^2`.
-    fn merge_closest(&mut self) {
+    fn merge_closest(&mut self, kern: &Kernels) {
         let (d, dv, ng) = (self.d, self.dv, self.ng);
         let (mut ba, mut bb, mut bc) = (0usize, 1usize, f64::INFINITY);
+        // |m_a - m_b|^2 for b > a by the level's `row_dists`, in chunks.
+        let mut dist = [0.0f32; 64];
         for a in 0..ng {
             let ka = &self.g_mk[a * d..(a + 1) * d];
-            for b in a + 1..ng {
-                let dist = dist8(ka, &self.g_mk[b * d..(b + 1) * d]) as f64;
-                let (na, nb) = (self.g_n[a], self.g_n[b]);
-                let cost = dist * na * nb / (na + nb);
-                if cost < bc {
-                    (ba, bb, bc) = (a, b, cost);
+            let mut b0 = a + 1;
+            while b0 < ng {
+                let nb_ = (ng - b0).min(dist.len());
+                (kern.row_dists)(&self.g_mk[b0 * d..(b0 + nb_) * d], ka, &mut dist[..nb_]);
+                for (i, &dd) in dist[..nb_].iter().enumerate() {
+                    let b = b0 + i;
+                    let (na, nb) = (self.g_n[a], self.g_n[b]);
+                    let cost = dd as f64 * na * nb / (na + nb);
+                    if cost < bc {
+                        (ba, bb, bc) = (a, b, cost);
+                    }
                 }
+                b0 += nb_;
             }
         }
         let (na, nb) = (self.g_n[ba], self.g_n[bb]);
@@ -640,7 +605,11 @@ mod tests {
         let mut out = [0.0f32; 4];
         for t in 0..40u64 {
             let k = [t as f32 * 0.01, 0.0, 0.0, 1.0];
-            h.insert(&k, &k);
+            h.insert(
+                crate::kernels::Kernels::for_level(crate::Level::Portable).unwrap(),
+                &k,
+                &k,
+            );
             h.step_query(
                 crate::kernels::Kernels::for_level(crate::Level::Portable).unwrap(),
                 &[0.0, 0.0, 0.0, 1.0],
