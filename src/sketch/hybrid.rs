@@ -24,7 +24,7 @@
 //! ghost would have had, `w = e^(x - c) / (den + e^(x - c))`, averages per
 //! list, and keeps an EMA (rate `ALPHA`) of both: what a longer window would
 //! have kept vs what more heavy slots would have kept. The window boundary
-//! moves by one slot toward the side whose evicted tokens are still
+//! moves by `max(1, C / STEP_DIV)` slots toward the side whose evicted tokens are still
 //! attended (per head: recency heads grow the window, retrieval heads the
 //! heavy set). Only when both a window and a heavy set are configured.
 //!
