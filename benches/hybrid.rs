@@ -4,10 +4,12 @@
 //! Per CPU level and budget (`Config::for_budget`, d = dv = 64): a causal
 //! hybrid head filled past its capacity (every push then scores C exact
 //! slots and G tail groups, evicts one token and merges two groups) is timed
-//! per `push_token`, with binary16 and with f32 value rows; exact decoding
+//! per `push_token` with three row formats: the preset's int16 keys and
+//! binary16 values (`i16`), f32 keys and binary16 values (`f16`), and f32
+//! keys and values (`f32`); exact decoding
 //! (`ExactDecoder`, the level's online softmax over n cached tokens) is timed
-//! in the same interleaved rounds. Reported: medians, the f16/f32 time
-//! ratio, and exact(n) / push per n with the smallest n from which the
+//! in the same interleaved rounds. Reported: medians, the i16/f16/f32 time
+//! ratios, and exact(n) / push per n with the smallest n from which the
 //! hybrid push is faster.
 //!
 //! Usage: `hybrid --bench [quick]` (what `cargo bench --bench hybrid`
@@ -34,10 +36,18 @@ struct Stream {
     v: Vec<f32>,
 }
 
-fn hybrid_case(level: Level, kib: usize, f16: bool, s: &Rc<Stream>) -> (Case, usize) {
+/// Row formats timed: name, int16 keys, binary16 values.
+const FORMATS: [(&str, bool, bool); 3] = [
+    ("i16", true, true),
+    ("f16", false, true),
+    ("f32", false, false),
+];
+
+fn hybrid_case(level: Level, kib: usize, format: usize, s: &Rc<Stream>) -> (Case, usize) {
+    let (fmt, keys, vals) = FORMATS[format];
     let mut cfg = Config::new(D as u32);
     cfg.mode = Mode::Causal;
-    cfg.for_budget_with(kib * 1024, f16).unwrap();
+    cfg.for_budget_with(kib * 1024, keys, vals).unwrap();
     let mut h = Sketch::with_level(&cfg, level).unwrap();
     let cap = (cfg.sink_tokens + cfg.window_tokens + cfg.heavy_tokens) as usize;
     let s = s.clone();
@@ -54,7 +64,6 @@ fn hybrid_case(level: Level, kib: usize, f16: bool, s: &Rc<Stream>) -> (Case, us
     };
     // Past capacity: the steady state evicts and merges on every push.
     push(cap + 256, &mut h);
-    let fmt = if f16 { "f16" } else { "f32" };
     (
         Case {
             name: format!("hybrid {kib} KiB {fmt} {}", level.name()),
@@ -93,9 +102,9 @@ fn main() {
     let mut caps = Vec::new();
     for &lv in &levels {
         for &kib in budgets {
-            for f16 in [true, false] {
-                let (c, cap) = hybrid_case(lv, kib, f16, &stream);
-                caps.push((kib, f16, cap));
+            for f in 0..FORMATS.len() {
+                let (c, cap) = hybrid_case(lv, kib, f, &stream);
+                caps.push((kib, f, cap));
                 cases.push(c);
             }
         }
@@ -118,13 +127,13 @@ fn main() {
     println!("\n# ratios (same run); C = exact slots");
     for &lv in &levels {
         for &kib in budgets {
-            let f16 = get(&format!("hybrid {kib} KiB f16 {}", lv.name()));
-            let f32t = get(&format!("hybrid {kib} KiB f32 {}", lv.name()));
+            let t = |f: usize| get(&format!("hybrid {kib} KiB {} {}", FORMATS[f].0, lv.name()));
+            let (i16t, f16, f32t) = (t(0), t(1), t(2));
             let cap = |f| caps.iter().find(|c| c.0 == kib && c.1 == f).unwrap().2;
             let mut line = String::new();
             let mut cross = None;
             for &n in ns {
-                let r = get(&format!("exact n={n} {}", lv.name())) / f16;
+                let r = get(&format!("exact n={n} {}", lv.name())) / i16t;
                 if r >= 1.0 && cross.is_none() {
                     cross = Some(n);
                 }
@@ -134,10 +143,12 @@ fn main() {
                 line += &format!(" {n}:{r:.2}");
             }
             println!(
-                "{:<7} {kib:>4} KiB: C {} (f16) / {} (f32); f16/f32 time {:.2}; exact(n)/push(f16){line}; push faster from n = {}",
+                "{:<7} {kib:>4} KiB: C {} (i16) / {} (f16) / {} (f32); i16/f32 time {:.2}, f16/f32 {:.2}; exact(n)/push(i16){line}; push faster from n = {}",
                 lv.name(),
-                cap(true),
-                cap(false),
+                cap(0),
+                cap(1),
+                cap(2),
+                i16t / f32t,
                 f16 / f32t,
                 cross.map(|n| n.to_string()).unwrap_or("-".into())
             );

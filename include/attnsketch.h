@@ -24,6 +24,17 @@
 
 
 /*
+ `key_format`: f32 keys.
+ */
+#define AS_KEYS_F32 0
+
+/*
+ `key_format`: int16 keys with a row scale and exact residuals for sinks
+ and the newest tokens.
+ */
+#define AS_KEYS_I16 1
+
+/*
  `value_format`: f32 values.
  */
 #define AS_VALUES_F32 0
@@ -151,6 +162,20 @@ typedef struct as_config {
    from the rounding ~1e-5, measured on real heads). Presets choose it.
    */
   uint32_t value_format;
+  /*
+   The padding after `value_format` made explicit (callers whose struct
+   ends at `value_format` have 4 undefined bytes here): ignored, write 0.
+   */
+  uint32_t reserved0;
+  /*
+   Hybrid mode: how exact tokens' keys are stored: `AS_KEYS_F32` (0,
+   default; also when absent) or `AS_KEYS_I16` (int16 rows with an f32
+   scale each, `max|k| / 32767`, exact for the sinks and the newest
+   tokens: 132 instead of 256 bytes per key at d = 64; relative output
+   error from the rounding 2e-6..3e-5, measured on real heads). Presets
+   choose it.
+   */
+  uint32_t key_format;
 } as_config;
 
 /*
@@ -293,14 +318,15 @@ as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
  `as_state_bytes` is at most `bytes`, for the caller's `head_dim`,
  `value_dim`, `scale` and `mode` (call `as_config_init` first). Today:
  4 attention sinks, an adaptive recent window / heavy-hitter split, a
- 32-group moment tail that absorbs every evicted token, and binary16
- values (`AS_VALUES_F16`; f32 when the caller's `struct_size` predates
- `value_format`) (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
+ 32-group moment tail that absorbs every evicted token, int16 keys
+ (`AS_KEYS_I16`) and binary16 values (`AS_VALUES_F16`); each is f32 when
+ the caller's `struct_size` predates its field (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
  plain degree-0 sketch (uniform attention: the running mean of the
  values); below that `AS_ERR_INVALID_ARG`.
  Writes `cfg` only on success.
  */
-as_status as_config_for_budget(struct as_config *cfg, size_t bytes);
+as_status as_config_for_budget(struct as_config *cfg,
+                               size_t bytes);
 
 /*
  Name of the level new handles get (`"portable"`, `"avx2"`, `"avx512"`):

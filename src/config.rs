@@ -60,6 +60,10 @@ pub struct Config {
     /// rows with exact residuals for sinks and the newest tokens (see
     /// `sketch::hybrid::values`).
     pub value_format: u32,
+    /// Hybrid mode: storage of the exact tokens' keys, 0 f32, 1 int16 rows
+    /// with a row scale and exact residuals for sinks and the newest tokens
+    /// (see `sketch::hybrid::keys`).
+    pub key_format: u32,
 }
 
 impl Config {
@@ -86,6 +90,7 @@ impl Config {
             tail_groups: 0,
             max_tokens: crate::recovery::DEFAULT_MAX_TOKENS,
             value_format: 0,
+            key_format: 0,
         }
     }
 
@@ -93,17 +98,24 @@ impl Config {
     /// budget (keeping dims, scale, mode, seed): the largest hybrid whose
     /// `Sketch::state_bytes` is at most `bytes`. See `as_config_for_budget`.
     pub fn for_budget(&mut self, bytes: usize) -> Result<()> {
-        self.for_budget_with(bytes, true)
+        self.for_budget_with(bytes, true, true)
     }
 
-    /// `for_budget`, with binary16 values only when `f16_values` (a C caller
-    /// whose `as_config` predates `value_format` gets f32 values).
-    pub fn for_budget_with(&mut self, bytes: usize, f16_values: bool) -> Result<()> {
+    /// `for_budget`, with int16 keys only when `i16_keys` and binary16 values
+    /// only when `f16_values` (a C caller whose `as_config` predates
+    /// `key_format` or `value_format` gets f32 there).
+    pub fn for_budget_with(
+        &mut self,
+        bytes: usize,
+        i16_keys: bool,
+        f16_values: bool,
+    ) -> Result<()> {
         use crate::sketch::{hybrid, Sketch};
         let mut c = self.clone();
         c.recovery_k = 0;
         c.retrieval_k = 0;
         c.value_format = u32::from(f16_values);
+        c.key_format = u32::from(i16_keys);
         let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
         let (d, dv) = (self.head_dim as usize, self.value_dim as usize);
         for groups in [hybrid::DEFAULT_GROUPS as u32, 16, 8, 4, 1] {
@@ -149,6 +161,7 @@ impl Config {
         c.tail_groups = 0;
         c.degree = 0;
         c.value_format = 0;
+        c.key_format = 0;
         if fits(&c) {
             *self = c;
             return Ok(());
@@ -178,6 +191,9 @@ impl Config {
         }
         let hybrid = crate::sketch::Hybrid::wanted(self);
         if self.value_format > 1 || (self.value_format == 1 && !hybrid) {
+            return Err(Error::InvalidArg);
+        }
+        if self.key_format > 1 || (self.key_format == 1 && !hybrid) {
             return Err(Error::InvalidArg);
         }
         if hybrid {

@@ -249,7 +249,12 @@ fn bytes_for_matches_state_bytes_for_every_part() {
         h.window_tokens = 30;
         h.heavy_tokens = 10;
         h.sink_tokens = 3;
-        cfgs.push(h);
+        cfgs.push(h.clone());
+        for (kf, vf) in [(1, 0), (0, 1), (1, 1)] {
+            let mut r = h.clone();
+            (r.key_format, r.value_format) = (kf, vf);
+            cfgs.push(r);
+        }
     }
     for c in cfgs {
         let s = Sketch::new(&c).unwrap();
@@ -479,7 +484,7 @@ fn binary16_row(v: &[f32]) -> Vec<f32> {
 /// (several conversion blocks and their remainders).
 #[test]
 fn binary16_values_every_level_matches_the_reference() {
-    use attnsketch::sketch::hybrid::values::fresh_rows;
+    use attnsketch::sketch::hybrid::fresh_rows;
     let (d, n, sinks) = (8usize, 150usize, 2usize);
     let mut c0 = hybrid_cfg(d as u32, sinks as u32, 200, 56);
     c0.value_format = 1;
@@ -605,6 +610,166 @@ fn binary16_values_are_exact_for_sinks_and_the_newest_tokens() {
             let e16 = rel(&out, &binary16_row(v));
             assert!(e16 < 1e-6, "token {tok}: vs binary16 rounding {e16}");
             assert!(e > 1e-6 && e < 1.0 / 2048.0, "token {tok}: rounding {e}");
+        }
+    }
+}
+
+/// `k` rounded as int16 keys store it: `s = max|k| / 32767` (f32),
+/// `n = round(k / s)`, stored `s n` (f64, as the kernel scales the sum).
+fn int16_row(k: &[f32]) -> Vec<f64> {
+    let amax = k.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    if amax == 0.0 {
+        return vec![0.0; k.len()];
+    }
+    let s = amax / 32767.0;
+    let inv = 1.0 / s;
+    k.iter()
+        .map(|&x| s as f64 * (x * inv).round().clamp(-32767.0, 32767.0) as f64)
+        .collect()
+}
+
+/// Int16 keys at every CPU level against an f64 reference that uses exact
+/// keys for the sinks and the `R` newest tokens and the int16 rounding for
+/// the rest (R = 4 here): within 1e-5 relative per output row (f32 scores up to ~70), for head
+/// dims that hit every lane remainder of `i16_row_dots`, with f32 and with
+/// binary16 values. The rounding is real: the reference with every key
+/// exact differs by more than the tolerance.
+#[test]
+fn int16_keys_every_level_matches_the_reference() {
+    use attnsketch::sketch::hybrid::fresh_rows;
+    let (n, sinks, dv) = (150usize, 2usize, 5usize);
+    let r = fresh_rows(2 + 200 + 56);
+    assert_eq!(r, 4);
+    for d in [1usize, 3, 8, 15, 16, 17, 33, 64, 70] {
+        let mut rng = Rng(170 + d as u64);
+        // Large scores (sharp weights) make the key rounding visible.
+        let (q, k, v) = (
+            rng.vec(n * d, 3.0),
+            rng.vec(n * d, 3.0),
+            rng.vec(n * dv, 1.0),
+        );
+        let rounded: Vec<f64> = k.chunks_exact(d).flat_map(int16_row).collect();
+        let s = (1.0 / (d as f64).sqrt()) as f32 as f64;
+        let attention = |exact_keys: bool| {
+            let mut want = vec![0.0f64; n * dv];
+            for j in 0..n {
+                let x: Vec<f64> = (0..=j)
+                    .map(|i| {
+                        let exact = exact_keys || i < sinks || j - i < r;
+                        s * (0..d)
+                            .map(|c| {
+                                let kc = if exact {
+                                    k[i * d + c] as f64
+                                } else {
+                                    rounded[i * d + c]
+                                };
+                                q[j * d + c] as f64 * kc
+                            })
+                            .sum::<f64>()
+                    })
+                    .collect();
+                let xm = x.iter().cloned().fold(f64::MIN, f64::max);
+                let w: Vec<f64> = x.iter().map(|&t| (t - xm).exp()).collect();
+                let den: f64 = w.iter().sum();
+                for i in 0..=j {
+                    for c in 0..dv {
+                        want[j * dv + c] += w[i] / den * v[i * dv + c] as f64;
+                    }
+                }
+            }
+            want
+        };
+        let (want, all_exact) = (attention(false), attention(true));
+        let mut moved = 0.0f64;
+        for j in 0..n {
+            let row = j * dv..(j + 1) * dv;
+            moved = moved.max(reference::rel_err(&want[row.clone()], &all_exact[row]));
+        }
+        if d >= 8 {
+            assert!(
+                moved > 1e-5,
+                "d {d}: the rounding moves outputs by only {moved}"
+            );
+        }
+        for vf in [0u32, 1] {
+            let mut c0 = hybrid_cfg(d as u32, sinks as u32, 200, 56);
+            (c0.value_dim, c0.key_format, c0.value_format) = (dv as u32, 1, vf);
+            for l in attnsketch::Level::ALL
+                .iter()
+                .copied()
+                .filter(|l| l.supported())
+            {
+                let mut h = Sketch::with_level(&c0, l).unwrap();
+                let mut out = vec![0.0f32; n * dv];
+                for j in 0..n {
+                    h.push_token(
+                        &q[j * d..(j + 1) * d],
+                        &k[j * d..(j + 1) * d],
+                        &v[j * dv..(j + 1) * dv],
+                        &mut out[j * dv..(j + 1) * dv],
+                    )
+                    .unwrap();
+                }
+                // Binary16 values (not rounded in the reference) add their
+                // own rounding, 2^-12 relative per element (more where
+                // the weighted sum cancels).
+                let tol = if vf == 0 { 1e-5 } else { 2e-3 };
+                for j in 0..n {
+                    let row = j * dv..(j + 1) * dv;
+                    let e = reference::rel_err(&to64(&out[row.clone()]), &want[row]);
+                    assert!(e < tol, "{l:?} d {d} values {vf} token {j}: rel err {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Int16 keys: a token's key is exact while it is a sink or among the `R`
+/// newest, and its int16 rounding once older (`key_of_position`: the key
+/// scores see); keys of 1e-20, 1 and 1e11 keep half of 2^-15 of their row
+/// maximum (row scales).
+#[test]
+fn int16_keys_are_exact_for_sinks_and_the_newest_tokens() {
+    let d = 6usize;
+    for mag in [1e-20f32, 1.0, 1e11] {
+        let mut c = hybrid_cfg(d as u32, 1, 300, 0);
+        c.key_format = 1;
+        let mut h = Sketch::new(&c).unwrap();
+        let mut rng = Rng(9);
+        let mut keys = Vec::new();
+        let mut out = vec![0.0f32; d];
+        for _ in 0..40 {
+            let k: Vec<f32> = rng.vec(d, 1.0).iter().map(|x| x * mag).collect();
+            h.push_token(&rng.vec(d, 0.1), &k, &rng.vec(d, 1.0), &mut out)
+                .unwrap();
+            keys.push(k);
+        }
+        let hy = h.hybrid().unwrap();
+        // R = 4 newest and sink 0 exact; tokens 1..36 rounded.
+        for (tok, exact) in [
+            (0usize, true),
+            (39, true),
+            (36, true),
+            (35, false),
+            (10, false),
+        ] {
+            let got = hy.key_of_position(tok as u64).unwrap();
+            let want = &keys[tok];
+            let amax = want.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+            let err = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            if exact {
+                assert_eq!(&got[..], &want[..], "mag {mag} token {tok}");
+            } else {
+                assert!(err > 0.0, "mag {mag} token {tok}: not rounded");
+                assert!(
+                    err <= amax / 32767.0 * 0.5001,
+                    "mag {mag} token {tok}: err {err} of {amax}"
+                );
+            }
         }
     }
 }

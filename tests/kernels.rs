@@ -560,6 +560,128 @@ fn row_dots_matches_reference() {
     }
 }
 
+/// Random int16 keys over the full range, both extremes included.
+fn i16_keys(rng: &mut Rng, n: usize) -> Vec<i16> {
+    (0..n)
+        .map(|j| match j % 23 {
+            5 => i16::MIN,
+            11 => i16::MAX,
+            _ => rng.next_u64() as u16 as i16,
+        })
+        .collect()
+}
+
+/// `i16_row_dots` (the hybrid's int16 key scores) at every level against
+/// `sum_c f64(a_c) f64(q_c) f64(s)`: every d in 1..=70 (all 8- and 16-lane
+/// remainders, one and two FMA chains) plus 128, 256, 511, row counts 0, 1,
+/// 2, 3, 5, 17, 33 (whole and partial 4-row passes), keys over the full
+/// int16 range, scales 1e-6..1e3, q in [-4, 4). Tolerance per row:
+/// `1e-5 s sum_c |a_c q_c| + 1e-30`. The i16 -> f32 conversion is exact, and
+/// each operation rounds by at most 2^-24 relative; every level sums a row
+/// as >= 8 lane chains of <= ceil(d / 8) products (one FMA, or a multiply
+/// and an add, each), then <= 4 lane-reduction adds, <= 7 remainder adds
+/// (portable) and the scale multiply: at most d / 8 + 14 roundings along
+/// any path, (511 / 8 + 14) 2^-24 = 4.7e-6 < 1e-5 for every d here. The
+/// returned max equals the max of the written scores exactly (-inf for no
+/// rows) and nothing is written past `out`.
+#[test]
+fn i16_row_dots_matches_reference() {
+    let mut rng = Rng(80);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    let ds: Vec<usize> = (1..=70usize).chain([128, 256, 511]).collect();
+    for &d in &ds {
+        for &rows in &[0usize, 1, 2, 3, 5, 17, 33] {
+            let a = i16_keys(&mut rng, rows * d);
+            let scale: Vec<f32> = (0..rows)
+                .map(|_| 10f32.powf(rng.unit() * 9.0 - 6.0))
+                .collect();
+            let q = rng.vec(d, 4.0);
+            for k in &all {
+                let mut out = vec![f32::NAN; rows + 1];
+                let mx = (k.i16_row_dots)(&a, &scale, &q, &mut out[..rows]);
+                assert!(out[rows].is_nan(), "{:?}: wrote past out", k.level);
+                let mut want_max = f32::NEG_INFINITY;
+                for i in 0..rows {
+                    let (mut r, mut mag) = (0.0f64, 0.0f64);
+                    for c in 0..d {
+                        let x = a[i * d + c] as f64 * q[c] as f64;
+                        r += x * scale[i] as f64;
+                        mag += x.abs();
+                    }
+                    let tol = 1e-5 * scale[i] as f64 * mag + 1e-30;
+                    assert!(
+                        (out[i] as f64 - r).abs() <= tol,
+                        "{:?} rows {rows} d {d} row {i}: {} vs {r} (tol {tol})",
+                        k.level,
+                        out[i]
+                    );
+                    want_max = want_max.max(out[i]);
+                }
+                assert_eq!(mx, want_max, "{:?} rows {rows} d {d}: max", k.level);
+                if rows == 0 {
+                    assert_eq!(mx, f32::NEG_INFINITY, "{:?} d {d}", k.level);
+                }
+            }
+        }
+    }
+}
+
+/// A kernel that ignores `scale` or drops the last column fails here: each
+/// row's only nonzero key is its last coordinate (or its first), the scales
+/// are distinct powers of two, so every score is exact:
+/// `out[i] = s_i a[i d + c] q[c]`. Also the d = 0 edge (all scores 0), and
+/// short `a` / `scale` are refused (a panic), not read past.
+#[test]
+fn i16_row_dots_uses_scale_and_tail() {
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    for d in 1..=70usize {
+        for rows in 0..=9usize {
+            for last in [true, false] {
+                let col = if last { d - 1 } else { 0 };
+                let mut a = vec![0i16; rows * d];
+                let scale: Vec<f32> = (0..rows).map(|i| 2f32.powi(i as i32 - 4)).collect();
+                for i in 0..rows {
+                    a[i * d + col] = [i16::MIN, i16::MAX, -3, 1000][i % 4];
+                }
+                let q: Vec<f32> = (0..d).map(|c| 0.25 + c as f32).collect();
+                for k in &all {
+                    let mut out = vec![f32::NAN; rows];
+                    let mx = (k.i16_row_dots)(&a, &scale, &q, &mut out);
+                    let mut want_max = f32::NEG_INFINITY;
+                    for i in 0..rows {
+                        let want = scale[i] * (a[i * d + col] as f32 * q[col]);
+                        assert_eq!(
+                            out[i], want,
+                            "{:?} d {d} rows {rows} row {i} last {last}",
+                            k.level
+                        );
+                        want_max = want_max.max(want);
+                    }
+                    assert_eq!(mx, want_max, "{:?} d {d} rows {rows}", k.level);
+                }
+            }
+        }
+    }
+    for k in &all {
+        let mut out = vec![f32::NAN; 6];
+        let mx = (k.i16_row_dots)(&[], &[1.0; 6], &[], &mut out);
+        assert_eq!(mx, 0.0, "{:?} d 0", k.level);
+        assert!(out.iter().all(|&x| x == 0.0), "{:?} d 0", k.level);
+        let short_a = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 3];
+            (k.i16_row_dots)(&[1i16; 11], &[1.0; 3], &[1.0; 4], &mut out);
+        });
+        assert!(short_a.is_err(), "{:?} accepted a short a", k.level);
+        let short_scale = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 3];
+            (k.i16_row_dots)(&[1i16; 12], &[1.0; 2], &[1.0; 4], &mut out);
+        });
+        assert!(short_scale.is_err(), "{:?} accepted a short scale", k.level);
+    }
+}
+
 /// `exp_shift` (the hybrid's exact weights) at every level against f64
 /// `exp` of the same f32 argument `t = (x - xmax) s`: lengths 0..=40 and
 /// 1000 (every lane remainder), arguments from 0 down to -110 and -inf (a

@@ -274,10 +274,10 @@ fn version_1_buffers_stay_readable() {
     let plen = u64::from_le_bytes(v2[pend_hdr + 4..pend_hdr + 12].try_into().unwrap()) as usize;
     let mut v1 = v2[..pend_hdr].to_vec();
     v1.extend_from_slice(&v2[pend_hdr + 12 + plen..v2.len() - 4]);
-    // Versions 1-3 have no `value_format` at the end of CONF.
+    // Versions 1-3 have no `value_format` and `key_format` at the end of CONF.
     let conf_end = HEADER_LEN + SECTION_HEADER_LEN + CONF_LEN;
-    v1.drain(conf_end - 4..conf_end);
-    v1[HEADER_LEN + 4..HEADER_LEN + 12].copy_from_slice(&((CONF_LEN - 4) as u64).to_le_bytes());
+    v1.drain(conf_end - 8..conf_end);
+    v1[HEADER_LEN + 4..HEADER_LEN + 12].copy_from_slice(&((CONF_LEN - 8) as u64).to_le_bytes());
     v1[8..12].copy_from_slice(&1u32.to_le_bytes());
     v1[12..16].copy_from_slice(&2u32.to_le_bytes());
     let crc = crc32fast::hash(&v1);
@@ -441,14 +441,21 @@ fn merge_refusals_change_nothing() {
 /// refused; merge has no rule (WRONG_MODE), nothing changed.
 #[test]
 fn hybrid_heads_round_trip_and_refuse_merge() {
-    // f32 values; binary16 values (cap 138: 2 exact residual rows).
-    for (format, window, n) in [(0u32, 8u32, 60usize), (1, 130, 200)] {
+    // f32 rows; binary16 values and/or int16 keys (cap 138: 2 exact
+    // residual rows).
+    for (format, keys, window, n) in [
+        (0u32, 0u32, 8u32, 60usize),
+        (1, 0, 130, 200),
+        (0, 1, 130, 200),
+        (1, 1, 130, 200),
+    ] {
         let mut c = cfg(4, 4, 2, Mode::Causal, 1);
         c.sink_tokens = 2;
         c.window_tokens = window;
         c.heavy_tokens = 6;
         c.tail_groups = 3;
         c.value_format = format;
+        c.key_format = keys;
         let Ok(mut h) = Sketch::new(&c) else {
             panic!("hybrid config refused")
         };
@@ -554,7 +561,7 @@ fn recovery_sketches_round_trip() {
 /// (8 queries x dv 4, from an LCG uniform in [-1.5, 1.5) seeded 5) within
 /// `1e-5` relative, a re-serialization in the current format that
 /// round-trips bit-exactly, and a refusal of the buffer with one byte changed.
-fn check_fixture(buf: &[u8], answers: &[u8], version: u32, tokens: u64) {
+fn check_fixture(buf: &[u8], answers: &[u8], version: u32, tokens: u64, value_format: u32) {
     assert_eq!(u32::from_le_bytes(buf[8..12].try_into().unwrap()), version);
     let want: Vec<f32> = answers
         .chunks_exact(4)
@@ -562,7 +569,8 @@ fn check_fixture(buf: &[u8], answers: &[u8], version: u32, tokens: u64) {
         .collect();
     let h = Sketch::deserialize(buf).unwrap();
     assert_eq!(h.token_count(), tokens);
-    assert_eq!(h.config().value_format, 0);
+    assert_eq!(h.config().value_format, value_format);
+    assert_eq!(h.config().key_format, 0);
     let hy = h.hybrid().unwrap();
     assert_eq!(hy.tail_tokens() + hy.exact_len() as u64, tokens);
     assert!(hy.tail_tokens() > 0);
@@ -603,6 +611,7 @@ fn hybrid_format_2_still_loads() {
         include_bytes!("data/hybrid_v2_queries.f32"),
         2,
         60,
+        0,
     );
 }
 
@@ -617,5 +626,22 @@ fn hybrid_format_3_still_loads() {
         include_bytes!("data/hybrid_v3_queries.f32"),
         3,
         80,
+        0,
+    );
+}
+
+/// A format-4 hybrid head with binary16 values (before `key_format`;
+/// written by the session-5 build, commit 730c303: d = dv = 4, sinks 2,
+/// window 130, heavy 6, 3 tail groups, 200 causal tokens of `Rng(3)` as in
+/// `stream`) still loads with f32 keys, answers as that build did, and
+/// re-serializes as the current format.
+#[test]
+fn hybrid_format_4_still_loads() {
+    check_fixture(
+        include_bytes!("data/hybrid_v4.bin"),
+        include_bytes!("data/hybrid_v4_queries.f32"),
+        4,
+        200,
+        1,
     );
 }

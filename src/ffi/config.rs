@@ -61,7 +61,23 @@ pub struct as_config {
     /// ~1/4 fewer bytes per exact token at d = dv; relative output error
     /// from the rounding ~1e-5, measured on real heads). Presets choose it.
     pub value_format: u32,
+    /// The padding after `value_format` made explicit (callers whose struct
+    /// ends at `value_format` have 4 undefined bytes here): ignored, write 0.
+    pub reserved0: u32,
+    /// Hybrid mode: how exact tokens' keys are stored: `AS_KEYS_F32` (0,
+    /// default; also when absent) or `AS_KEYS_I16` (int16 rows with an f32
+    /// scale each, `max|k| / 32767`, exact for the sinks and the newest
+    /// tokens: 132 instead of 256 bytes per key at d = 64; relative output
+    /// error from the rounding 2e-6..3e-5, measured on real heads). Presets
+    /// choose it.
+    pub key_format: u32,
 }
+
+/// `key_format`: f32 keys.
+pub const AS_KEYS_F32: u32 = 0;
+/// `key_format`: int16 keys with a row scale and exact residuals for sinks
+/// and the newest tokens.
+pub const AS_KEYS_I16: u32 = 1;
 
 /// `value_format`: f32 values.
 pub const AS_VALUES_F32: u32 = 0;
@@ -98,9 +114,9 @@ pub unsafe extern "C" fn as_config_init(cfg: *mut as_config, head_dim: u32) -> a
 /// `as_state_bytes` is at most `bytes`, for the caller's `head_dim`,
 /// `value_dim`, `scale` and `mode` (call `as_config_init` first). Today:
 /// 4 attention sinks, an adaptive recent window / heavy-hitter split, a
-/// 32-group moment tail that absorbs every evicted token, and binary16
-/// values (`AS_VALUES_F16`; f32 when the caller's `struct_size` predates
-/// `value_format`) (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
+/// 32-group moment tail that absorbs every evicted token, int16 keys
+/// (`AS_KEYS_I16`) and binary16 values (`AS_VALUES_F16`); each is f32 when
+/// the caller's `struct_size` predates its field (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
 /// plain degree-0 sketch (uniform attention: the running mean of the
 /// values); below that `AS_ERR_INVALID_ARG`.
 /// Writes `cfg` only on success.
@@ -112,7 +128,8 @@ pub unsafe extern "C" fn as_config_for_budget(cfg: *mut as_config, bytes: usize)
         // SAFETY: read_config checked non-null, alignment and the base size.
         let size = unsafe { addr_of!((*cfg).struct_size).read() } as usize;
         let has_format = size >= core::mem::offset_of!(as_config, value_format) + 4;
-        c.for_budget_with(bytes, has_format)?;
+        let has_keys = size >= core::mem::offset_of!(as_config, key_format) + 4;
+        c.for_budget_with(bytes, has_keys, has_format)?;
         // SAFETY: read_config checked non-null and alignment; only fields the
         // caller's struct_size covers are written.
         unsafe {
@@ -125,6 +142,9 @@ pub unsafe extern "C" fn as_config_for_budget(cfg: *mut as_config, bytes: usize)
             }
             if has_format {
                 addr_of_mut!((*cfg).value_format).write(c.value_format);
+            }
+            if has_keys {
+                addr_of_mut!((*cfg).key_format).write(c.key_format);
             }
         }
         Ok(())
@@ -153,6 +173,8 @@ pub fn to_c(c: &Config) -> as_config {
         tail_groups: c.tail_groups,
         max_tokens: c.max_tokens,
         value_format: c.value_format,
+        reserved0: 0,
+        key_format: c.key_format,
     }
 }
 
@@ -211,6 +233,11 @@ pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
             } else {
                 0
             },
+            key_format: if size >= core::mem::offset_of!(as_config, key_format) + 4 {
+                addr_of!((*cfg).key_format).read()
+            } else {
+                0
+            },
         })
     }
 }
@@ -218,3 +245,5 @@ pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
 // The contract's field order and sizes (C layout on LP64 and ILP32).
 const _: () = assert!(core::mem::offset_of!(as_config, seed) == 24);
 const _: () = assert!(CONFIG_BASE_SIZE == 56);
+// `key_format` lies past the end of every older struct (80 bytes on LP64).
+const _: () = assert!(core::mem::offset_of!(as_config, key_format) >= 80);

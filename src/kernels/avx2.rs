@@ -31,6 +31,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     bf16_to_f32,
     f16_rows,
     row_dots,
+    i16_row_dots,
     row_dists,
     exp_shift,
     gemm,
@@ -71,6 +72,7 @@ safe! {
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
     fn row_dots => row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32;
+    fn i16_row_dots => i16_row_dots_imp(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32;
     fn row_dists => row_dists_imp(a: &[f32], q: &[f32], out: &mut [f32]);
     fn exp_shift => exp_shift_imp(x: &mut [f32], s: f32, xmax: f32) -> f64;
 }
@@ -512,6 +514,157 @@ unsafe fn key_rows<const DIST: bool>(a: &[f32], q: &[f32], out: &mut [f32]) -> f
     mx
 }
 
+/// Int16 rows per pass of `i16_row_dots`.
+const KR: usize = 4;
+
+/// `out[i] = scale[i] (f32(a_i) . q)` (see [`Kernels::i16_row_dots`]): four
+/// rows per pass, each with two FMA chains over 16 columns at a time (a
+/// 16-byte load, `vpmovsxwd`, `vcvtdq2ps` and one FMA per 8 values; the
+/// exact i16 -> f32 conversion), the last `d mod 8` columns one partial
+/// vector ([`tail_i16`]) against masked `q` lanes; the four sums reduced together, times
+/// the four scales, stored as one vector. Leftover rows (`< 4`) take the
+/// same path with zero rows, so a row's result does not depend on its
+/// position. Returns the largest result.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn i16_row_dots_imp(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    let d = q.len();
+    let n = out.len();
+    assert!(a.len() >= n * d, "i16_row_dots: a too short");
+    assert!(scale.len() >= n, "i16_row_dots: scale too short");
+    let full = d / W * W;
+    let (sp, op) = (scale.as_ptr(), out.as_mut_ptr());
+    // SAFETY: rows i < n span a[i d .. (i + 1) d] <= a.len(); scale and out
+    // are read / written at i < n <= len; masked lanes past d (of q and of
+    // a row's tail, see `tail_i16`) touch no memory.
+    unsafe {
+        let rem = d - full;
+        let lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+        let odd = if rem % 2 == 1 { rem as i16 - 1 } else { -1 };
+        let k = I16Rows {
+            a: a.as_ptr(),
+            d,
+            q: q.as_ptr(),
+            full,
+            mask: tail_mask(rem),
+            pairs: _mm256_castsi256_si128(tail_mask(rem / 2)),
+            odd: _mm_cmpeq_epi16(_mm_set1_epi16(odd), lane),
+        };
+        let mut m4 = _mm_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i + KR <= n {
+            let v = _mm_mul_ps(hsum4(i16_block::<KR>(k, i)), _mm_loadu_ps(sp.add(i)));
+            _mm_storeu_ps(op.add(i), v);
+            // maxps returns its second operand when the first is NaN, so a
+            // NaN score is skipped as by `f32::max` (m4 is never NaN).
+            m4 = _mm_max_ps(v, m4);
+            i += KR;
+        }
+        let mut buf = [0.0f32; KR];
+        _mm_storeu_ps(buf.as_mut_ptr(), m4);
+        let mut mx = buf.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        if i < n {
+            let s = match n - i {
+                1 => i16_block::<1>(k, i),
+                2 => i16_block::<2>(k, i),
+                _ => i16_block::<3>(k, i),
+            };
+            _mm_storeu_ps(buf.as_mut_ptr(), hsum4(s));
+            for (j, &x) in buf[..n - i].iter().enumerate() {
+                let v = *sp.add(i + j) * x;
+                *op.add(i + j) = v;
+                mx = mx.max(v);
+            }
+        }
+        mx
+    }
+}
+
+/// Pointers and shape of one `i16_row_dots` call.
+#[derive(Clone, Copy)]
+struct I16Rows {
+    a: *const i16,
+    /// Row length and stride.
+    d: usize,
+    q: *const f32,
+    /// `d` rounded down to a multiple of 8.
+    full: usize,
+    /// Lanes `< d - full` of the tail vector.
+    mask: __m256i,
+    /// The `(d - full) / 2` whole int32 lanes of the tail's int16 pairs.
+    pairs: __m128i,
+    /// int16 lane `d - full - 1` when `d - full` is odd, else none.
+    odd: __m128i,
+}
+
+/// 8 int16 at `p` as 8 f32 (exact).
+#[inline(always)]
+unsafe fn cvt_i16(p: *const i16) -> __m256 {
+    unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128(p as *const __m128i))) }
+}
+
+/// The `rem = d - full` (1..=7) int16 at `p` as 8 f32, lanes `>= rem` zero,
+/// reading only `p[..rem]`: the `rem / 2` pairs by a masked 32-bit load
+/// (`vpmaskmovd`, no alignment needed; masked lanes touch no memory), an odd
+/// last value blended in from a scalar read of `p[rem - 1]`.
+#[inline(always)]
+unsafe fn tail_i16(k: I16Rows, p: *const i16) -> __m256 {
+    unsafe {
+        let x = _mm_maskload_epi32(p as *const i32, k.pairs);
+        let last = _mm_set1_epi16(*p.add(k.d - k.full - 1));
+        let x = _mm_blendv_epi8(x, last, k.odd);
+        _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(x))
+    }
+}
+
+/// Lane vectors of `f32(a_r) . q` for the `R <= 4` rows `i..i + R` (entries
+/// `R..4` zero): two FMA chains per row.
+#[inline(always)]
+unsafe fn i16_block<const R: usize>(k: I16Rows, i: usize) -> [__m256; KR] {
+    unsafe {
+        let z = _mm256_setzero_ps();
+        let (mut s0, mut s1) = ([z; R], [z; R]);
+        let p = k.a.add(i * k.d);
+        let mut c = 0;
+        while c + 2 * W <= k.full {
+            let (y0, y1) = (ld(k.q.add(c)), ld(k.q.add(c + W)));
+            for (r, (a0, a1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+                let row = p.add(r * k.d + c);
+                *a0 = _mm256_fmadd_ps(cvt_i16(row), y0, *a0);
+                *a1 = _mm256_fmadd_ps(cvt_i16(row.add(W)), y1, *a1);
+            }
+            c += 2 * W;
+        }
+        if c < k.full {
+            let y = ld(k.q.add(c));
+            for (r, a0) in s0.iter_mut().enumerate() {
+                *a0 = _mm256_fmadd_ps(cvt_i16(p.add(r * k.d + c)), y, *a0);
+            }
+        }
+        if k.full < k.d {
+            let y = _mm256_maskload_ps(k.q.add(k.full), k.mask);
+            for (r, a1) in s1.iter_mut().enumerate() {
+                *a1 = _mm256_fmadd_ps(tail_i16(k, p.add(r * k.d + k.full)), y, *a1);
+            }
+        }
+        let mut o = [z; KR];
+        for (o, (a0, a1)) in o.iter_mut().zip(s0.iter().zip(&s1)) {
+            *o = _mm256_add_ps(*a0, *a1);
+        }
+        o
+    }
+}
+
+/// The lane sums of four vectors, as one 4-lane vector.
+#[inline(always)]
+unsafe fn hsum4(x: [__m256; KR]) -> __m128 {
+    unsafe {
+        let t01 = _mm256_hadd_ps(x[0], x[1]);
+        let t23 = _mm256_hadd_ps(x[2], x[3]);
+        let t = _mm256_hadd_ps(t01, t23);
+        _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1))
+    }
+}
+
 /// `e^t` for `t <= 0` (-inf included), 8 lanes: `t = r ln 2 + x` with
 /// `r = round(t / ln 2)` and `|x| <= ln 2 / 2` (ln 2 split in two for an
 /// exact reduction), `e^x ~ 1 + x + x^2 P5(x)` (the Taylor coefficients
@@ -682,6 +835,7 @@ pub(super) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// Row tiles `i0..i1` of C over the inner slice `p0..p0 + kc`; row `i` of A
 /// at `a + (i - i0) rsa`, step `p` at `+ p csa`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // a tile pass's pointers and strides
 unsafe fn rows_pass(
     g: &Gemm,
     i1: usize,

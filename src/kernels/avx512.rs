@@ -29,6 +29,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     bf16_to_f32,
     f16_rows,
     row_dots,
+    i16_row_dots,
     row_dists,
     exp_shift,
     gemm,
@@ -68,6 +69,7 @@ safe! {
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
     fn row_dots => row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32;
+    fn i16_row_dots => i16_row_dots_imp(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32;
     fn row_dists => row_dists_imp(a: &[f32], q: &[f32], out: &mut [f32]);
     fn exp_shift => exp_shift_imp(x: &mut [f32], s: f32, xmax: f32) -> f64;
 }
@@ -409,6 +411,146 @@ unsafe fn key_rows<const DIST: bool>(a: &[f32], q: &[f32], out: &mut [f32]) -> f
         }
     }
     mx
+}
+
+/// Int16 rows per pass of `i16_row_dots`.
+const KR: usize = 4;
+
+/// `out[i] = scale[i] (f32(a_i) . q)` (see [`Kernels::i16_row_dots`]): four
+/// rows per pass, each with two FMA chains over 32 columns at a time (a
+/// 32-byte load, `vpmovsxwd`, `vcvtdq2ps` and one FMA per 16 values; the
+/// exact i16 -> f32 conversion), the last `d mod 16` columns one masked
+/// vector (`vmovdqu16` with a zeroing mask, zero in both operands); the four
+/// sums reduced together, times the four scales, stored as one vector.
+/// Leftover rows (`< 4`) take the same path with zero rows, so a row's
+/// result does not depend on its position. Returns the largest result.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn i16_row_dots_imp(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    let d = q.len();
+    let n = out.len();
+    assert!(a.len() >= n * d, "i16_row_dots: a too short");
+    assert!(scale.len() >= n, "i16_row_dots: scale too short");
+    let full = d / W * W;
+    let (sp, op) = (scale.as_ptr(), out.as_mut_ptr());
+    let k = I16Rows {
+        a: a.as_ptr(),
+        d,
+        q: q.as_ptr(),
+        full,
+        mask: mask(d - full),
+    };
+    // SAFETY: rows i < n span a[i d .. (i + 1) d] <= a.len(); scale and out
+    // are read / written at i < n <= len; masked lanes past d touch no memory.
+    unsafe {
+        let mut m4 = _mm_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i + KR <= n {
+            let v = _mm_mul_ps(hsum4(i16_block::<KR>(k, i)), _mm_loadu_ps(sp.add(i)));
+            _mm_storeu_ps(op.add(i), v);
+            // maxps returns its second operand when the first is NaN, so a
+            // NaN score is skipped as by `f32::max` (m4 is never NaN).
+            m4 = _mm_max_ps(v, m4);
+            i += KR;
+        }
+        let mut buf = [0.0f32; KR];
+        _mm_storeu_ps(buf.as_mut_ptr(), m4);
+        let mut mx = buf.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        if i < n {
+            let s = match n - i {
+                1 => i16_block::<1>(k, i),
+                2 => i16_block::<2>(k, i),
+                _ => i16_block::<3>(k, i),
+            };
+            _mm_storeu_ps(buf.as_mut_ptr(), hsum4(s));
+            for (j, &x) in buf[..n - i].iter().enumerate() {
+                let v = *sp.add(i + j) * x;
+                *op.add(i + j) = v;
+                mx = mx.max(v);
+            }
+        }
+        mx
+    }
+}
+
+/// Pointers and shape of one `i16_row_dots` call.
+#[derive(Clone, Copy)]
+struct I16Rows {
+    a: *const i16,
+    /// Row length and stride.
+    d: usize,
+    q: *const f32,
+    /// `d` rounded down to a multiple of 16.
+    full: usize,
+    /// Lanes `< d - full` of the tail vector.
+    mask: __mmask16,
+}
+
+/// 16 int16 at `p` (lanes outside `k` read as 0, touching no memory) as 16
+/// f32 (exact).
+#[inline(always)]
+unsafe fn cvt_i16(p: *const i16, k: __mmask16) -> __m512 {
+    unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(k, p))) }
+}
+
+/// Lane vectors of `f32(a_r) . q` for the `R <= 4` rows `i..i + R` (entries
+/// `R..4` zero): two FMA chains per row.
+#[inline(always)]
+unsafe fn i16_block<const R: usize>(k: I16Rows, i: usize) -> [__m512; KR] {
+    unsafe {
+        let z = _mm512_setzero_ps();
+        let (mut s0, mut s1) = ([z; R], [z; R]);
+        let p = k.a.add(i * k.d);
+        let mut c = 0;
+        while c + 2 * W <= k.full {
+            let (y0, y1) = (ld(k.q.add(c)), ld(k.q.add(c + W)));
+            for (r, (a0, a1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+                let row = p.add(r * k.d + c);
+                *a0 = _mm512_fmadd_ps(cvt_i16(row, 0xffff), y0, *a0);
+                *a1 = _mm512_fmadd_ps(cvt_i16(row.add(W), 0xffff), y1, *a1);
+            }
+            c += 2 * W;
+        }
+        if c < k.full {
+            let y = ld(k.q.add(c));
+            for (r, a0) in s0.iter_mut().enumerate() {
+                *a0 = _mm512_fmadd_ps(cvt_i16(p.add(r * k.d + c), 0xffff), y, *a0);
+            }
+        }
+        if k.full < k.d {
+            let y = ldm(k.q.add(k.full), k.mask);
+            for (r, a1) in s1.iter_mut().enumerate() {
+                let x = cvt_i16(p.add(r * k.d + k.full), k.mask);
+                *a1 = _mm512_fmadd_ps(x, y, *a1);
+            }
+        }
+        let mut o = [z; KR];
+        for (o, (a0, a1)) in o.iter_mut().zip(s0.iter().zip(&s1)) {
+            *o = _mm512_add_ps(*a0, *a1);
+        }
+        o
+    }
+}
+
+/// Low plus high 8 lanes (AVX-512F only: no DQ for `vextractf32x8`).
+#[inline(always)]
+unsafe fn fold8(v: __m512) -> __m256 {
+    unsafe {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        _mm256_add_ps(_mm512_castps512_ps256(v), hi)
+    }
+}
+
+/// The lane sums of four vectors, as one 4-lane vector: each folded to 8
+/// lanes, then `vhaddps` as in the AVX2 level. (No closure here: a closure
+/// does not inherit the caller's target features, see docs/simd.md.)
+#[inline(always)]
+unsafe fn hsum4(x: [__m512; KR]) -> __m128 {
+    unsafe {
+        let t01 = _mm256_hadd_ps(fold8(x[0]), fold8(x[1]));
+        let t23 = _mm256_hadd_ps(fold8(x[2]), fold8(x[3]));
+        let t = _mm256_hadd_ps(t01, t23);
+        _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t))
+    }
 }
 
 /// `e^t` for `t <= 0`, 16 lanes: the AVX2 level's `exp_nonpos` (same

@@ -73,6 +73,13 @@ pub struct Kernels {
     /// for `i < out.len()`, `d = q.len()`; returns `max_i out[i]` (-inf when
     /// `out` is empty). Panics if `a` is shorter than `out.len() d`.
     pub row_dots: fn(a: &[f32], q: &[f32], out: &mut [f32]) -> f32,
+    /// Scores of the hybrid's int16 keys (`key_format` 1): `out[i] = scale[i]
+    /// (sum_c f32(a[i d + c]) q[c])` for `i < out.len()`, `d = q.len()`; the sum
+    /// in f32 (FMA where the level has it), then one multiply by the row's scale;
+    /// returns `max_i out[i]` (-inf when `out` is empty). Panics if `a` is
+    /// shorter than `out.len() d` or `scale` shorter than `out.len()`.
+    #[allow(clippy::type_complexity)]
+    pub i16_row_dots: fn(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32,
     /// Squared distances `out[i] = |a[i d..(i + 1) d] - q|^2` (the tail's
     /// Ward merge), `d = q.len()`. Panics if `a` is shorter than `out.len() d`.
     pub row_dists: fn(a: &[f32], q: &[f32], out: &mut [f32]),

@@ -20,6 +20,7 @@ pub static KERNELS: Kernels = Kernels {
     bf16_to_f32,
     f16_rows,
     row_dots,
+    i16_row_dots,
     row_dists,
     exp_shift,
     gemm,
@@ -135,6 +136,7 @@ pub fn max_abs(x: &[f32]) -> f32 {
     for &v in x {
         let a = v.abs();
         // `!(a <= m)` is true for NaN, so NaN turns into +Inf.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(a <= m) {
             m = if a.is_nan() { f32::INFINITY } else { a };
         }
@@ -223,6 +225,37 @@ fn key_rows<const DIST: bool>(a: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
         for (x, y) in rr.iter().zip(rq) {
             v += if DIST { (x - y) * (x - y) } else { x * y };
         }
+        *o = v;
+        mx = mx.max(v);
+    }
+    mx
+}
+
+/// `out[i] = scale[i] (f32(a_i) . q)` (see [`Kernels::i16_row_dots`]): as
+/// [`row_dots`], eight `f32x8` lanes per row (each chunk of 8 int16 values
+/// converted exactly to f32), the lanes summed, the remainder added, then one
+/// multiply by the row's scale; returns the largest result.
+pub fn i16_row_dots(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    let d = q.len();
+    let n = out.len();
+    assert!(a.len() >= n * d, "i16_row_dots: a too short");
+    assert!(scale.len() >= n, "i16_row_dots: scale too short");
+    let mut mx = f32::NEG_INFINITY;
+    for (i, (o, &s)) in out.iter_mut().zip(scale).enumerate() {
+        let row = &a[i * d..(i + 1) * d];
+        let mut acc = f32x8::ZERO;
+        let (cr, cq) = (row.chunks_exact(8), q.chunks_exact(8));
+        let (rr, rq) = (cr.remainder(), cq.remainder());
+        for (x, y) in cr.zip(cq) {
+            let x: [f32; 8] = core::array::from_fn(|l| x[l] as f32);
+            let y: [f32; 8] = y.try_into().unwrap();
+            acc = f32x8::from(x).mul_add(f32x8::from(y), acc);
+        }
+        let mut v = acc.reduce_add();
+        for (&x, &y) in rr.iter().zip(rq) {
+            v += x as f32 * y;
+        }
+        let v = s * v;
         *o = v;
         mx = mx.max(v);
     }

@@ -33,16 +33,23 @@
 //! space) are merged (Chan et al.'s pairwise update of means and variances,
 //! computed in f64, stored in f32: no sums that grow with the stream).
 //!
-//! Memory per exact slot: `(d + dv) 4` bytes of key and value plus 12 bytes
-//! (acc f32, position u32 relative to a base, score scratch f32).
+//! Memory per exact slot: the key (`4 d` bytes f32, or `2 d + 4` int16 with
+//! its scale: `keys`), the value (`4 dv` f32, or `2 dv + 4` binary16 with
+//! its scale: `values`) plus 12 bytes (acc f32, position u32 relative to a
+//! base, score scratch f32); the rounded formats add exact residuals for the
+//! sinks and the `R` newest tokens (`residuals`).
 
 use crate::config::Config;
 use crate::error::{try_vec, Error, Result};
 use crate::kernels::Kernels;
 
+pub mod keys;
 mod payload;
+mod residuals;
 pub mod values;
 
+pub use keys::Keys;
+pub use residuals::fresh_rows;
 pub use values::Values;
 
 /// Clamp of the per-group score variance in the expansion (only keeps
@@ -108,7 +115,7 @@ pub struct Hybrid {
     eh: f64,
     /// Live slots `0..m` (sinks first, the rest in any order).
     m: usize,
-    keys: Vec<f32>,
+    keys: Keys,
     vals: Values,
     acc: Vec<f32>,
     /// Position of each slot minus `base` (saturating).
@@ -211,7 +218,8 @@ impl Hybrid {
             cfg.value_dim as usize,
             cfg.sink_tokens as usize,
         );
-        c * d * 4 + c * 4 + c * 4 // keys, acc, pos
+        Keys::bytes_for(cfg.key_format, c, d, s) // keys (f32, or int16 with scales and residuals)
+            + c * 4 + c * 4 // acc, pos
             + Values::bytes_for(cfg.value_format, c, dv, s) // values (and their scratch)
             + (g + 1) * 8 + (g + 1) * (2 * d + dv) * 4 // tail groups
             + ghost_len(cfg) * 4
@@ -222,7 +230,6 @@ impl Hybrid {
     pub fn new(cfg: &Config) -> Result<Self> {
         let (c, w, w_min, w_max, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        let cap_d = c.checked_mul(d).ok_or(Error::InvalidArg)?;
         Ok(Hybrid {
             d,
             dv,
@@ -236,7 +243,7 @@ impl Hybrid {
             ew: 0.0,
             eh: 0.0,
             m: 0,
-            keys: try_vec(cap_d, 0.0)?,
+            keys: Keys::new(cfg.key_format, c, d, cfg.sink_tokens as usize)?,
             vals: Values::new(cfg.value_format, c, dv, cfg.sink_tokens as usize)?,
             acc: try_vec(c, 0.0)?,
             pos: try_vec(c, 0)?,
@@ -260,8 +267,8 @@ impl Hybrid {
     /// Bytes owned (the vectors' capacities).
     pub fn heap_bytes(&self) -> usize {
         self.vals.heap_bytes()
-            + (self.keys.capacity()
-                + self.vb.capacity()
+            + self.keys.heap_bytes()
+            + (self.vb.capacity()
                 + self.acc.capacity()
                 + self.pos.capacity()
                 + self.g_mk.capacity()
@@ -294,6 +301,16 @@ impl Hybrid {
         self.g_n[..self.ng].iter().sum::<f64>() as u64
     }
 
+    /// The key the exact set holds for the token at absolute position `p`
+    /// (as scores see it: exact, or its int16 rounding), if that token is
+    /// live (inspection; allocates).
+    pub fn key_of_position(&self, p: u64) -> Option<Vec<f32>> {
+        let i = (0..self.m).find(|&i| self.abs_pos(i) == p)?;
+        let mut k = vec![0.0; self.d];
+        self.keys.get(i, p, &mut k);
+        Some(k)
+    }
+
     /// Input check of hybrid mode: every magnitude `<= MAX_INPUT`.
     pub fn check_range(x: &[f32]) -> Result<()> {
         if x.iter().all(|v| v.abs() <= MAX_INPUT) {
@@ -306,7 +323,6 @@ impl Hybrid {
     /// Absorbs token (k, v) as the next position (non-causal append, or the
     /// first half of a causal step). Evicts when the cache was full.
     pub fn insert(&mut self, kern: &Kernels, k: &[f32], v: &[f32]) {
-        let d = self.d;
         if self.m == self.cap {
             // Only reachable without a query since the last insert (non-causal):
             // make room by the same rule, without adapting.
@@ -319,7 +335,7 @@ impl Hybrid {
             }
         }
         let m = self.m;
-        self.keys[m * d..(m + 1) * d].copy_from_slice(k);
+        self.keys.store(m, self.j, k);
         self.vals.store(m, self.j, v);
         self.acc[m] = 0.0;
         self.pos[m] = (self.j - self.base) as u32;
@@ -346,9 +362,9 @@ impl Hybrid {
         let (d, dv, m) = (self.d, self.dv, self.m);
         let s = self.scale as f64;
         // Exact scores are kept unscaled (q.k_i, f32: no overflow for any
-        // finite scale; the level's `row_dots`); their largest scaled value
-        // enters c in f64.
-        let xmax = (kern.row_dots)(&self.keys[..m * d], q, &mut x[..m]);
+        // finite scale; the level's `row_dots` or `i16_row_dots`); their
+        // largest scaled value enters c in f64.
+        let xmax = self.keys.dots(kern, q, &mut x[..m]);
         let top = if m > 0 {
             s * xmax as f64
         } else {
@@ -504,20 +520,20 @@ impl Hybrid {
                 .max_by_key(|&i| self.age(i))
                 .unwrap_or(0);
         }
+        let g = self.ng;
+        let pb = self.abs_pos(best);
+        self.keys.get(best, pb, &mut self.g_mk[g * d..(g + 1) * d]);
         if self.adaptive {
             let r = usize::from(self.age(best) + 1 >= w + BAND as u64);
             let slot = r * GHOSTS + (self.gh_seen[r] % GHOSTS as u64) as usize;
-            self.gh_k[slot * d..(slot + 1) * d]
-                .copy_from_slice(&self.keys[best * d..(best + 1) * d]);
+            self.gh_k[slot * d..(slot + 1) * d].copy_from_slice(&self.g_mk[g * d..(g + 1) * d]);
             self.gh_seen[r] += 1;
         }
-        let g = self.ng;
         self.g_n[g] = 1.0;
-        self.g_mk[g * d..(g + 1) * d].copy_from_slice(&self.keys[best * d..(best + 1) * d]);
         self.g_vk[g * d..(g + 1) * d].fill(0.0);
-        let pb = self.abs_pos(best);
         self.vals
             .get(best, pb, &mut self.g_mv[g * dv..(g + 1) * dv]);
+        self.keys.evicted(best, pb);
         self.vals.evicted(best, pb);
         self.ng += 1;
         if self.ng > self.groups {
@@ -525,7 +541,7 @@ impl Hybrid {
         }
         let last = m - 1;
         if best != last {
-            self.keys.copy_within(last * d..(last + 1) * d, best * d);
+            self.keys.moved(last, best, self.abs_pos(last));
             self.vals.moved(last, best, self.abs_pos(last));
             self.acc[best] = self.acc[last];
             self.pos[best] = self.pos[last];

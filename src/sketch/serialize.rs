@@ -42,24 +42,26 @@ use core::sync::atomic::Ordering;
 /// First 8 bytes of every serialized head.
 pub const MAGIC: [u8; 8] = *b"ATSKETCH";
 /// Version of the layout written by this build (readers accept `1..=FORMAT_VERSION`).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Bytes of the header (magic, version, section count).
 pub const HEADER_LEN: usize = 16;
 /// Bytes of one section header (tag, payload length).
 pub const SECTION_HEADER_LEN: usize = 12;
 /// Bytes of the CRC-32 trailer.
 pub const TRAILER_LEN: usize = 4;
-/// Bytes of the `CONF` payload (current version: `value_format` last).
-pub const CONF_LEN: usize = 68;
+/// Bytes of the `CONF` payload (current version: `key_format` last).
+pub const CONF_LEN: usize = 72;
+/// Bytes of the `CONF` payload in version 4 (`value_format` last).
+pub const CONF_LEN_V4: usize = 68;
 /// Bytes of the `CONF` payload in versions 1 to 3.
 pub const CONF_LEN_V3: usize = 64;
 
 /// `CONF` bytes in format `version`.
 fn conf_len(version: u32) -> usize {
-    if version < 4 {
-        CONF_LEN_V3
-    } else {
-        CONF_LEN
+    match version {
+        ..=3 => CONF_LEN_V3,
+        4 => CONF_LEN_V4,
+        _ => CONF_LEN,
     }
 }
 /// Bytes of the fixed part of the `CORE` payload (before the arrays).
@@ -249,6 +251,7 @@ fn write_config(c: &Config, w: &mut Writer) {
     w.u32(c.tail_groups);
     w.u64(c.max_tokens);
     w.u32(c.value_format);
+    w.u32(c.key_format);
 }
 
 fn read_config(r: &mut Reader, version: u32) -> Result<Config> {
@@ -277,6 +280,7 @@ fn read_config(r: &mut Reader, version: u32) -> Result<Config> {
         tail_groups: r.u32()?,
         max_tokens: r.u64()?,
         value_format: if version < 4 { 0 } else { r.u32()? },
+        key_format: if version < 5 { 0 } else { r.u32()? },
     })
 }
 

@@ -84,6 +84,11 @@ static void test_config_refusals(void) {
     CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
     bad.value_format = AS_VALUES_F16; /* binary16 values need exact tokens */
     CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad = c;
+    bad.key_format = 2; /* no such format */
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad.key_format = AS_KEYS_I16; /* int16 keys need exact tokens */
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
     CHECK(h == (as_sketch *)0x1);
     CHECK(as_create(NULL, &h) == AS_ERR_NULL);
     CHECK(as_create(&c, NULL) == AS_ERR_NULL);
@@ -213,6 +218,7 @@ static void test_budget_value_format(void) {
     OK(as_config_init(&c, 64));
     OK(as_config_for_budget(&c, budget));
     CHECK(c.value_format == AS_VALUES_F16);
+    CHECK(c.key_format == AS_KEYS_I16);
     as_sketch *h = NULL;
     OK(as_create(&c, &h));
     CHECK(as_state_bytes(h) <= budget);
@@ -228,6 +234,22 @@ static void test_budget_value_format(void) {
     CHECK(as_state_bytes(h) <= budget);
     as_free(h);
     CHECK(c.window_tokens + c.heavy_tokens > (old.window_tokens + old.heavy_tokens) * 5 / 4);
+
+    /* A caller whose struct ends at value_format (the 4 padding bytes after
+       it hold garbage): binary16 values, f32 keys, key_format untouched. */
+    as_config mid;
+    OK(as_config_init(&mid, 64));
+    mid.struct_size = (uint32_t)offsetof(as_config, reserved0);
+    mid.key_format = 55;
+    mid.reserved0 = 0xdeadbeefu;
+    OK(as_config_for_budget(&mid, budget));
+    CHECK(mid.value_format == AS_VALUES_F16);
+    CHECK(mid.key_format == 55);
+    OK(as_create(&mid, &h));
+    CHECK(as_state_bytes(h) <= budget);
+    as_free(h);
+    /* int16 keys buy more exact tokens again. */
+    CHECK(c.window_tokens + c.heavy_tokens > (mid.window_tokens + mid.heavy_tokens) * 5 / 4);
 }
 
 int main(void) {

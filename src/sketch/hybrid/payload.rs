@@ -1,23 +1,25 @@
 //! The serialized form of the hybrid state (section `EXCT` of
 //! `docs/format.md`): write, check, load; version 2 still read.
 
-use super::{ghost_len, shape, Hybrid, Values, MAX_INPUT, REBASE};
+use super::{ghost_len, shape, Hybrid, Keys, Values, MAX_INPUT, REBASE};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Serialized form of the hybrid state (section `EXCT`, see `docs/format.md`).
-/// Format version 4:
+/// Format version 5:
 ///
 /// ```text
 /// u64 j (tokens seen) | u64 m (live slots) | u64 ng (live groups) | u64 window
 /// f64 ew | f64 eh | u64 ghosts written (edge) | u64 ghosts written (heavy)
-/// f32 keys[C d] | value rows (`Values`: f32 [C dv], or binary16 rows,
-/// scales and residuals) | f32 acc[C] | u64 pos[C] (absolute)
+/// key rows (`Keys`: f32 [C d], or int16 rows, scales and residuals)
+/// value rows (`Values`: f32 [C dv], or binary16 rows, scales and residuals)
+/// f32 acc[C] | u64 pos[C] (absolute)
 /// f64 g_n[G+1] | f32 mean_k[(G+1) d] | f32 var_k[(G+1) d] | f32 mean_v[(G+1) dv]
 /// f32 ghost keys[2 GHOSTS d] (adaptive configs only: heavy_tokens > 0)
 /// ```
 ///
-/// Version 3 (still read) is version 4 of a config with f32 values.
+/// Versions 3 and 4 (still read) are version 5 of a config with f32 keys
+/// (version 3: and f32 values).
 /// Version 2 (still read): 48 fixed bytes (no ghost counters), the same slot
 /// arrays, then f64 sums `g_n, Sk, Sk2, Sv` and no ghosts; loading converts
 /// the sums to means and variances and starts the controller afresh.
@@ -31,8 +33,10 @@ impl Hybrid {
     pub fn payload_len(cfg: &Config, version: u32) -> usize {
         let (c, _, _, _, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        let vals = Values::payload_len(cfg.value_format, c, dv, cfg.sink_tokens as usize);
-        let slots = c * (d + 1) * 4 + vals + c * 8;
+        let sinks = cfg.sink_tokens as usize;
+        let keys = Keys::payload_len(cfg.key_format, c, d, sinks);
+        let vals = Values::payload_len(cfg.value_format, c, dv, sinks);
+        let slots = keys + vals + c * 4 + c * 8;
         if version < 3 {
             Self::FIXED_V2 + slots + (g + 1) * (1 + 2 * d + dv) * 8
         } else {
@@ -49,9 +53,7 @@ impl Hybrid {
         put(&self.eh.to_le_bytes());
         put(&self.gh_seen[0].to_le_bytes());
         put(&self.gh_seen[1].to_le_bytes());
-        for x in self.keys.iter() {
-            put(&x.to_le_bytes());
-        }
+        self.keys.write_payload(put);
         self.vals.write_payload(put);
         for x in self.acc.iter() {
             put(&x.to_le_bytes());
@@ -109,12 +111,9 @@ impl Hybrid {
         let f32_at = |o: usize| f32::from_le_bytes(p[o..o + 4].try_into().unwrap());
         let f64_at = |o: usize| f64::from_le_bytes(p[o..o + 8].try_into().unwrap());
         let in_range = |x: f64| x.is_finite() && x.abs() <= MAX_INPUT as f64;
-        for i in 0..c * d {
-            if !in_range(f32_at(off + 4 * i) as f64) {
-                return Err(Error::Corrupt);
-            }
-        }
-        off += 4 * c * d;
+        let klen = Keys::payload_len(cfg.key_format, c, d, cfg.sink_tokens as usize);
+        Keys::check_payload(cfg.key_format, c, d, &p[off..off + klen], MAX_INPUT)?;
+        off += klen;
         let vlen = Values::payload_len(cfg.value_format, c, dv, cfg.sink_tokens as usize);
         Values::check_payload(cfg.value_format, c, dv, &p[off..off + vlen], MAX_INPUT)?;
         off += vlen;
@@ -216,11 +215,9 @@ impl Hybrid {
         };
         let f32_at = |o: usize| f32::from_le_bytes(p[o..o + 4].try_into().unwrap());
         let f64_at = |o: usize| f64::from_le_bytes(p[o..o + 8].try_into().unwrap());
-        for x in self.keys.iter_mut() {
-            *x = f32_at(off);
-            off += 4;
-        }
         let c = self.cap;
+        let keys_at = off;
+        off += Keys::payload_len(self.keys.format(), c, d, self.sinks);
         let vals_at = off;
         off += Values::payload_len(self.vals.format(), c, dv, self.sinks);
         for x in self.acc.iter_mut() {
@@ -238,6 +235,8 @@ impl Hybrid {
         let abs = |i: usize| {
             u64::from_le_bytes(p[pos_at + 8 * i..pos_at + 8 * i + 8].try_into().unwrap())
         };
+        self.keys
+            .load_payload(&p[keys_at..vals_at], self.m, self.j, abs);
         self.vals
             .load_payload(&p[vals_at..pos_at - 4 * c], self.m, self.j, abs);
         for x in self.g_n.iter_mut() {

@@ -5,8 +5,7 @@
 //! (any input up to the hybrid range fits; relative precision is the
 //! format's 2^-11 for every element down to 2^-27 of the row maximum).
 //! Sinks and the `R` newest tokens also keep the exact residual
-//! `lo = v - 2^e h` (f32, exact): sharp heads put most of their weight there,
-//! and the rounding error of those rows does not average out.
+//! `lo = v - 2^e h` (f32, exact; see `residuals`).
 //!
 //! ```text
 //! sum_i w_i v_i = sum_i (w_i 2^e_i) h_i + sum_{r live} w_slot(r) lo_r
@@ -19,6 +18,7 @@
 //! rounding every value gives 1.2e-4..1.6e-4 relative error; with exact sinks
 //! and 64 exact newest rows, 2e-6..2.7e-5.
 
+use super::residuals::Residuals;
 use crate::error::{try_vec, Error, Result};
 use crate::kernels::{Gemm, Kernels};
 
@@ -27,14 +27,6 @@ use crate::kernels::{Gemm, Kernels};
 /// weights before `f16_rows`; the size was kept so that the memory formula
 /// and the presets' capacities did not change.
 pub const BLOCK: usize = 16;
-/// No owner (a residual row whose token was evicted or never written).
-const NONE: u32 = u32::MAX;
-
-/// Newest tokens with an exact residual, for `cap` exact slots.
-pub fn fresh_rows(cap: usize) -> usize {
-    (cap / 64).clamp(1, 64)
-}
-
 /// `(2^e, halves)` of one row (see the module doc) into `h`; returns the scale.
 fn encode(v: &[f32], h: &mut [u16]) -> f32 {
     let amax = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
@@ -73,17 +65,12 @@ pub enum Values {
 #[derive(Clone, Debug)]
 pub struct Half {
     dv: usize,
-    sinks: usize,
-    fresh: usize,
     /// `C x dv` binary16 bits.
     h: Vec<u16>,
     /// `C` power-of-two row scales.
     scale: Vec<f32>,
-    /// `(sinks + fresh) x dv` residuals: row `i < sinks` for sink slot i,
-    /// row `sinks + p mod fresh` for position p.
-    lo: Vec<f32>,
-    /// Slot owning each residual row, or `NONE`.
-    lo_slot: Vec<u32>,
+    /// Exact residuals of the sinks and the newest rows.
+    res: Residuals,
 }
 
 impl Values {
@@ -93,15 +80,11 @@ impl Values {
         Ok(if format == 0 {
             Values::F32(try_vec(cap_dv, 0.0)?, dv)
         } else {
-            let fresh = fresh_rows(cap);
             Values::F16(Half {
                 dv,
-                sinks,
-                fresh,
                 h: try_vec(cap_dv, 0)?,
                 scale: try_vec(cap, 1.0)?,
-                lo: try_vec((sinks + fresh) * dv, 0.0)?,
-                lo_slot: try_vec(sinks + fresh, NONE)?,
+                res: Residuals::new(cap, dv, sinks)?,
             })
         })
     }
@@ -112,7 +95,7 @@ impl Values {
         if format == 0 {
             cap * dv * 4
         } else {
-            let rows = sinks + fresh_rows(cap);
+            let rows = Residuals::rows_for(cap, sinks);
             cap * dv * 2 + cap * 4 + rows * (dv * 4 + 4) + Self::scratch_len(format, dv) * 4
         }
     }
@@ -130,10 +113,7 @@ impl Values {
     pub fn heap_bytes(&self) -> usize {
         match self {
             Values::F32(v, _) => v.capacity() * 4,
-            Values::F16(h) => {
-                h.h.capacity() * 2
-                    + (h.scale.capacity() + h.lo.capacity() + h.lo_slot.capacity()) * 4
-            }
+            Values::F16(h) => h.h.capacity() * 2 + h.scale.capacity() * 4 + h.res.heap_bytes(),
         }
     }
 
@@ -151,14 +131,12 @@ impl Values {
             Values::F32(a, dv) => a[slot * *dv..(slot + 1) * *dv].copy_from_slice(v),
             Values::F16(h) => {
                 let dv = h.dv;
-                let r = h.row(slot, p);
                 let hs = &mut h.h[slot * dv..(slot + 1) * dv];
                 let scale = encode(v, hs);
                 h.scale[slot] = scale;
-                for ((o, &x), &b) in h.lo[r * dv..(r + 1) * dv].iter_mut().zip(v).zip(hs.iter()) {
-                    *o = x - scale * half::f16::from_bits(b).to_f32();
-                }
-                h.lo_slot[r] = slot as u32;
+                let hs = &h.h[slot * dv..(slot + 1) * dv];
+                h.res
+                    .store(slot, p, v, |c| scale * half::f16::from_bits(hs[c]).to_f32());
             }
         }
     }
@@ -174,11 +152,7 @@ impl Values {
                 for (o, &b) in out.iter_mut().zip(&h.h[slot * dv..(slot + 1) * dv]) {
                     *o = s * half::f16::from_bits(b).to_f32();
                 }
-                if let Some(r) = h.live_row(slot, p) {
-                    for (o, &l) in out.iter_mut().zip(&h.lo[r * dv..(r + 1) * dv]) {
-                        *o += l;
-                    }
-                }
+                h.res.add_into(slot, p, out);
             }
         }
     }
@@ -186,9 +160,7 @@ impl Values {
     /// `slot` (position `p`) leaves the exact set.
     pub fn evicted(&mut self, slot: usize, p: u64) {
         if let Values::F16(h) = self {
-            if let Some(r) = h.live_row(slot, p) {
-                h.lo_slot[r] = NONE;
-            }
+            h.res.evicted(slot, p);
         }
     }
 
@@ -200,9 +172,7 @@ impl Values {
                 let dv = h.dv;
                 h.h.copy_within(from * dv..(from + 1) * dv, to * dv);
                 h.scale[to] = h.scale[from];
-                if let Some(r) = h.live_row(from, p) {
-                    h.lo_slot[r] = to as u32;
-                }
+                h.res.moved(from, to, p);
             }
         }
     }
@@ -238,33 +208,12 @@ impl Values {
                     }
                     (kern.f16_rows)(wb, &h.h[b * dv..(b + rows) * dv], out);
                 }
-                for (r, &slot) in h.lo_slot.iter().enumerate() {
-                    if (slot as usize) < m {
-                        let x = w[slot as usize];
-                        for (o, &l) in out.iter_mut().zip(&h.lo[r * dv..(r + 1) * dv]) {
-                            *o += x * l;
-                        }
-                    }
+                for (slot, lo) in h.res.live(m) {
+                    let x = w[slot];
+                    out.iter_mut().zip(lo).for_each(|(o, &l)| *o += x * l);
                 }
             }
         }
-    }
-}
-
-impl Half {
-    /// Residual row of `slot` at position `p` (owned or not).
-    fn row(&self, slot: usize, p: u64) -> usize {
-        if slot < self.sinks {
-            slot
-        } else {
-            self.sinks + (p % self.fresh as u64) as usize
-        }
-    }
-
-    /// The residual row `slot` owns, if any.
-    fn live_row(&self, slot: usize, p: u64) -> Option<usize> {
-        let r = self.row(slot, p);
-        (self.lo_slot[r] == slot as u32).then_some(r)
     }
 }
 
@@ -281,7 +230,7 @@ impl Values {
         if format == 0 {
             cap * dv * 4
         } else {
-            cap * dv * 2 + cap * 4 + (sinks + fresh_rows(cap)) * dv * 4
+            cap * dv * 2 + cap * 4 + Residuals::rows_for(cap, sinks) * dv * 4
         }
     }
 
@@ -292,7 +241,7 @@ impl Values {
             Values::F16(h) => {
                 h.h.iter().for_each(|x| put(&x.to_le_bytes()));
                 h.scale.iter().for_each(|x| put(&x.to_le_bytes()));
-                h.lo.iter().for_each(|x| put(&x.to_le_bytes()));
+                h.res.lo.iter().for_each(|x| put(&x.to_le_bytes()));
             }
         }
     }
@@ -346,18 +295,11 @@ impl Values {
                     *x = u16::from_le_bytes([p[2 * i], p[2 * i + 1]]);
                 }
                 let mut off = h.h.len() * 2;
-                for x in h.scale.iter_mut().chain(h.lo.iter_mut()) {
+                for x in h.scale.iter_mut().chain(h.res.lo.iter_mut()) {
                     *x = f32_at(off);
                     off += 4;
                 }
-                h.lo_slot.fill(NONE);
-                for i in 0..m {
-                    let pi = pos(i);
-                    if i < h.sinks || j - 1 - pi < h.fresh as u64 {
-                        let r = h.row(i, pi);
-                        h.lo_slot[r] = i as u32;
-                    }
-                }
+                h.res.set_owners(m, j, pos);
             }
         }
     }
