@@ -137,5 +137,30 @@ fn push_and_exact(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, push_and_exact);
+/// The hybrid's score pass over C = 2048 exact keys (d = 64): f32 rows
+/// (`row_dots`) vs int16 rows with a row scale (`i16_row_dots`), per level.
+fn score_rows(c: &mut Criterion) {
+    const C: usize = 2048;
+    let mut g = c.benchmark_group("score_rows");
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20)
+        .throughput(Throughput::Elements(C as u64));
+    let a = vecf(C * D, 21);
+    let a16: Vec<i16> = a.iter().map(|&x| (x * 65000.0) as i16).collect();
+    let scale = vec![1.0 / 65000.0; C];
+    let q = vecf(D, 22);
+    let mut out = vec![0.0f32; C];
+    for k in levels() {
+        g.bench_function(BenchmarkId::new("f32", k.level.name()), |b| {
+            b.iter(|| (k.row_dots)(black_box(&a), &q, &mut out))
+        });
+        g.bench_function(BenchmarkId::new("i16", k.level.name()), |b| {
+            b.iter(|| (k.i16_row_dots)(black_box(&a16), &scale, &q, &mut out))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels, push_and_exact, score_rows);
 criterion_main!(benches);

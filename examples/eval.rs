@@ -8,8 +8,10 @@
 //!
 //! ```text
 //! cargo run --release --example eval -- [--data DIR] [--budgets 256,512,1024,2048]
-//!                                        [--png docs/eval.png] [--step 16]
+//!                                        [--png docs/eval.png] [--step 16] [--rounded-peers]
 //! ```
+//! `--rounded-peers` adds StreamingLLM and H2O storing tokens in the formats
+//! our hybrid uses (int16 keys, binary16 values; `peers::rounded`).
 //! Rows: the second half of the stream, every `step`-th (default 16: 256 rows
 //! of an 8192-token head). Budgets are KiB per head.
 
@@ -22,14 +24,20 @@ use std::path::PathBuf;
 
 type Method = fn(&Head, usize, &[usize]) -> Option<PeerResult>;
 
-fn methods() -> Vec<(&'static str, Method)> {
-    vec![
+/// The methods, ours last (the best peer is the best of the others).
+fn methods(rounded_peers: bool) -> Vec<(&'static str, Method)> {
+    let mut m = vec![
         ("StreamingLLM", peers::streaming_llm as Method),
         ("H2O", peers::h2o as Method),
         ("Taylor-2", peers::taylor2 as Method),
         ("Performer", peers::performer as Method),
-        ("attnsketch", peers::attnsketch as Method),
-    ]
+    ];
+    if rounded_peers {
+        m.push(("SLLM-i16", peers::streaming_llm_i16 as Method));
+        m.push(("H2O-i16", peers::h2o_i16 as Method));
+    }
+    m.push(("attnsketch", peers::attnsketch as Method));
+    m
 }
 
 fn rel(a: &[f64], b: &[f64]) -> f64 {
@@ -49,6 +57,7 @@ fn main() {
     let mut budgets: Vec<usize> = vec![256, 512, 1024, 2048];
     let mut png = String::from("docs/eval.png");
     let mut step = 16usize;
+    let mut rounded_peers = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--data" => data = PathBuf::from(args.next().expect("--data DIR")),
@@ -61,6 +70,7 @@ fn main() {
                     .collect()
             }
             "--png" => png = args.next().expect("--png FILE"),
+            "--rounded-peers" => rounded_peers = true,
             "--step" => step = args.next().and_then(|x| x.parse().ok()).expect("--step N"),
             x => {
                 eprintln!("unknown argument {x}");
@@ -72,7 +82,7 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1)
     });
-    let ms = methods();
+    let ms = methods(rounded_peers);
     // results[head][budget][method]
     let results: Vec<Vec<Vec<Cell>>> = std::thread::scope(|s| {
         let jobs: Vec<_> = heads

@@ -14,6 +14,9 @@
 //!   are first projected to the largest d' that fits by a seeded Gaussian
 //!   (JL) map. Evaluated by its closed form `sum_i P(s q.k_i) v_i / sum_i P`,
 //!   which equals the sketch's output up to f32 rounding.
+//! - With `--rounded-peers`, StreamingLLM and H2O also run with the token
+//!   formats our hybrid uses (int16 keys with a row scale, binary16 values):
+//!   `(2 d + 4 + 2 dv)` bytes per token (+4 for H2O's score).
 //! - Performer FAVOR+ (Choromanski et al. 2021): m positive orthogonal random
 //!   features `exp(w.x - |x|^2/2)/sqrt(m)`, `x = s^(1/2) q` or `s^(1/2) k`,
 //!   `m (dv + 1) 4` bytes (W regenerated from a seed, not stored), streamed
@@ -65,7 +68,12 @@ pub struct PeerResult {
 }
 
 pub fn streaming_llm(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
-    let per = (h.d + h.d) * 4;
+    streaming_llm_at(h, (h.d + h.d) * 4, budget, rows)
+}
+
+/// StreamingLLM storing each token in `per` bytes (`h` holds the stored,
+/// possibly rounded, tokens).
+fn streaming_llm_at(h: &Head, per: usize, budget: usize, rows: &[usize]) -> Option<PeerResult> {
     let cap = budget / per;
     if cap <= 4 {
         return None;
@@ -84,8 +92,12 @@ pub fn streaming_llm(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResu
 }
 
 pub fn h2o(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    h2o_at(h, (h.d + h.d) * 4 + 4, budget, rows)
+}
+
+/// H2O storing each token and its score in `per` bytes.
+fn h2o_at(h: &Head, per: usize, budget: usize, rows: &[usize]) -> Option<PeerResult> {
     let d = h.d;
-    let per = (d + d) * 4 + 4;
     let cap = budget / per;
     if cap < 4 {
         return None;
@@ -140,6 +152,44 @@ pub fn h2o(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
         out,
         bytes: cap * per,
     })
+}
+
+/// The head with its keys and values as our hybrid stores them by default
+/// (`AS_KEYS_I16`, `AS_VALUES_F16`): each key `s n` with int16 `n` and an f32
+/// row scale `s = max|k| / 32767`, each value element rounded to binary16.
+/// `2 d + 4 + 2 dv` bytes per token, against `4 (d + dv)` for f32.
+fn rounded(h: &Head) -> Head {
+    let d = h.d;
+    let mut k = h.k.clone();
+    for row in k.chunks_exact_mut(d) {
+        let amax = row.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+        if amax > 0.0 {
+            let s = amax / 32767.0;
+            row.iter_mut().for_each(|x| *x = (*x / s).round() * s);
+        }
+    }
+    let v = h.v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    Head {
+        name: h.name.clone(),
+        n: h.n,
+        d,
+        scale: h.scale,
+        q: h.q.clone(),
+        k,
+        v,
+        o: Vec::new(),
+    }
+}
+
+/// StreamingLLM with int16 keys and binary16 values (`rounded`): 1.94x the
+/// tokens of `streaming_llm` at d = dv = 64.
+pub fn streaming_llm_i16(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    streaming_llm_at(&rounded(h), 4 * h.d + 4, budget, rows)
+}
+
+/// H2O with int16 keys and binary16 values (`rounded`), f32 scores.
+pub fn h2o_i16(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    h2o_at(&rounded(h), 4 * h.d + 8, budget, rows)
 }
 
 pub fn taylor2(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
