@@ -9,6 +9,7 @@
 //!
 //! Synthetic mode is the paper's bounded-entry regime: d = dv = 16, degree 4,
 //! s = 1/d, entries of q and k in [-1.5, 1.5], values correlated with keys.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 

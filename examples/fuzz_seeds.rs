@@ -1,6 +1,7 @@
 //! Writes seed inputs for the `deserialize` fuzz target: serialized heads of
 //! small configs in both modes, empty and after a few tokens.
 //! Usage: `cargo run --release --example fuzz_seeds -- fuzz/corpus/deserialize`
+#![allow(clippy::explicit_counter_loop)]
 use attnsketch::{Config, Mode, Sketch};
 
 fn main() {

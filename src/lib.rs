@@ -22,6 +22,10 @@
 //!   a thin validating layer over the safe API.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+// `!(x <= limit)` is deliberate: it is also true for NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+// Index loops over several parallel arrays read better than zipped iterators.
+#![allow(clippy::needless_range_loop)]
 
 pub mod baseline;
 pub mod config;

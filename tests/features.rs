@@ -1,5 +1,6 @@
 //! Feature expansion against the f64 reference, and the kernel identity
 //! `<phi_q(q), phi_k(k)> = P(s q.k)`.
+#![allow(clippy::needless_range_loop)]
 mod common;
 use attnsketch::kernels::Kernels;
 use attnsketch::{reference, FeatureMap, Level, Polynomial};

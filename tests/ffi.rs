@@ -207,9 +207,9 @@ fn refused_calls_write_nothing_and_change_nothing() {
             AS_ERR_WRONG_MODE
         );
         // Half-precision NaN (0x7E00) and Inf (0x7C00) in f16, NaN (0x7FC0) in bf16.
-        let hq = vec![0x3C00u16; 8];
-        let mut hk = vec![0x3C00u16; 8];
-        let hv = vec![0x3C00u16; 6];
+        let hq = [0x3C00u16; 8];
+        let mut hk = [0x3C00u16; 8];
+        let hv = [0x3C00u16; 6];
         hk[0] = 0x7E00;
         assert_eq!(
             as_push_token_f16(

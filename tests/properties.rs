@@ -26,11 +26,11 @@ fn wild(r: &mut Rng) -> f32 {
 /// Mostly ordinary values, sometimes one wild element.
 fn vec(r: &mut Rng, n: usize) -> Vec<f32> {
     let mut v = r.vec(n, 1.0);
-    if n > 0 && r.next_u64() % 4 == 0 {
+    if n > 0 && r.next_u64().is_multiple_of(4) {
         let i = (r.next_u64() % n as u64) as usize;
         v[i] = wild(r);
     }
-    if r.next_u64() % 32 == 0 {
+    if r.next_u64().is_multiple_of(32) {
         v.pop(); // wrong shape
     }
     v
@@ -41,7 +41,7 @@ fn random_cfg(r: &mut Rng) -> Config {
     c.value_dim = 1 + (r.next_u64() % 6) as u32;
     c.degree = (r.next_u64() % 4) as u32;
     c.seed = r.next_u64() % 3;
-    c.mode = if r.next_u64() % 2 == 0 {
+    c.mode = if r.next_u64().is_multiple_of(2) {
         Mode::Causal
     } else {
         Mode::NonCausal
@@ -69,7 +69,7 @@ fn refused_calls_change_nothing_and_accepted_outputs_are_finite() {
                     q.resize(n * d, 0.5);
                     let k: Vec<f32> = (0..n * d)
                         .map(|_| {
-                            if r.next_u64() % 50 == 0 {
+                            if r.next_u64().is_multiple_of(50) {
                                 wild(&mut r)
                             } else {
                                 r.uni()
@@ -197,7 +197,11 @@ fn round_trips_of_random_states_are_bit_exact() {
         let mut o = vec![0.0f32; dv];
         for _ in 0..n {
             // Large keys sometimes: accepted until the range limit, then refused.
-            let ks = if r.next_u64() % 8 == 0 { 1e6 } else { 1.0 };
+            let ks = if r.next_u64().is_multiple_of(8) {
+                1e6
+            } else {
+                1.0
+            };
             let (q, k, v) = (r.vec(d, 1.0), r.vec(d, ks), r.vec(dv, 1.0));
             let _ = match c.mode {
                 Mode::Causal => h.push_token(&q, &k, &v, &mut o),

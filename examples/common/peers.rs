@@ -168,7 +168,10 @@ fn rounded(h: &Head) -> Head {
             row.iter_mut().for_each(|x| *x = (*x / s).round() * s);
         }
     }
-    let v = h.v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    let v =
+        h.v.iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
+            .collect();
     Head {
         name: h.name.clone(),
         n: h.n,

@@ -32,7 +32,7 @@ pub unsafe extern "C" fn as_bank_create(
 #[no_mangle]
 pub unsafe extern "C" fn as_bank_free(b: *mut as_bank) {
     // SAFETY: NULL or a live bank, by the contract.
-    let _ = guard_value((), || unsafe { handles::free(b) });
+    guard_value((), || unsafe { handles::free(b) });
 }
 
 /// One token for all heads (head-major arrays).

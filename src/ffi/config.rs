@@ -97,7 +97,7 @@ pub unsafe extern "C" fn as_config_init(cfg: *mut as_config, head_dim: u32) -> a
         if cfg.is_null() {
             return Err(Error::Null);
         }
-        if (cfg as usize) % core::mem::align_of::<as_config>() != 0 {
+        if !(cfg as usize).is_multiple_of(core::mem::align_of::<as_config>()) {
             return Err(Error::InvalidArg);
         }
         if head_dim == 0 || head_dim > crate::config::MAX_DIM {
@@ -187,7 +187,7 @@ pub unsafe fn read_config(cfg: *const as_config) -> Result<Config, Error> {
     if cfg.is_null() {
         return Err(Error::Null);
     }
-    if (cfg as usize) % core::mem::align_of::<as_config>() != 0 {
+    if !(cfg as usize).is_multiple_of(core::mem::align_of::<as_config>()) {
         return Err(Error::InvalidArg);
     }
     // SAFETY: every read below lies within the CONFIG_BASE_SIZE bytes that

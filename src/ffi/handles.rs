@@ -103,7 +103,7 @@ fn check_ptr<T>(p: *const T, n: usize) -> Result<(), Error> {
     if p.is_null() {
         return Err(Error::Null);
     }
-    if (p as usize) % core::mem::align_of::<T>() != 0 {
+    if !(p as usize).is_multiple_of(core::mem::align_of::<T>()) {
         return Err(Error::InvalidArg);
     }
     match n.checked_mul(core::mem::size_of::<T>()) {

@@ -76,7 +76,7 @@ pub unsafe extern "C" fn as_merge(dst: *mut as_sketch, src: *const as_sketch) ->
         if dst.is_null() || src.is_null() {
             return Err(Error::Null);
         }
-        if dst as *const as_sketch == src {
+        if std::ptr::eq(dst, src) {
             return Err(Error::InvalidArg);
         }
         // SAFETY: two distinct live handles; `dst` used by this thread only.

@@ -46,7 +46,7 @@ pub unsafe extern "C" fn as_create(cfg: *const as_config, out: *mut *mut as_sket
 #[no_mangle]
 pub unsafe extern "C" fn as_free(h: *mut as_sketch) {
     // SAFETY: NULL or a live handle, by the contract.
-    let _ = guard_value((), || unsafe { handles::free(h) });
+    guard_value((), || unsafe { handles::free(h) });
 }
 
 /// Causal: absorb (k, v) as token j (tokens count from 0 in push order),

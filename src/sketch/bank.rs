@@ -66,7 +66,7 @@ pub const MAX_THREADS: u32 = 256;
 impl Bank {
     /// `n_q % n_kv == 0`, both non-zero; causal configs only.
     pub fn new(cfg: &Config, n_q: u32, n_kv: u32) -> Result<Self> {
-        if n_kv == 0 || n_q == 0 || n_q % n_kv != 0 || n_q > 65536 {
+        if n_kv == 0 || n_q == 0 || !n_q.is_multiple_of(n_kv) || n_q > 65536 {
             return Err(Error::InvalidArg);
         }
         cfg.validate()?;
