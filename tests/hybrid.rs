@@ -530,16 +530,7 @@ fn binary16_values_every_level_matches_the_reference() {
             let mut c = c0.clone();
             c.value_dim = dv as u32;
             let mut h = Sketch::with_level(&c, l).unwrap();
-            let mut out = vec![0.0f32; n * dv];
-            for j in 0..n {
-                h.push_token(
-                    &q[j * d..(j + 1) * d],
-                    &k[j * d..(j + 1) * d],
-                    &v[j * dv..(j + 1) * dv],
-                    &mut out[j * dv..(j + 1) * dv],
-                )
-                .unwrap();
-            }
+            let out = push_each(&mut h, &q[..n * d], &k[..n * d], &v[..n * dv], d, dv);
             for j in 0..n {
                 let e = reference::rel_err(
                     &to64(&out[j * dv..(j + 1) * dv]),
@@ -700,16 +691,7 @@ fn int16_keys_every_level_matches_the_reference() {
                 .filter(|l| l.supported())
             {
                 let mut h = Sketch::with_level(&c0, l).unwrap();
-                let mut out = vec![0.0f32; n * dv];
-                for j in 0..n {
-                    h.push_token(
-                        &q[j * d..(j + 1) * d],
-                        &k[j * d..(j + 1) * d],
-                        &v[j * dv..(j + 1) * dv],
-                        &mut out[j * dv..(j + 1) * dv],
-                    )
-                    .unwrap();
-                }
+                let out = push_each(&mut h, &q[..n * d], &k[..n * d], &v[..n * dv], d, dv);
                 // Binary16 values (not rounded in the reference) add their
                 // own rounding, 2^-12 relative per element (more where
                 // the weighted sum cancels).

@@ -275,16 +275,7 @@ fn whole_sketch_per_level_matches_reference() {
         for &lv in Level::ALL.iter().filter(|l| l.supported()) {
             let mut h = Sketch::with_level(&cfg, lv).unwrap();
             assert_eq!(h.level(), lv);
-            let mut out = vec![0.0f32; n * dv];
-            for j in 0..n {
-                h.push_token(
-                    &q[j * d..(j + 1) * d],
-                    &k[j * d..(j + 1) * d],
-                    &v[j * dv..(j + 1) * dv],
-                    &mut out[j * dv..(j + 1) * dv],
-                )
-                .unwrap();
-            }
+            let out = push_each(&mut h, &q[..n * d], &k[..n * d], &v[..n * dv], d, dv);
             let e = reference::rel_err(&to64(&out), &want);
             let ep = reference::rel_err(&to64(&out), &to64(&pout));
             assert!(e < 2e-5, "{lv:?} d={d} dv={dv}: rel err {e}");

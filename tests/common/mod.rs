@@ -35,3 +35,27 @@ pub fn kernel_levels() -> Vec<&'static attnsketch::kernels::Kernels> {
     }
     v
 }
+
+/// Every token `j < n` through `push_token` (causal), row by row; the
+/// outputs, `n x dv`.
+pub fn push_each(
+    h: &mut attnsketch::Sketch,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d: usize,
+    dv: usize,
+) -> Vec<f32> {
+    let n = q.len() / d;
+    let mut out = vec![0.0f32; n * dv];
+    for j in 0..n {
+        h.push_token(
+            &q[j * d..(j + 1) * d],
+            &k[j * d..(j + 1) * d],
+            &v[j * dv..(j + 1) * dv],
+            &mut out[j * dv..(j + 1) * dv],
+        )
+        .unwrap();
+    }
+    out
+}
