@@ -511,14 +511,12 @@ fn binary16_values_every_level_matches_the_reference() {
                         .sum::<f64>()
                 })
                 .collect();
-            let xm = x.iter().cloned().fold(f64::MIN, f64::max);
-            let w: Vec<f64> = x.iter().map(|&t| (t - xm).exp()).collect();
-            let den: f64 = w.iter().sum();
+            let w = softmax64(&x);
             for i in 0..=j {
                 let exact = i < sinks || j - i < r;
                 let row = if exact { &v } else { &rounded };
                 for c in 0..dv {
-                    want[j * dv + c] += w[i] / den * row[i * dv + c] as f64;
+                    want[j * dv + c] += w[i] * row[i * dv + c] as f64;
                 }
             }
         }
@@ -659,12 +657,10 @@ fn int16_keys_every_level_matches_the_reference() {
                             .sum::<f64>()
                     })
                     .collect();
-                let xm = x.iter().cloned().fold(f64::MIN, f64::max);
-                let w: Vec<f64> = x.iter().map(|&t| (t - xm).exp()).collect();
-                let den: f64 = w.iter().sum();
+                let w = softmax64(&x);
                 for i in 0..=j {
                     for c in 0..dv {
-                        want[j * dv + c] += w[i] / den * v[i * dv + c] as f64;
+                        want[j * dv + c] += w[i] * v[i * dv + c] as f64;
                     }
                 }
             }

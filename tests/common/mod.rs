@@ -59,3 +59,11 @@ pub fn push_each(
     }
     out
 }
+
+/// `softmax(x)` in f64 (shifted by the max).
+pub fn softmax64(x: &[f64]) -> Vec<f64> {
+    let xm = x.iter().cloned().fold(f64::MIN, f64::max);
+    let w: Vec<f64> = x.iter().map(|&t| (t - xm).exp()).collect();
+    let den: f64 = w.iter().sum();
+    w.into_iter().map(|t| t / den).collect()
+}
