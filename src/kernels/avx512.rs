@@ -441,35 +441,7 @@ unsafe fn i16_row_dots_imp(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32])
     };
     // SAFETY: rows i < n span a[i d .. (i + 1) d] <= a.len(); scale and out
     // are read / written at i < n <= len; masked lanes past d touch no memory.
-    unsafe {
-        let mut m4 = _mm_set1_ps(f32::NEG_INFINITY);
-        let mut i = 0;
-        while i + KR <= n {
-            let v = _mm_mul_ps(hsum4(i16_block::<KR>(k, i)), _mm_loadu_ps(sp.add(i)));
-            _mm_storeu_ps(op.add(i), v);
-            // maxps returns its second operand when the first is NaN, so a
-            // NaN score is skipped as by `f32::max` (m4 is never NaN).
-            m4 = _mm_max_ps(v, m4);
-            i += KR;
-        }
-        let mut buf = [0.0f32; KR];
-        _mm_storeu_ps(buf.as_mut_ptr(), m4);
-        let mut mx = buf.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        if i < n {
-            let s = match n - i {
-                1 => i16_block::<1>(k, i),
-                2 => i16_block::<2>(k, i),
-                _ => i16_block::<3>(k, i),
-            };
-            _mm_storeu_ps(buf.as_mut_ptr(), hsum4(s));
-            for (j, &x) in buf[..n - i].iter().enumerate() {
-                let v = *sp.add(i + j) * x;
-                *op.add(i + j) = v;
-                mx = mx.max(v);
-            }
-        }
-        mx
-    }
+    unsafe { scaled_rows_by_4!(k, n, sp, op, i16_block) }
 }
 
 /// Pointers and shape of one `i16_row_dots` call.

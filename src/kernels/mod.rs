@@ -25,6 +25,46 @@ macro_rules! by_vectors {
     };
 }
 
+/// The four-row driver of the x86 `i16_row_dots`: `$block::<R>($k, i)`
+/// gives the partial sums of rows `i..i + R` (`R <= KR = 4`, missing rows
+/// zero) that `hsum4` reduces to one `__m128`; times the four row scales
+/// from `$sp`, stored to `$op`; leftover rows take `R = n mod 4`. Returns
+/// the largest result (a NaN score is skipped as by `f32::max`). Must run
+/// inside `unsafe` with `$sp`, `$op` valid for `$n` elements.
+#[cfg(target_arch = "x86_64")]
+macro_rules! scaled_rows_by_4 {
+    ($k:expr, $n:expr, $sp:expr, $op:expr, $block:ident) => {{
+        let (n, sp, op) = ($n, $sp, $op);
+        let mut m4 = _mm_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i + KR <= n {
+            let v = _mm_mul_ps(hsum4($block::<KR>($k, i)), _mm_loadu_ps(sp.add(i)));
+            _mm_storeu_ps(op.add(i), v);
+            // maxps returns its second operand when the first is NaN, so a
+            // NaN score is skipped as by `f32::max` (m4 is never NaN).
+            m4 = _mm_max_ps(v, m4);
+            i += KR;
+        }
+        let mut buf = [0.0f32; KR];
+        _mm_storeu_ps(buf.as_mut_ptr(), m4);
+        let mut mx = buf.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        if i < n {
+            let s = match n - i {
+                1 => $block::<1>($k, i),
+                2 => $block::<2>($k, i),
+                _ => $block::<3>($k, i),
+            };
+            _mm_storeu_ps(buf.as_mut_ptr(), hsum4(s));
+            for (j, &x) in buf[..n - i].iter().enumerate() {
+                let v = *sp.add(i + j) * x;
+                *op.add(i + j) = v;
+                mx = mx.max(v);
+            }
+        }
+        mx
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
