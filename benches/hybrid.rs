@@ -4,13 +4,13 @@
 //! Per CPU level and budget (`Config::for_budget`, d = dv = 64): a causal
 //! hybrid head filled past its capacity (every push then scores C exact
 //! slots and G tail groups, evicts one token and merges two groups) is timed
-//! per `push_token` with three row formats: the preset's int16 keys and
-//! binary16 values (`i16`), f32 keys and binary16 values (`f16`), and f32
-//! keys and values (`f32`); exact decoding
-//! (`ExactDecoder`, the level's online softmax over n cached tokens) is timed
-//! in the same interleaved rounds. Reported: medians, the i16/f16/f32 time
-//! ratios, and exact(n) / push per n with the smallest n from which the
-//! hybrid push is faster.
+//! per `push_token` with three row formats: the preset's (`preset`: int16
+//! keys, int8 values up to 1 MiB and binary16 values above), int16 keys and
+//! binary16 values (`i16f16`), and f32 keys and values (`f32`); exact
+//! decoding (`ExactDecoder`, the level's online softmax over n cached
+//! tokens) is timed in the same interleaved rounds. Reported: medians, the
+//! preset / i16f16 / f32 time ratios, and exact(n) / push(preset) per n
+//! with the smallest n from which the hybrid push is faster.
 //!
 //! Usage: `hybrid --bench [quick]` (what `cargo bench --bench hybrid`
 //! passes); without `--bench` (as under `cargo test --all-targets`) a
@@ -36,18 +36,23 @@ struct Stream {
     v: Vec<f32>,
 }
 
-/// Row formats timed: name, int16 keys, binary16 values.
-const FORMATS: [(&str, bool, bool); 3] = [
-    ("i16", true, true),
-    ("f16", false, true),
-    ("f32", false, false),
+/// Row formats timed: name, (key_format, value_format) or `None` for the
+/// preset's own choice.
+const FORMATS: [(&str, Option<(u32, u32)>); 3] = [
+    ("preset", None),
+    ("i16f16", Some((1, 1))),
+    ("f32", Some((0, 0))),
 ];
 
-fn hybrid_case(level: Level, kib: usize, format: usize, s: &Rc<Stream>) -> (Case, usize) {
-    let (fmt, keys, vals) = FORMATS[format];
+/// The case, its exact slots and its value format.
+fn hybrid_case(level: Level, kib: usize, format: usize, s: &Rc<Stream>) -> (Case, usize, u32) {
+    let (fmt, formats) = FORMATS[format];
     let mut cfg = Config::new(D as u32);
     cfg.mode = Mode::Causal;
-    cfg.for_budget_with(kib * 1024, keys, vals).unwrap();
+    match formats {
+        None => cfg.for_budget(kib * 1024).unwrap(),
+        Some((kf, vf)) => cfg.for_budget_formats(kib * 1024, kf, vf).unwrap(),
+    }
     let mut h = Sketch::with_level(&cfg, level).unwrap();
     let cap = (cfg.sink_tokens + cfg.window_tokens + cfg.heavy_tokens) as usize;
     let s = s.clone();
@@ -73,6 +78,7 @@ fn hybrid_case(level: Level, kib: usize, format: usize, s: &Rc<Stream>) -> (Case
             samples: vec![],
         },
         cap,
+        cfg.value_format,
     )
 }
 
@@ -103,8 +109,8 @@ fn main() {
     for &lv in &levels {
         for &kib in budgets {
             for f in 0..FORMATS.len() {
-                let (c, cap) = hybrid_case(lv, kib, f, &stream);
-                caps.push((kib, f, cap));
+                let (c, cap, vf) = hybrid_case(lv, kib, f, &stream);
+                caps.push((kib, f, cap, vf));
                 cases.push(c);
             }
         }
@@ -128,12 +134,14 @@ fn main() {
     for &lv in &levels {
         for &kib in budgets {
             let t = |f: usize| get(&format!("hybrid {kib} KiB {} {}", FORMATS[f].0, lv.name()));
-            let (i16t, f16, f32t) = (t(0), t(1), t(2));
+            let (pre, f16, f32t) = (t(0), t(1), t(2));
             let cap = |f| caps.iter().find(|c| c.0 == kib && c.1 == f).unwrap().2;
+            let vf = caps.iter().find(|c| c.0 == kib && c.1 == 0).unwrap().3;
+            let vname = ["f32", "binary16", "int8"][vf as usize];
             let mut line = String::new();
             let mut cross = None;
             for &n in ns {
-                let r = get(&format!("exact n={n} {}", lv.name())) / i16t;
+                let r = get(&format!("exact n={n} {}", lv.name())) / pre;
                 if r >= 1.0 && cross.is_none() {
                     cross = Some(n);
                 }
@@ -143,12 +151,13 @@ fn main() {
                 line += &format!(" {n}:{r:.2}");
             }
             println!(
-                "{:<7} {kib:>4} KiB: C {} (i16) / {} (f16) / {} (f32); i16/f32 time {:.2}, f16/f32 {:.2}; exact(n)/push(i16){line}; push faster from n = {}",
+                "{:<7} {kib:>4} KiB: C {} (preset, {} values) / {} (i16f16) / {} (f32); preset/f32 time {:.2}, i16f16/f32 {:.2}; exact(n)/push(preset){line}; push faster from n = {}",
                 lv.name(),
                 cap(0),
+                vname,
                 cap(1),
                 cap(2),
-                i16t / f32t,
+                pre / f32t,
                 f16 / f32t,
                 cross.map(|n| n.to_string()).unwrap_or("-".into())
             );

@@ -1,5 +1,6 @@
 //! criterion benches per kernel and per CPU level (d = dv = 64, g = 2),
-//! the push per level, and the exact decode baseline per level.
+//! the push per level, the exact decode baseline per level, and the
+//! hybrid's score and value row passes per level.
 use attnsketch::baseline::ExactDecoder;
 use attnsketch::kernels::Kernels;
 use attnsketch::{Config, FeatureMap, Level, Sketch};
@@ -162,5 +163,33 @@ fn score_rows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, push_and_exact, score_rows);
+/// The hybrid's value sum over C = 2048 rows (dv = 64): binary16 rows
+/// (`f16_rows`) vs int8 rows (`i8_rows`), per level.
+fn value_rows(c: &mut Criterion) {
+    const C: usize = 2048;
+    let mut g = c.benchmark_group("value_rows");
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20)
+        .throughput(Throughput::Elements(C as u64));
+    let v = vecf(C * DV, 31);
+    let h: Vec<u16> = v
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect();
+    let a8: Vec<i8> = v.iter().map(|&x| (x * 254.0) as i8).collect();
+    let w = vecf(C, 32);
+    let mut out = vec![0.0f32; DV];
+    for k in levels() {
+        g.bench_function(BenchmarkId::new("f16", k.level.name()), |b| {
+            b.iter(|| (k.f16_rows)(&w, black_box(&h), &mut out))
+        });
+        g.bench_function(BenchmarkId::new("i8", k.level.name()), |b| {
+            b.iter(|| (k.i8_rows)(&w, black_box(&a8), &mut out))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels, push_and_exact, score_rows, value_rows);
 criterion_main!(benches);

@@ -46,6 +46,12 @@
 #define AS_VALUES_F16 1
 
 /*
+ `value_format`: int8 values with a row scale and exact residuals for
+ sinks and the newest tokens.
+ */
+#define AS_VALUES_I8 2
+
+/*
  Attention mode of a handle.
  */
 enum as_mode
@@ -156,10 +162,13 @@ typedef struct as_config {
   uint64_t max_tokens;
   /*
    Hybrid mode: how exact tokens' values are stored: `AS_VALUES_F32`
-   (0, default; also when absent) or `AS_VALUES_F16` (binary16 rows with
+   (0, default; also when absent), `AS_VALUES_F16` (binary16 rows with
    a power-of-two scale each, exact for the sinks and the newest tokens:
-   ~1/4 fewer bytes per exact token at d = dv; relative output error
-   from the rounding ~1e-5, measured on real heads). Presets choose it.
+   132 instead of 256 bytes per value at dv = 64; relative output error
+   from the rounding ~1e-5, measured on real heads) or `AS_VALUES_I8`
+   (int8 rows with an f32 scale each, `max|v| / 127`, the same exact
+   residuals: 68 bytes per value at dv = 64; rounding error 1e-4..7e-3).
+   Presets choose binary16 or, at small budgets, int8.
    */
   uint32_t value_format;
   /*
@@ -319,14 +328,15 @@ as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
  `value_dim`, `scale` and `mode` (call `as_config_init` first). Today:
  4 attention sinks, an adaptive recent window / heavy-hitter split, a
  32-group moment tail that absorbs every evicted token, int16 keys
- (`AS_KEYS_I16`) and binary16 values (`AS_VALUES_F16`); each is f32 when
- the caller's `struct_size` predates its field (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
+ (`AS_KEYS_I16`) and binary16 values (`AS_VALUES_F16`), or int8 values
+ (`AS_VALUES_I8`) when binary16 ones would leave fewer than 4096 exact
+ tokens; keys or values are f32 when the caller's `struct_size` predates
+ their field (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
  plain degree-0 sketch (uniform attention: the running mean of the
  values); below that `AS_ERR_INVALID_ARG`.
  Writes `cfg` only on success.
  */
-as_status as_config_for_budget(struct as_config *cfg,
-                               size_t bytes);
+as_status as_config_for_budget(struct as_config *cfg, size_t bytes);
 
 /*
  Name of the level new handles get (`"portable"`, `"avx2"`, `"avx512"`):

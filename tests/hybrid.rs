@@ -79,6 +79,38 @@ fn evicted_tokens_are_folded_not_dropped() {
     assert!(e < 0.5 * e_drop, "{e} vs {e_drop}");
 }
 
+/// Presets store int8 values exactly when binary16 values would leave fewer
+/// than `INT8_BELOW` exact slots (d = dv = 64: 256 KiB..1 MiB int8, 2 MiB
+/// and 8 MiB binary16), and int8 then holds more slots.
+#[test]
+fn presets_pick_int8_values_below_the_slot_threshold() {
+    use attnsketch::config::INT8_BELOW;
+    for &d in &[16u32, 64, 128] {
+        for &kib in &[128usize, 256, 512, 1024, 2048, 8192] {
+            let bytes = kib * 1024;
+            let mut c = Config::new(d);
+            c.for_budget(bytes).unwrap();
+            let mut c16 = Config::new(d);
+            c16.for_budget_formats(bytes, 1, 1).unwrap();
+            if c16.exact_slots() < INT8_BELOW {
+                assert_eq!(c.value_format, 2, "d={d} {kib} KiB");
+                assert!(c.exact_slots() > c16.exact_slots(), "d={d} {kib} KiB");
+                assert!(Sketch::bytes_for(&c) <= bytes);
+            } else {
+                assert_eq!(c, c16, "d={d} {kib} KiB");
+            }
+            if d == 64 {
+                let want = if kib <= 1024 { 2 } else { 1 };
+                assert_eq!(c.value_format, want, "d=64 {kib} KiB");
+            }
+            // A caller who cannot see value_format gets f32 values.
+            let mut old = Config::new(d);
+            old.for_budget_with(bytes, true, false).unwrap();
+            assert_eq!(old.value_format, 0);
+        }
+    }
+}
+
 #[test]
 fn budget_presets_stay_within_budget() {
     for &d in &[16u32, 64, 128] {
@@ -113,10 +145,11 @@ fn budget_presets_stay_within_budget() {
     // negative on large scores).
     // The smallest budget that works gets the plain sketch.
     let mut c = Config::new(16);
-    let kib = (1..64)
-        .find(|&kib| Config::new(16).for_budget(kib * 1024).is_ok())
+    let bytes = (64..65536)
+        .step_by(64)
+        .find(|&b| Config::new(16).for_budget(b).is_ok())
         .unwrap();
-    c.for_budget(kib * 1024).unwrap();
+    c.for_budget(bytes).unwrap();
     assert!(
         c.sink_tokens == 0 && c.window_tokens == 0 && c.degree == 0,
         "{c:?}"
@@ -250,7 +283,7 @@ fn bytes_for_matches_state_bytes_for_every_part() {
         h.heavy_tokens = 10;
         h.sink_tokens = 3;
         cfgs.push(h.clone());
-        for (kf, vf) in [(1, 0), (0, 1), (1, 1)] {
+        for (kf, vf) in [(1, 0), (0, 1), (1, 1), (0, 2), (1, 2)] {
             let mut r = h.clone();
             (r.key_format, r.value_format) = (kf, vf);
             cfgs.push(r);
@@ -606,15 +639,120 @@ fn binary16_values_are_exact_for_sinks_and_the_newest_tokens() {
 /// `k` rounded as int16 keys store it: `s = max|k| / 32767` (f32),
 /// `n = round(k / s)`, stored `s n` (f64, as the kernel scales the sum).
 fn int16_row(k: &[f32]) -> Vec<f64> {
+    symmetric_row(k, 32767.0)
+}
+
+/// `s round(x / s)` with `s = max|x| / qmax` (f32 arithmetic, as stored).
+fn symmetric_row(k: &[f32], qmax: f32) -> Vec<f64> {
     let amax = k.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
     if amax == 0.0 {
         return vec![0.0; k.len()];
     }
-    let s = amax / 32767.0;
+    let s = amax / qmax;
     let inv = 1.0 / s;
     k.iter()
-        .map(|&x| s as f64 * (x * inv).round().clamp(-32767.0, 32767.0) as f64)
+        .map(|&x| s as f64 * (x * inv).round().clamp(-qmax, qmax) as f64)
         .collect()
+}
+
+/// Int8 values (`value_format` 2) at every CPU level against an f64
+/// reference with exact values for the sinks and the `R` newest tokens and
+/// the int8 rounding `s round(v / s)`, `s = max|v| / 127`, for the rest
+/// (R = 4 here): within 1e-5 relative per output row (norms below 0.1 per
+/// column count as 0.1), for value dims that
+/// hit every lane remainder of `i8_rows` (8 and 16 lanes, 64- and
+/// 128-column blocks), with f32 and int16 keys. The rounding is real: the
+/// reference with exact values differs by more than 1e-4.
+#[test]
+fn int8_values_every_level_match_the_reference() {
+    use attnsketch::sketch::hybrid::fresh_rows;
+    let (n, sinks, d) = (150usize, 2usize, 6usize);
+    let r = fresh_rows(2 + 200 + 56);
+    assert_eq!(r, 4);
+    for dv in [1usize, 5, 8, 15, 16, 17, 33, 64, 70, 130] {
+        let mut rng = Rng(90 + dv as u64);
+        let (q, k, v) = (
+            rng.vec(n * d, 1.0),
+            rng.vec(n * d, 1.0),
+            rng.vec(n * dv, 1.0),
+        );
+        let rounded: Vec<f64> = v
+            .chunks_exact(dv)
+            .flat_map(|r| symmetric_row(r, 127.0))
+            .collect();
+        for kf in [0u32, 1] {
+            let keys: Vec<f64> = if kf == 0 {
+                to64(&k)
+            } else {
+                k.chunks_exact(d).flat_map(int16_row).collect()
+            };
+            let s = (1.0 / (d as f64).sqrt()) as f32 as f64;
+            let attention = |exact_values: bool| {
+                let mut want = vec![0.0f64; n * dv];
+                for j in 0..n {
+                    let x: Vec<f64> = (0..=j)
+                        .map(|i| {
+                            let exact = i < sinks || j - i < r;
+                            s * (0..d)
+                                .map(|c| {
+                                    let kc = if exact {
+                                        k[i * d + c] as f64
+                                    } else {
+                                        keys[i * d + c]
+                                    };
+                                    q[j * d + c] as f64 * kc
+                                })
+                                .sum::<f64>()
+                        })
+                        .collect();
+                    let w = softmax64(&x);
+                    for i in 0..=j {
+                        let exact = exact_values || i < sinks || j - i < r;
+                        for c in 0..dv {
+                            let vc = if exact {
+                                v[i * dv + c] as f64
+                            } else {
+                                rounded[i * dv + c]
+                            };
+                            want[j * dv + c] += w[i] * vc;
+                        }
+                    }
+                }
+                want
+            };
+            let (want, all_exact) = (attention(false), attention(true));
+            let moved = reference::rel_err(&want, &all_exact);
+            // (A one-element row is exact: v / s = +-127.)
+            assert!(
+                dv == 1 || moved > 1e-4,
+                "dv {dv}: the rounding moves outputs by only {moved}"
+            );
+            let mut c0 = hybrid_cfg(d as u32, sinks as u32, 200, 56);
+            (c0.value_dim, c0.key_format, c0.value_format) = (dv as u32, kf, 2);
+            for l in attnsketch::Level::ALL
+                .iter()
+                .copied()
+                .filter(|l| l.supported())
+            {
+                let mut h = Sketch::with_level(&c0, l).unwrap();
+                let out = push_each(&mut h, &q[..n * d], &k[..n * d], &v[..n * dv], d, dv);
+                for j in 0..n {
+                    // Relative to the row, or to 0.1 per column where the
+                    // weighted mean of values in [-1, 1] cancels (dv = 1).
+                    let row = j * dv..(j + 1) * dv;
+                    let diff: f64 = out[row.clone()]
+                        .iter()
+                        .zip(&want[row.clone()])
+                        .map(|(&o, &w)| (o as f64 - w).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    let norm = want[row].iter().map(|w| w * w).sum::<f64>().sqrt();
+                    let e = diff / norm.max(0.1 * (dv as f64).sqrt());
+                    assert!(e < 1e-5, "{l:?} dv {dv} keys {kf} token {j}: rel err {e}");
+                }
+            }
+        }
+    }
 }
 
 /// Int16 keys at every CPU level against an f64 reference that uses exact

@@ -492,6 +492,133 @@ fn f16_rows_matches_reference() {
     }
 }
 
+/// `i8_rows` (the hybrid's int8 value sum) at every level against an f64
+/// reference: column counts 1..=17, 31, 33, 63..=65, 127..=129 and 200
+/// (every lane remainder of 8 and 16 lanes, one to three 64/128-column
+/// blocks) times row counts 0, 1, 2, 3, 5, 16, 33; values over the whole
+/// int8 range (-128 and 127 always present, 127 as the slice's last byte);
+/// `out` is accumulated into, so it starts non-zero. Tolerance: per column
+/// `(m + 2) 2^-23 (|out0| + sum_i |w_i a_ij|)`, the f32 summation bound (as
+/// `f16_rows`). `a` is passed exactly `m dv` long (the last row's tail ends
+/// the slice) and again with 16 more bytes: the results must be bitwise
+/// equal. With dyadic weights and integer `out0` every sum is exact in f32,
+/// so every level must give the f64 result exactly.
+#[test]
+fn i8_rows_matches_reference() {
+    let mut rng = Rng(79);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    let dvs: Vec<usize> = (1..=17)
+        .chain([31, 33, 63, 64, 65, 127, 128, 129, 200])
+        .collect();
+    for &dv in &dvs {
+        for m in [0usize, 1, 2, 3, 5, 16, 33] {
+            let mut a: Vec<i8> = (0..m * dv + 16)
+                .map(|_| (rng.next_u64() >> 56) as u8 as i8)
+                .collect();
+            if m > 0 {
+                a[0] = -128;
+                a[m * dv - 1] = 127;
+            }
+            let w = rng.vec(m, 1.0);
+            let out0 = rng.vec(dv, 2.0);
+            // Dyadic weights, integer out0: |sums| < 2^15, exact in f32.
+            let wx: Vec<f32> = (0..m)
+                .map(|_| (rng.next_u64() % 9) as f32 * 0.5 - 2.0)
+                .collect();
+            let ox: Vec<f32> = (0..dv)
+                .map(|_| (rng.next_u64() % 201) as f32 - 100.0)
+                .collect();
+            for k in &all {
+                let mut out = out0.clone();
+                (k.i8_rows)(&w, &a[..m * dv], &mut out);
+                let mut long = out0.clone();
+                (k.i8_rows)(&w, &a, &mut long);
+                assert_eq!(bits(&out), bits(&long), "{:?} m {m} dv {dv}", k.level);
+                let mut exact = ox.clone();
+                (k.i8_rows)(&wx, &a[..m * dv], &mut exact);
+                for j in 0..dv {
+                    let (mut r, mut mag) = (out0[j] as f64, out0[j].abs() as f64);
+                    let mut rx = ox[j] as f64;
+                    for i in 0..m {
+                        let x = w[i] as f64 * a[i * dv + j] as f64;
+                        r += x;
+                        mag += x.abs();
+                        rx += wx[i] as f64 * a[i * dv + j] as f64;
+                    }
+                    let tol = (m as f64 + 2.0) * 2f64.powi(-23) * mag;
+                    assert!(
+                        (out[j] as f64 - r).abs() <= tol,
+                        "{:?} m {m} dv {dv} col {j}: {} vs {r}",
+                        k.level,
+                        out[j]
+                    );
+                    assert_eq!(
+                        exact[j] as f64, rx,
+                        "{:?} exact m {m} dv {dv} col {j}",
+                        k.level
+                    );
+                }
+            }
+        }
+    }
+    // A short a is refused (a panic, caught at the C boundary), not read past.
+    for k in &all {
+        let r = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 8];
+            (k.i8_rows)(&[1.0, 1.0], &[0i8; 15], &mut out);
+        });
+        assert!(r.is_err(), "{:?}", k.level);
+    }
+}
+
+/// `i8_rows` reads nothing past `a`: `a` is placed to end exactly at a
+/// `PROT_NONE` page, so a read past it (a tail vector loaded whole on the
+/// last row) faults and kills the test. Every column count of
+/// `i8_rows_matches_reference` times 1, 2, 3 and 33 rows; results checked
+/// bitwise against the same call on an ordinary copy of `a`.
+#[cfg(target_os = "linux")]
+#[test]
+fn i8_rows_reads_nothing_past_a() {
+    const PAGE: usize = 1 << 16; // >= the page size, a multiple of it
+                                 // SAFETY: a fresh anonymous private mapping of two PAGE-sized runs, the
+                                 // second made inaccessible; unmapped at the end; nothing else aliases it.
+    unsafe {
+        let base = libc::mmap(
+            core::ptr::null_mut(),
+            2 * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(base, libc::MAP_FAILED);
+        let guard = (base as *mut u8).add(PAGE);
+        assert_eq!(libc::mprotect(guard.cast(), PAGE, libc::PROT_NONE), 0);
+        let mut rng = Rng(80);
+        let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+        all.extend(levels());
+        for dv in (1..=17usize).chain([31, 33, 63, 64, 65, 127, 128, 129, 200]) {
+            for m in [1usize, 2, 3, 33] {
+                let n = m * dv;
+                let src: Vec<i8> = (0..n).map(|_| (rng.next_u64() >> 56) as u8 as i8).collect();
+                let at = guard.sub(n) as *mut i8;
+                core::ptr::copy_nonoverlapping(src.as_ptr(), at, n);
+                let a = core::slice::from_raw_parts(at as *const i8, n);
+                let w = rng.vec(m, 1.0);
+                let out0 = rng.vec(dv, 2.0);
+                for k in &all {
+                    let (mut got, mut want) = (out0.clone(), out0.clone());
+                    (k.i8_rows)(&w, a, &mut got);
+                    (k.i8_rows)(&w, &src, &mut want);
+                    assert_eq!(bits(&got), bits(&want), "{:?} m {m} dv {dv}", k.level);
+                }
+            }
+        }
+        assert_eq!(libc::munmap(base, 2 * PAGE), 0);
+    }
+}
+
 /// `row_dots` (the hybrid's exact scores) and `row_dists` (its Ward merge)
 /// at every level against f64:
 /// every d in 1..=70 (all 8- and 16-lane remainders, one and two FMA

@@ -441,13 +441,15 @@ fn merge_refusals_change_nothing() {
 /// refused; merge has no rule (WRONG_MODE), nothing changed.
 #[test]
 fn hybrid_heads_round_trip_and_refuse_merge() {
-    // f32 rows; binary16 values and/or int16 keys (cap 138: 2 exact
-    // residual rows).
+    // f32 rows; binary16 or int8 values and/or int16 keys (cap 138: 2
+    // exact residual rows).
     for (format, keys, window, n) in [
         (0u32, 0u32, 8u32, 60usize),
         (1, 0, 130, 200),
         (0, 1, 130, 200),
         (1, 1, 130, 200),
+        (2, 0, 130, 200),
+        (2, 1, 130, 200),
     ] {
         let mut c = cfg(4, 4, 2, Mode::Causal, 1);
         c.sink_tokens = 2;

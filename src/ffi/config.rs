@@ -56,10 +56,13 @@ pub struct as_config {
     /// Longer streams still work, with a decode that is no longer logarithmic.
     pub max_tokens: u64,
     /// Hybrid mode: how exact tokens' values are stored: `AS_VALUES_F32`
-    /// (0, default; also when absent) or `AS_VALUES_F16` (binary16 rows with
+    /// (0, default; also when absent), `AS_VALUES_F16` (binary16 rows with
     /// a power-of-two scale each, exact for the sinks and the newest tokens:
-    /// ~1/4 fewer bytes per exact token at d = dv; relative output error
-    /// from the rounding ~1e-5, measured on real heads). Presets choose it.
+    /// 132 instead of 256 bytes per value at dv = 64; relative output error
+    /// from the rounding ~1e-5, measured on real heads) or `AS_VALUES_I8`
+    /// (int8 rows with an f32 scale each, `max|v| / 127`, the same exact
+    /// residuals: 68 bytes per value at dv = 64; rounding error 1e-4..7e-3).
+    /// Presets choose binary16 or, at small budgets, int8.
     pub value_format: u32,
     /// The padding after `value_format` made explicit (callers whose struct
     /// ends at `value_format` have 4 undefined bytes here): ignored, write 0.
@@ -84,6 +87,9 @@ pub const AS_VALUES_F32: u32 = 0;
 /// `value_format`: binary16 values with exact residuals for sinks and the
 /// newest tokens.
 pub const AS_VALUES_F16: u32 = 1;
+/// `value_format`: int8 values with a row scale and exact residuals for
+/// sinks and the newest tokens.
+pub const AS_VALUES_I8: u32 = 2;
 
 /// Bytes of the fields every caller must provide (up to `heavy_tokens`).
 pub const CONFIG_BASE_SIZE: usize = core::mem::offset_of!(as_config, heavy_tokens) + 4;
@@ -115,8 +121,10 @@ pub unsafe extern "C" fn as_config_init(cfg: *mut as_config, head_dim: u32) -> a
 /// `value_dim`, `scale` and `mode` (call `as_config_init` first). Today:
 /// 4 attention sinks, an adaptive recent window / heavy-hitter split, a
 /// 32-group moment tail that absorbs every evicted token, int16 keys
-/// (`AS_KEYS_I16`) and binary16 values (`AS_VALUES_F16`); each is f32 when
-/// the caller's `struct_size` predates its field (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
+/// (`AS_KEYS_I16`) and binary16 values (`AS_VALUES_F16`), or int8 values
+/// (`AS_VALUES_I8`) when binary16 ones would leave fewer than 4096 exact
+/// tokens; keys or values are f32 when the caller's `struct_size` predates
+/// their field (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
 /// plain degree-0 sketch (uniform attention: the running mean of the
 /// values); below that `AS_ERR_INVALID_ARG`.
 /// Writes `cfg` only on success.

@@ -30,6 +30,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     f16_rows,
+    i8_rows,
     row_dots,
     i16_row_dots,
     row_dists,
@@ -71,6 +72,7 @@ safe! {
     fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
+    fn i8_rows => i8_rows_imp(w: &[f32], a: &[i8], out: &mut [f32]);
     fn row_dots => row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32;
     fn i16_row_dots => i16_row_dots_imp(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32;
     fn row_dists => row_dists_imp(a: &[f32], q: &[f32], out: &mut [f32]);
@@ -442,6 +444,103 @@ unsafe fn rows_f16<const N: usize>(w: &[f32], h: *const u16, dv: usize, cw: usiz
             } else {
                 let mut t = [0.0f32; W];
                 st(t.as_mut_ptr(), *a);
+                for (l, &x) in t[..rem].iter().enumerate() {
+                    *out.add(v * W + l) += x;
+                }
+            }
+        }
+    }
+}
+
+/// `out[j] += sum_i w[i] f32(a[i dv + j])` (see [`Kernels::i8_rows`]):
+/// column blocks of up to 64 (8 ymm accumulators) while the rows stream by,
+/// one 8-byte load (`vmovq`), one `vpmovsxbd`, one `vcvtdq2ps` (exact) and
+/// one FMA per 8 values. A block's partial last vector (`cw % 8 != 0`) is
+/// loaded whole, its extra lanes (bytes of the next row) summed and dropped,
+/// on every row whose 8 bytes lie inside `a`; only the last rows, where they
+/// may not, copy their tail bytes into a zeroed 8-byte buffer.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn i8_rows_imp(w: &[f32], a: &[i8], out: &mut [f32]) {
+    let (m, dv) = (w.len(), out.len());
+    assert!(a.len() >= m * dv, "i8_rows: a too short");
+    let (ap, op) = (a.as_ptr(), out.as_mut_ptr());
+    let mut c0 = 0;
+    while c0 < dv {
+        let cw = (NB * W).min(dv - c0);
+        // Rows i < direct read the block's last vector whole: its 8 bytes
+        // at i dv + t0 lie inside a (all rows when the block has no tail).
+        let t0 = c0 + cw / W * W;
+        let direct = if cw % W == 0 {
+            m
+        } else {
+            a.len()
+                .checked_sub(t0 + W)
+                .map_or(0, |s| (s / dv + 1).min(m))
+        };
+        // SAFETY: rows i < m of the block span i dv + c0 .. + cw <= m dv <=
+        // a.len(), so its full vectors are inside a; a partial last vector
+        // is read whole only for i < direct (i dv + t0 + 8 <= a.len(), by
+        // the definition of direct), else through a buffer of its cw % 8
+        // bytes; out spans c0 .. c0 + cw <= dv.
+        unsafe {
+            let (ac, oc) = (ap.add(c0), op.add(c0));
+            by_vectors!(cw.div_ceil(W), rows_i8(w, ac, dv, cw, direct, oc));
+        }
+        c0 += cw;
+    }
+}
+
+/// 8 int8 at `p` as 8 f32 (exact): `vmovq` + `vpmovsxbd` + `vcvtdq2ps`.
+#[inline(always)]
+unsafe fn i8x8(p: *const i8) -> __m256 {
+    unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
+}
+
+/// One column block of `i8_rows`: `N = ceil(cw / 8)` accumulators, the last
+/// one partial when `cw % 8 != 0` (read whole on rows `< direct`, through a
+/// zeroed 8-byte buffer after; only its first `cw % 8` sums are added).
+#[inline(always)]
+unsafe fn rows_i8<const N: usize>(
+    w: &[f32],
+    a: *const i8,
+    dv: usize,
+    cw: usize,
+    direct: usize,
+    out: *mut f32,
+) {
+    unsafe {
+        let rem = cw % W;
+        // Vector v is whole (all 8 lanes live) unless it is the partial last.
+        let whole = |v: usize| v + 1 < N || rem == 0;
+        let mut acc = [_mm256_setzero_ps(); N];
+        let (wd, wb) = w.split_at(direct);
+        for (i, &wi) in wd.iter().enumerate() {
+            let wv = _mm256_set1_ps(wi);
+            let row = a.add(i * dv);
+            for (v, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(wv, i8x8(row.add(v * W)), *acc);
+            }
+        }
+        for (i, &wi) in wb.iter().enumerate() {
+            let wv = _mm256_set1_ps(wi);
+            let row = a.add((direct + i) * dv);
+            for (v, acc) in acc.iter_mut().enumerate() {
+                let x = if whole(v) {
+                    i8x8(row.add(v * W))
+                } else {
+                    let mut t = [0i8; W];
+                    core::ptr::copy_nonoverlapping(row.add(v * W), t.as_mut_ptr(), rem);
+                    i8x8(t.as_ptr())
+                };
+                *acc = _mm256_fmadd_ps(wv, x, *acc);
+            }
+        }
+        for (v, acc) in acc.iter().enumerate() {
+            if whole(v) {
+                st(out.add(v * W), _mm256_add_ps(ld(out.add(v * W)), *acc));
+            } else {
+                let mut t = [0.0f32; W];
+                st(t.as_mut_ptr(), *acc);
                 for (l, &x) in t[..rem].iter().enumerate() {
                     *out.add(v * W + l) += x;
                 }

@@ -28,6 +28,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     f16_rows,
+    i8_rows,
     row_dots,
     i16_row_dots,
     row_dists,
@@ -68,6 +69,7 @@ safe! {
     fn f16_to_f32 => f16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn bf16_to_f32 => bf16_to_f32_imp(src: &[u16], dst: &mut [f32]);
     fn f16_rows => f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]);
+    fn i8_rows => i8_rows_imp(w: &[f32], a: &[i8], out: &mut [f32]);
     fn row_dots => row_dots_imp(a: &[f32], q: &[f32], out: &mut [f32]) -> f32;
     fn i16_row_dots => i16_row_dots_imp(a: &[i16], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32;
     fn row_dists => row_dists_imp(a: &[f32], q: &[f32], out: &mut [f32]);
@@ -347,6 +349,57 @@ unsafe fn rows_f16<const N: usize>(w: &[f32], h: *const u16, dv: usize, cw: usiz
         for (v, a) in acc.iter().enumerate() {
             let p = out.add(v * W);
             stm(p, k(v), _mm512_add_ps(ldm(p, k(v)), *a));
+        }
+    }
+}
+
+/// `out[j] += sum_i w[i] f32(a[i dv + j])` (see [`Kernels::i8_rows`]):
+/// column blocks of up to 128 (8 zmm accumulators) while the rows stream by,
+/// one 16-byte load, one `vpmovsxbd`, one `vcvtdq2ps` (exact) and one FMA
+/// per 16 values; the last vector of a block is a k-masked `vmovdqu8`
+/// (masked bytes touch no memory).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
+unsafe fn i8_rows_imp(w: &[f32], a: &[i8], out: &mut [f32]) {
+    let dv = out.len();
+    assert!(a.len() >= w.len() * dv, "i8_rows: a too short");
+    let (ap, op) = (a.as_ptr(), out.as_mut_ptr());
+    let mut c0 = 0;
+    while c0 < dv {
+        let cw = (NB * W).min(dv - c0);
+        // SAFETY: rows i < w.len() of a span i dv + c0 .. + cw <= a.len();
+        // out spans c0 .. c0 + cw <= dv; lanes past cw are masked.
+        unsafe {
+            let (ac, oc) = (ap.add(c0), op.add(c0));
+            by_vectors!(cw.div_ceil(W), rows_i8(w, ac, dv, cw, oc));
+        }
+        c0 += cw;
+    }
+}
+
+/// The int8 lanes of `k` at `p` as 16 f32 (exact), the others 0.
+#[inline(always)]
+unsafe fn i8x16(k: __mmask16, p: *const i8) -> __m512 {
+    unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p))) }
+}
+
+/// One column block of `i8_rows`: `N = ceil(cw / 16)` accumulators, the
+/// last one under the mask of the `cw - 16 (N - 1)` live lanes.
+#[inline(always)]
+unsafe fn rows_i8<const N: usize>(w: &[f32], a: *const i8, dv: usize, cw: usize, out: *mut f32) {
+    unsafe {
+        let last = mask(cw - W * (N - 1));
+        let k = |v: usize| if v + 1 < N { 0xffff } else { last };
+        let mut acc = [_mm512_setzero_ps(); N];
+        for (i, &wi) in w.iter().enumerate() {
+            let wv = _mm512_set1_ps(wi);
+            let row = a.add(i * dv);
+            for (v, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(wv, i8x16(k(v), row.add(v * W)), *acc);
+            }
+        }
+        for (v, acc) in acc.iter().enumerate() {
+            let p = out.add(v * W);
+            stm(p, k(v), _mm512_add_ps(ldm(p, k(v)), *acc));
         }
     }
 }

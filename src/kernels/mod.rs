@@ -133,6 +133,11 @@ pub struct Kernels {
     /// f32 (one FMA per row where the level has FMA), and is then added to
     /// `out`. Panics (caught at the C boundary) if `h` is shorter than `m dv`.
     pub f16_rows: fn(w: &[f32], h: &[u16], out: &mut [f32]),
+    /// Weighted sum of int8 rows (the hybrid's `AS_VALUES_I8` value rows):
+    /// `out[j] += sum_{i < m} w[i] f32(a[i dv + j])` with `m = w.len()`,
+    /// `dv = out.len()`; as [`Kernels::f16_rows`] (rows in order per column,
+    /// f32, then added to `out`). Panics if `a` is shorter than `m dv`.
+    pub i8_rows: fn(w: &[f32], a: &[i8], out: &mut [f32]),
     /// Block product (batched prefill): `c[i ldc + j] += sum_p a[i rsa + p csa] b[p ldb + j]`
     /// for `i < m, j < n, p < k` (A is m x k with any strides, B k x n and C
     /// m x n row-major). The sum over `p` is formed first and then added to C.

@@ -19,6 +19,7 @@ pub static KERNELS: Kernels = Kernels {
     f16_to_f32,
     bf16_to_f32,
     f16_rows,
+    i8_rows,
     row_dots,
     i16_row_dots,
     row_dists,
@@ -179,6 +180,40 @@ pub fn f16_rows(w: &[f32], h: &[u16], out: &mut [f32]) {
         }
         for (v, a) in acc[..nv].iter().enumerate() {
             for (l, &x) in a.to_array().iter().enumerate() {
+                if v * 8 + l < cw {
+                    out[c0 + v * 8 + l] += x;
+                }
+            }
+        }
+        c0 += cw;
+    }
+}
+
+/// `out[j] += sum_i w[i] f32(a[i dv + j])` (see [`Kernels::i8_rows`]):
+/// column blocks of 64 held in eight `f32x8` accumulators while the rows
+/// stream by; each row segment converted exactly (i8 -> f32).
+pub fn i8_rows(w: &[f32], a: &[i8], out: &mut [f32]) {
+    const CB: usize = 64;
+    let dv = out.len();
+    assert!(a.len() >= w.len() * dv, "i8_rows: a too short");
+    let mut c0 = 0;
+    while c0 < dv {
+        let cw = CB.min(dv - c0);
+        let nv = cw.div_ceil(8);
+        let mut buf = [0.0f32; CB];
+        let mut acc = [f32x8::ZERO; CB / 8];
+        for (i, &wi) in w.iter().enumerate() {
+            for (b, &x) in buf.iter_mut().zip(&a[i * dv + c0..i * dv + c0 + cw]) {
+                *b = f32::from(x);
+            }
+            let wv = f32x8::splat(wi);
+            for (v, acc) in acc[..nv].iter_mut().enumerate() {
+                let x: [f32; 8] = buf[v * 8..v * 8 + 8].try_into().unwrap();
+                *acc = wv.mul_add(f32x8::from(x), *acc);
+            }
+        }
+        for (v, acc) in acc[..nv].iter().enumerate() {
+            for (l, &x) in acc.to_array().iter().enumerate() {
                 if v * 8 + l < cw {
                     out[c0 + v * 8 + l] += x;
                 }

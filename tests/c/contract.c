@@ -80,9 +80,11 @@ static void test_config_refusals(void) {
     bad.mode = (as_mode)7;
     CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
     bad = c;
-    bad.value_format = 2; /* no such format */
+    bad.value_format = 3; /* no such format */
     CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
     bad.value_format = AS_VALUES_F16; /* binary16 values need exact tokens */
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad.value_format = AS_VALUES_I8; /* so do int8 values */
     CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
     bad = c;
     bad.key_format = 2; /* no such format */
@@ -209,19 +211,30 @@ static void test_misc(void) {
     CHECK(strcmp(ATTNSKETCH_VERSION_STRING, want) == 0);
 }
 
-/* Budget presets: binary16 values for a caller that has the field, f32 for
-   one whose struct_size predates it (the field is then neither read nor
-   written); both stay within the budget, and binary16 buys more exact tokens. */
+/* Budget presets: rounded values for a caller that has the field (int8 at
+   1 MiB, d = 64, where binary16 would hold fewer than 4096 exact tokens;
+   binary16 at 2 MiB), f32 for one whose struct_size predates it (the field
+   is then neither read nor written); all stay within the budget, and the
+   smaller formats buy more exact tokens. */
 static void test_budget_value_format(void) {
     size_t budget = 1u << 20;
     as_config c;
     OK(as_config_init(&c, 64));
     OK(as_config_for_budget(&c, budget));
-    CHECK(c.value_format == AS_VALUES_F16);
+    CHECK(c.value_format == AS_VALUES_I8);
     CHECK(c.key_format == AS_KEYS_I16);
     as_sketch *h = NULL;
     OK(as_create(&c, &h));
     CHECK(as_state_bytes(h) <= budget);
+    as_free(h);
+
+    as_config big;
+    OK(as_config_init(&big, 64));
+    OK(as_config_for_budget(&big, 2 * budget));
+    CHECK(big.value_format == AS_VALUES_F16);
+    CHECK(big.sink_tokens + big.window_tokens + big.heavy_tokens >= 4096);
+    OK(as_create(&big, &h));
+    CHECK(as_state_bytes(h) <= 2 * budget);
     as_free(h);
 
     as_config old;
@@ -236,14 +249,14 @@ static void test_budget_value_format(void) {
     CHECK(c.window_tokens + c.heavy_tokens > (old.window_tokens + old.heavy_tokens) * 5 / 4);
 
     /* A caller whose struct ends at value_format (the 4 padding bytes after
-       it hold garbage): binary16 values, f32 keys, key_format untouched. */
+       it hold garbage): int8 values, f32 keys, key_format untouched. */
     as_config mid;
     OK(as_config_init(&mid, 64));
     mid.struct_size = (uint32_t)offsetof(as_config, reserved0);
     mid.key_format = 55;
     mid.reserved0 = 0xdeadbeefu;
     OK(as_config_for_budget(&mid, budget));
-    CHECK(mid.value_format == AS_VALUES_F16);
+    CHECK(mid.value_format == AS_VALUES_I8);
     CHECK(mid.key_format == 55);
     OK(as_create(&mid, &h));
     CHECK(as_state_bytes(h) <= budget);

@@ -102,6 +102,14 @@ impl Residuals {
         }
     }
 
+    /// `out += sum_{live rows} w[slot] lo` over the slots `< m`.
+    pub fn add_weighted(&self, m: usize, w: &[f32], out: &mut [f32]) {
+        for (slot, lo) in self.live(m) {
+            let x = w[slot];
+            out.iter_mut().zip(lo).for_each(|(o, &l)| *o += x * l);
+        }
+    }
+
     /// `(slot, residual row)` of every live row whose slot is `< m`.
     pub fn live(&self, m: usize) -> impl Iterator<Item = (usize, &[f32])> + '_ {
         let w = self.width;
