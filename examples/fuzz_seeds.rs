@@ -28,7 +28,12 @@ fn main() {
         c.degree = g;
         c.mode = mode;
         if let Some((kf, vf)) = formats {
-            (c.sink_tokens, c.window_tokens, c.heavy_tokens, c.tail_groups) = (1, 6, 2, 2);
+            (
+                c.sink_tokens,
+                c.window_tokens,
+                c.heavy_tokens,
+                c.tail_groups,
+            ) = (1, 6, 2, 2);
             (c.key_format, c.value_format) = (kf, vf);
         }
         let mut h = Sketch::new(&c).unwrap();

@@ -242,6 +242,10 @@ fn inconsistent_fields_with_valid_crc_are_refused() {
         edit(&|b| put32(b, key(6, 0), 1.0f32.to_bits())),
         Some(Error::Corrupt)
     ); // a row past since_flush must be zero
+    assert_eq!(
+        edit(&|b| put32(b, key(7, 2), (-0.0f32).to_bits())),
+        Some(Error::Corrupt)
+    ); // +0.0 bitwise: -0.0 would load and re-serialize as +0.0 (fuzz)
     let val = |j: usize, c: usize| pend + 8 + 4 * (64 * d + j * dv + c);
     assert_eq!(
         edit(&|b| put32(b, val(63, 1), 0.5f32.to_bits())),
@@ -646,4 +650,49 @@ fn hybrid_format_4_still_loads() {
         200,
         1,
     );
+}
+
+/// A hybrid buffer is canonical: an unused slot's position must be 0 (the
+/// writer's), else the load would drop it and re-serialize other bytes
+/// (found by the `deserialize` fuzz target once hybrid seeds were added).
+/// Every byte of every unused slot's position is checked, CRC recomputed.
+#[test]
+fn hybrid_unused_slot_positions_must_be_zero() {
+    let mut c = cfg(3, 2, 2, Mode::Causal, 1);
+    (
+        c.sink_tokens,
+        c.window_tokens,
+        c.heavy_tokens,
+        c.tail_groups,
+    ) = (1, 6, 2, 2);
+    let mut h = Sketch::new(&c).unwrap();
+    stream(&mut h, 5, 0, 5); // 5 of 9 slots live
+    let buf = h.serialize().unwrap();
+    let (cap, d, dv) = (9usize, 3usize, 2usize);
+    let exct = buf.windows(4).position(|w| w == b"EXCT").unwrap() + 12;
+    assert_eq!(
+        u64::from_le_bytes(buf[exct + 8..exct + 16].try_into().unwrap()),
+        5
+    );
+    let pos_at = exct + 64 + cap * d * 4 + cap * dv * 4 + cap * 4;
+    for slot in 0..cap {
+        let v = u64::from_le_bytes(
+            buf[pos_at + 8 * slot..pos_at + 8 * slot + 8]
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(v, if slot < 5 { slot as u64 } else { 0 }, "slot {slot}");
+    }
+    for slot in 5..cap {
+        for byte in 0..8 {
+            let mut bad = buf.clone();
+            bad[pos_at + 8 * slot + byte] = 1;
+            fix_crc(&mut bad);
+            assert_eq!(
+                Sketch::deserialize(&bad).err(),
+                Some(attnsketch::Error::Corrupt),
+                "slot {slot} byte {byte}"
+            );
+        }
+    }
 }

@@ -773,7 +773,7 @@ fn check_z0(cfg: &Config, c: &Counters, p: &[u8], staged: u64) -> Result<()> {
 
 /// `PEND` against `CORE`: reserved word 0, `applied <= since_flush`, the
 /// first `since_flush` keys and values finite and within the running bound,
-/// the unused rows zero. Returns the staged count `since_flush - applied`.
+/// the unused rows +0.0 (bitwise, so the buffer stays canonical). Returns the staged count `since_flush - applied`.
 fn check_pending(cfg: &Config, c: &Counters, p: &[u8]) -> Result<u64> {
     let (d, dv, fi) = (
         cfg.head_dim as usize,
@@ -796,7 +796,7 @@ fn check_pending(cfg: &Config, c: &Counters, p: &[u8]) -> Result<u64> {
             let ok = if i / w < used {
                 x.is_finite() && x.abs() <= b.max(1.0)
             } else {
-                x == 0.0
+                x.to_bits() == 0 // +0.0 exactly: the writer's (not -0.0)
             };
             if !ok {
                 return Err(Error::Corrupt);

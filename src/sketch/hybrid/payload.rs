@@ -86,7 +86,8 @@ impl Hybrid {
     /// Checks a payload of exactly `payload_len(cfg, version)` bytes: counts
     /// in range, the window within its bounds, every value finite and within
     /// the hybrid input range, positions older than `j` with the sinks first
-    /// (slot i < sinks holds position i), group counts whole and >= 1,
+    /// (slot i < sinks holds position i), no live position below the load
+    /// base, unused slots at position 0, group counts whole and >= 1,
     /// variances >= 0, and every token accounted for: `m + sum_g N_g = j`.
     pub fn check_payload(cfg: &Config, p: &[u8], version: u32) -> Result<()> {
         let (c, _, w_min, w_max, g) = shape(cfg);
@@ -125,14 +126,20 @@ impl Hybrid {
         }
         off += 4 * c;
         let sinks = cfg.sink_tokens as u64;
-        for i in 0..m as usize {
+        // The base `load_payload` derives: positions below it would load
+        // clamped to it (as the running state clamps them), so a canonical
+        // buffer has none; unused slots are written as 0 (since version 3).
+        let base = (j / REBASE).saturating_sub(1) * REBASE;
+        for i in 0..c {
             let pos = u64::from_le_bytes(p[off + 8 * i..off + 8 * i + 8].try_into().unwrap());
-            let sink_ok = if (i as u64) < sinks {
+            let ok = if i as u64 >= m {
+                pos == 0 || version < 3 // version 2 left stale positions there
+            } else if (i as u64) < sinks {
                 pos == i as u64
             } else {
-                pos >= sinks
+                pos >= sinks && pos >= base && pos < j
             };
-            if pos >= j || !sink_ok {
+            if !ok {
                 return Err(Error::Corrupt);
             }
         }
