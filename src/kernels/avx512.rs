@@ -308,60 +308,53 @@ unsafe fn max_abs_imp(x: &[f32]) -> f32 {
 }
 
 /// `out[j] += sum_i w[i] f32(h[i dv + j])` (see [`Kernels::f16_rows`]):
-/// column blocks of up to 128 (8 zmm accumulators) while the rows stream by,
-/// one 32-byte load, one `vcvtph2ps` and one FMA per 16 values; the last
-/// vector of a block is masked.
+/// [`weighted_rows`] with one 32-byte load and one `vcvtph2ps` per 16
+/// values.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
 unsafe fn f16_rows_imp(w: &[f32], h: &[u16], out: &mut [f32]) {
-    let dv = out.len();
-    assert!(h.len() >= w.len() * dv, "f16_rows: h too short");
-    let (hp, op) = (h.as_ptr(), out.as_mut_ptr());
-    let mut c0 = 0;
-    while c0 < dv {
-        let cw = (NB * W).min(dv - c0);
-        // SAFETY: rows i < w.len() of h span i dv + c0 .. + cw <= h.len();
-        // out spans c0 .. c0 + cw <= dv; lanes past cw are masked.
-        unsafe {
-            let (hc, oc) = (hp.add(c0), op.add(c0));
-            by_vectors!(cw.div_ceil(W), rows_f16(w, hc, dv, cw, oc));
-        }
-        c0 += cw;
-    }
-}
-
-/// One column block of `f16_rows`: `N = ceil(cw / 16)` accumulators, the
-/// last one under the mask of the `cw - 16 (N - 1)` live lanes.
-#[inline(always)]
-unsafe fn rows_f16<const N: usize>(w: &[f32], h: *const u16, dv: usize, cw: usize, out: *mut f32) {
-    unsafe {
-        let last = mask(cw - W * (N - 1));
-        let k = |v: usize| if v + 1 < N { 0xffff } else { last };
-        let mut acc = [_mm512_setzero_ps(); N];
-        for (i, &wi) in w.iter().enumerate() {
-            let wv = _mm512_set1_ps(wi);
-            let row = h.add(i * dv);
-            for (v, a) in acc.iter_mut().enumerate() {
-                let x =
-                    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k(v), row.add(v * W) as *const i16));
-                *a = _mm512_fmadd_ps(wv, x, *a);
-            }
-        }
-        for (v, a) in acc.iter().enumerate() {
-            let p = out.add(v * W);
-            stm(p, k(v), _mm512_add_ps(ldm(p, k(v)), *a));
-        }
-    }
+    assert!(h.len() >= w.len() * out.len(), "f16_rows: h too short");
+    // SAFETY: the length is checked.
+    unsafe { weighted_rows(w, h, out) }
 }
 
 /// `out[j] += sum_i w[i] f32(a[i dv + j])` (see [`Kernels::i8_rows`]):
-/// column blocks of up to 128 (8 zmm accumulators) while the rows stream by,
-/// one 16-byte load, one `vpmovsxbd`, one `vcvtdq2ps` (exact) and one FMA
-/// per 16 values; the last vector of a block is a k-masked `vmovdqu8`
-/// (masked bytes touch no memory).
+/// [`weighted_rows`] with one 16-byte load, one `vpmovsxbd` and one
+/// `vcvtdq2ps` (exact) per 16 values.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma,f16c")]
 unsafe fn i8_rows_imp(w: &[f32], a: &[i8], out: &mut [f32]) {
+    assert!(a.len() >= w.len() * out.len(), "i8_rows: a too short");
+    // SAFETY: the length is checked.
+    unsafe { weighted_rows(w, a, out) }
+}
+
+/// Row elements that load as 16 f32 lanes.
+trait Lanes: Copy {
+    /// The lanes of `k` at `p` as f32 (exact), the others 0; masked lanes
+    /// touch no memory.
+    unsafe fn lanes(k: __mmask16, p: *const Self) -> __m512;
+}
+
+impl Lanes for u16 {
+    #[inline(always)]
+    unsafe fn lanes(k: __mmask16, p: *const u16) -> __m512 {
+        unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p as *const i16)) }
+    }
+}
+
+impl Lanes for i8 {
+    #[inline(always)]
+    unsafe fn lanes(k: __mmask16, p: *const i8) -> __m512 {
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p))) }
+    }
+}
+
+/// `out[j] += sum_i w[i] f32(a[i dv + j])`, `dv = out.len()`: column blocks
+/// of up to 128 (8 zmm accumulators) while the rows stream by, one FMA per
+/// 16 values; the last vector of a block is masked. Needs `a.len() >=
+/// w.len() dv`.
+#[inline(always)]
+unsafe fn weighted_rows<T: Lanes>(w: &[f32], a: &[T], out: &mut [f32]) {
     let dv = out.len();
-    assert!(a.len() >= w.len() * dv, "i8_rows: a too short");
     let (ap, op) = (a.as_ptr(), out.as_mut_ptr());
     let mut c0 = 0;
     while c0 < dv {
@@ -370,22 +363,22 @@ unsafe fn i8_rows_imp(w: &[f32], a: &[i8], out: &mut [f32]) {
         // out spans c0 .. c0 + cw <= dv; lanes past cw are masked.
         unsafe {
             let (ac, oc) = (ap.add(c0), op.add(c0));
-            by_vectors!(cw.div_ceil(W), rows_i8(w, ac, dv, cw, oc));
+            by_vectors!(cw.div_ceil(W), rows_block::<T>(w, ac, dv, cw, oc));
         }
         c0 += cw;
     }
 }
 
-/// The int8 lanes of `k` at `p` as 16 f32 (exact), the others 0.
+/// One column block of [`weighted_rows`]: `N = ceil(cw / 16)` accumulators,
+/// the last one under the mask of the `cw - 16 (N - 1)` live lanes.
 #[inline(always)]
-unsafe fn i8x16(k: __mmask16, p: *const i8) -> __m512 {
-    unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p))) }
-}
-
-/// One column block of `i8_rows`: `N = ceil(cw / 16)` accumulators, the
-/// last one under the mask of the `cw - 16 (N - 1)` live lanes.
-#[inline(always)]
-unsafe fn rows_i8<const N: usize>(w: &[f32], a: *const i8, dv: usize, cw: usize, out: *mut f32) {
+unsafe fn rows_block<T: Lanes, const N: usize>(
+    w: &[f32],
+    a: *const T,
+    dv: usize,
+    cw: usize,
+    out: *mut f32,
+) {
     unsafe {
         let last = mask(cw - W * (N - 1));
         let k = |v: usize| if v + 1 < N { 0xffff } else { last };
@@ -394,7 +387,7 @@ unsafe fn rows_i8<const N: usize>(w: &[f32], a: *const i8, dv: usize, cw: usize,
             let wv = _mm512_set1_ps(wi);
             let row = a.add(i * dv);
             for (v, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(wv, i8x16(k(v), row.add(v * W)), *acc);
+                *acc = _mm512_fmadd_ps(wv, T::lanes(k(v), row.add(v * W)), *acc);
             }
         }
         for (v, acc) in acc.iter().enumerate() {

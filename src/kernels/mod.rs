@@ -11,6 +11,19 @@
 /// into a monomorphised register block; 0 and > 8 are not valid counts).
 #[cfg(target_arch = "x86_64")]
 macro_rules! by_vectors {
+    // `$f::<$t, N>`: a kernel generic over its element type too.
+    ($n:expr, $f:ident::<$t:ty> ($($a:expr),*)) => {
+        match $n {
+            8 => $f::<$t, 8>($($a),*),
+            7 => $f::<$t, 7>($($a),*),
+            6 => $f::<$t, 6>($($a),*),
+            5 => $f::<$t, 5>($($a),*),
+            4 => $f::<$t, 4>($($a),*),
+            3 => $f::<$t, 3>($($a),*),
+            2 => $f::<$t, 2>($($a),*),
+            _ => $f::<$t, 1>($($a),*),
+        }
+    };
     ($n:expr, $f:ident ($($a:expr),*)) => {
         match $n {
             8 => $f::<8>($($a),*),

@@ -158,44 +158,31 @@ pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
 }
 
 /// `out[j] += sum_i w[i] f32(h[i dv + j])` (see [`Kernels::f16_rows`]):
-/// column blocks of 64 held in eight `f32x8` accumulators while the rows
-/// stream by; each row segment converted by [`f16_to_f32`].
+/// [`weighted_rows`], each row segment converted by [`f16_to_f32`].
 pub fn f16_rows(w: &[f32], h: &[u16], out: &mut [f32]) {
-    const CB: usize = 64;
-    let dv = out.len();
-    assert!(h.len() >= w.len() * dv, "f16_rows: h too short");
-    let mut c0 = 0;
-    while c0 < dv {
-        let cw = CB.min(dv - c0);
-        let nv = cw.div_ceil(8);
-        let mut buf = [0.0f32; CB];
-        let mut acc = [f32x8::ZERO; CB / 8];
-        for (i, &wi) in w.iter().enumerate() {
-            f16_to_f32(&h[i * dv + c0..i * dv + c0 + cw], &mut buf[..cw]);
-            let wv = f32x8::splat(wi);
-            for (v, a) in acc[..nv].iter_mut().enumerate() {
-                let x: [f32; 8] = buf[v * 8..v * 8 + 8].try_into().unwrap();
-                *a = wv.mul_add(f32x8::from(x), *a);
-            }
-        }
-        for (v, a) in acc[..nv].iter().enumerate() {
-            for (l, &x) in a.to_array().iter().enumerate() {
-                if v * 8 + l < cw {
-                    out[c0 + v * 8 + l] += x;
-                }
-            }
-        }
-        c0 += cw;
-    }
+    assert!(h.len() >= w.len() * out.len(), "f16_rows: h too short");
+    weighted_rows(w, h, out, f16_to_f32);
 }
 
 /// `out[j] += sum_i w[i] f32(a[i dv + j])` (see [`Kernels::i8_rows`]):
-/// column blocks of 64 held in eight `f32x8` accumulators while the rows
-/// stream by; each row segment converted exactly (i8 -> f32).
+/// [`weighted_rows`], each row segment converted exactly (i8 -> f32).
 pub fn i8_rows(w: &[f32], a: &[i8], out: &mut [f32]) {
+    assert!(a.len() >= w.len() * out.len(), "i8_rows: a too short");
+    weighted_rows(w, a, out, |src, dst| {
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(d, &x)| *d = f32::from(x))
+    });
+}
+
+/// `out[j] += sum_i w[i] f32(a[i dv + j])`, `dv = out.len()`: column blocks
+/// of 64 held in eight `f32x8` accumulators while the rows stream by, each
+/// row segment converted into an f32 buffer by `conv(src, dst)`. Needs
+/// `a.len() >= w.len() dv`.
+#[inline(always)]
+fn weighted_rows<T: Copy>(w: &[f32], a: &[T], out: &mut [f32], conv: impl Fn(&[T], &mut [f32])) {
     const CB: usize = 64;
     let dv = out.len();
-    assert!(a.len() >= w.len() * dv, "i8_rows: a too short");
     let mut c0 = 0;
     while c0 < dv {
         let cw = CB.min(dv - c0);
@@ -203,9 +190,7 @@ pub fn i8_rows(w: &[f32], a: &[i8], out: &mut [f32]) {
         let mut buf = [0.0f32; CB];
         let mut acc = [f32x8::ZERO; CB / 8];
         for (i, &wi) in w.iter().enumerate() {
-            for (b, &x) in buf.iter_mut().zip(&a[i * dv + c0..i * dv + c0 + cw]) {
-                *b = f32::from(x);
-            }
+            conv(&a[i * dv + c0..i * dv + c0 + cw], &mut buf[..cw]);
             let wv = f32x8::splat(wi);
             for (v, acc) in acc[..nv].iter_mut().enumerate() {
                 let x: [f32; 8] = buf[v * 8..v * 8 + 8].try_into().unwrap();
