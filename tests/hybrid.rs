@@ -655,6 +655,38 @@ fn symmetric_row(k: &[f32], qmax: f32) -> Vec<f64> {
         .collect()
 }
 
+/// Causal softmax attention in f64: query row `j < n` (width `d`) over
+/// tokens `i <= j` with scale `s`, where `key(i, j, c)` / `val(i, j, c)` is
+/// element `c` of token i's key / value as query j sees it (exact or
+/// rounded). Returns `n x dv`.
+#[allow(clippy::too_many_arguments)]
+fn causal_attention64(
+    q: &[f32],
+    n: usize,
+    d: usize,
+    dv: usize,
+    s: f64,
+    key: impl Fn(usize, usize, usize) -> f64,
+    val: impl Fn(usize, usize, usize) -> f64,
+) -> Vec<f64> {
+    let mut want = vec![0.0f64; n * dv];
+    for j in 0..n {
+        let x: Vec<f64> = (0..=j)
+            .map(|i| {
+                s * (0..d)
+                    .map(|c| q[j * d + c] as f64 * key(i, j, c))
+                    .sum::<f64>()
+            })
+            .collect();
+        for (i, wi) in softmax64(&x).into_iter().enumerate() {
+            for c in 0..dv {
+                want[j * dv + c] += wi * val(i, j, c);
+            }
+        }
+    }
+    want
+}
+
 /// Int8 values (`value_format` 2) at every CPU level against an f64
 /// reference with exact values for the sinks and the `R` newest tokens and
 /// the int8 rounding `s round(v / s)`, `s = max|v| / 127`, for the rest
@@ -688,37 +720,28 @@ fn int8_values_every_level_match_the_reference() {
             };
             let s = (1.0 / (d as f64).sqrt()) as f32 as f64;
             let attention = |exact_values: bool| {
-                let mut want = vec![0.0f64; n * dv];
-                for j in 0..n {
-                    let x: Vec<f64> = (0..=j)
-                        .map(|i| {
-                            let exact = i < sinks || j - i < r;
-                            s * (0..d)
-                                .map(|c| {
-                                    let kc = if exact {
-                                        k[i * d + c] as f64
-                                    } else {
-                                        keys[i * d + c]
-                                    };
-                                    q[j * d + c] as f64 * kc
-                                })
-                                .sum::<f64>()
-                        })
-                        .collect();
-                    let w = softmax64(&x);
-                    for i in 0..=j {
-                        let exact = exact_values || i < sinks || j - i < r;
-                        for c in 0..dv {
-                            let vc = if exact {
-                                v[i * dv + c] as f64
-                            } else {
-                                rounded[i * dv + c]
-                            };
-                            want[j * dv + c] += w[i] * vc;
+                let exact = |i: usize, j: usize| i < sinks || j - i < r;
+                causal_attention64(
+                    &q,
+                    n,
+                    d,
+                    dv,
+                    s,
+                    |i, j, c| {
+                        if exact(i, j) {
+                            k[i * d + c] as f64
+                        } else {
+                            keys[i * d + c]
                         }
-                    }
-                }
-                want
+                    },
+                    |i, j, c| {
+                        if exact_values || exact(i, j) {
+                            v[i * dv + c] as f64
+                        } else {
+                            rounded[i * dv + c]
+                        }
+                    },
+                )
             };
             let (want, all_exact) = (attention(false), attention(true));
             let moved = reference::rel_err(&want, &all_exact);
@@ -778,31 +801,21 @@ fn int16_keys_every_level_matches_the_reference() {
         let rounded: Vec<f64> = k.chunks_exact(d).flat_map(int16_row).collect();
         let s = (1.0 / (d as f64).sqrt()) as f32 as f64;
         let attention = |exact_keys: bool| {
-            let mut want = vec![0.0f64; n * dv];
-            for j in 0..n {
-                let x: Vec<f64> = (0..=j)
-                    .map(|i| {
-                        let exact = exact_keys || i < sinks || j - i < r;
-                        s * (0..d)
-                            .map(|c| {
-                                let kc = if exact {
-                                    k[i * d + c] as f64
-                                } else {
-                                    rounded[i * d + c]
-                                };
-                                q[j * d + c] as f64 * kc
-                            })
-                            .sum::<f64>()
-                    })
-                    .collect();
-                let w = softmax64(&x);
-                for i in 0..=j {
-                    for c in 0..dv {
-                        want[j * dv + c] += w[i] * v[i * dv + c] as f64;
+            causal_attention64(
+                &q,
+                n,
+                d,
+                dv,
+                s,
+                |i, j, c| {
+                    if exact_keys || i < sinks || j - i < r {
+                        k[i * d + c] as f64
+                    } else {
+                        rounded[i * d + c]
                     }
-                }
-            }
-            want
+                },
+                |i, _, c| v[i * dv + c] as f64,
+            )
         };
         let (want, all_exact) = (attention(false), attention(true));
         let mut moved = 0.0f64;
