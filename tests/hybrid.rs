@@ -902,3 +902,42 @@ fn int16_keys_are_exact_for_sinks_and_the_newest_tokens() {
         }
     }
 }
+
+/// Int16 keys, a huge query: the rounded score of a sink (a row with a
+/// residual) exceeds its exact score by ~1e5, so a softmax shifted by that
+/// bound underflows every weight (0 / 0). The shift must be the exact
+/// maximum: one token answers its value, two tokens a finite mix (found by
+/// the `calls` fuzz target: d 8, dv 1, 3 sinks, window 8, binary16 values).
+#[test]
+fn int16_keys_huge_queries_keep_a_finite_softmax() {
+    let mut c = hybrid_cfg(8, 3, 8, 0);
+    (c.value_dim, c.degree, c.key_format, c.value_format) = (1, 0, 1, 1);
+    let mut h = Sketch::new(&c).unwrap();
+    let k = [
+        3.28125f32, 3.46875, -1.21875, 0.1875, 0.1875, -0.0, -1.0625, -1.0625,
+    ];
+    let q0 = [0.1875f32, 0.1875, 0.1875, 0.1875, 0.0, -0.0, -0.0, 3.0625];
+    let mut out = [0.0f32];
+    h.push_token(&q0, &k, &[-1.0625], &mut out).unwrap();
+    let q = [
+        0.0f32,
+        0.0,
+        -0.0,
+        -0.0,
+        0.84375,
+        -1.0625,
+        0.84375,
+        -6960241700.0,
+    ];
+    h.query(&q, &mut out).unwrap();
+    assert_eq!(out[0], -1.0625, "one token: its value");
+    let k2 = [1.0f32, -2.0, 0.5, 0.25, -0.75, 1.5, 2.0, -1.0];
+    h.push_token(&q0, &k2, &[2.5], &mut out).unwrap();
+    for qq in [q, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 6.9e9], [1e11; 8]] {
+        h.query(&qq, &mut out).unwrap();
+        assert!(
+            out[0].is_finite() && (-1.0625..=2.5).contains(&out[0]),
+            "{qq:?}: {out:?}"
+        );
+    }
+}

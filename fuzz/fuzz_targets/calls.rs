@@ -125,6 +125,9 @@ fuzz_target!(|data: &[u8]| {
                     c.sink_tokens = (inp.u8() % 4) as u32;
                     c.window_tokens = (inp.u8() % 12) as u32;
                     c.heavy_tokens = (inp.u8() % 4) as u32;
+                    // Key / value formats, invalid ones (3, 4) included.
+                    c.key_format = (inp.u8() % 3) as u32;
+                    c.value_format = (inp.u8() % 4) as u32;
                 }
                 _ => {}
             }

@@ -152,26 +152,52 @@ impl Keys {
         }
     }
 
-    /// Scores `out[i] = q . k_i` of the slots `i < out.len()`; returns a
-    /// bound `xmax >= max_i out[i]` (the largest score for f32 keys; for
-    /// int16 keys the larger of the rounded rows' maximum and the corrected
-    /// scores of the rows with residuals), -inf for no rows.
+    /// Scores `out[i] = q . k_i` of the slots `i < out.len()`; returns
+    /// `max_i out[i]` (-inf for no rows). For int16 keys the rows with
+    /// residuals are corrected after the kernel; when the kernel's maximum
+    /// was one of them, the true maximum takes one more pass over `out`
+    /// (a bound would do for the softmax's shift, but a loose one
+    /// underflows every weight: with |q| ~ 1e10 the rounded score of a sink
+    /// can exceed its exact one by 1e5).
     pub fn dots(&self, kern: &Kernels, q: &[f32], out: &mut [f32]) -> f32 {
         let m = out.len();
         match self {
             Keys::F32(a, d) => (kern.row_dots)(&a[..m * d], q, out),
             Keys::I16(f) => {
-                let mut xmax = (kern.i16_row_dots)(&f.n[..m * f.d], &f.scale[..m], q, out);
+                let kmax = (kern.i16_row_dots)(&f.n[..m * f.d], &f.scale[..m], q, out);
+                let (mut xmax, mut stale) = (kmax, false);
                 let mut one = [0.0f32];
                 for (slot, lo) in f.res.live(m) {
+                    stale |= out[slot] == kmax;
                     (kern.row_dots)(lo, q, &mut one);
                     out[slot] += one[0];
                     xmax = xmax.max(out[slot]);
                 }
-                xmax
+                if stale {
+                    max_of(out)
+                } else {
+                    xmax
+                }
             }
         }
     }
+}
+
+/// `max_i x_i` (-inf for none; NaN entries are skipped), eight
+/// independent lanes so the compiler can keep it in vector registers.
+fn max_of(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = x.chunks_exact(8);
+    for ch in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(ch) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    lanes.iter().fold(tail, |a, &v| a.max(v))
 }
 
 /// Largest int16 row scale a payload may hold: `MAX_INPUT / 32767`.
