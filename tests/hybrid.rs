@@ -941,3 +941,38 @@ fn int16_keys_huge_queries_keep_a_finite_softmax() {
         );
     }
 }
+
+/// GQA: eviction sees every query head of a group. Only the second query
+/// head attends the marker tokens (keys along axis 0); the first never does.
+/// With the accumulated attention summed over the group the markers keep
+/// heavy slots long after they left the window; driven by the first head
+/// alone (as before) they were evicted.
+#[test]
+fn bank_keeps_tokens_only_a_later_query_head_attends() {
+    let d = 4usize;
+    let mut c = hybrid_cfg(d as u32, 1, 8, 8);
+    c.scale = 0.5;
+    let mut bank = attnsketch::Bank::new(&c, 2, 1).unwrap();
+    let mut rng = Rng(5);
+    // Late enough that the decayed scores of the first tokens have faded.
+    let markers = [400usize, 500, 600];
+    let n = 1000;
+    let mut out = vec![0.0f32; 2 * d];
+    for j in 0..n {
+        let mut k = rng.vec(d, 0.5);
+        k[0] = 0.0;
+        if markers.contains(&j) {
+            k = vec![4.0, 0.0, 0.0, 0.0];
+        }
+        let v = rng.vec(d, 1.0);
+        let mut q = vec![0.0f32; 2 * d];
+        q[1..d].copy_from_slice(&rng.vec(d - 1, 0.5)); // head 0: never axis 0
+        q[d] = 3.0; // head 1: the markers
+        bank.push_token(&q, &k, &v, &mut out).unwrap();
+    }
+    let hy = bank.head(0).unwrap().hybrid().unwrap();
+    for &p in &markers {
+        let live: Vec<u64> = (0..n as u64).filter(|&x| hy.key_of_position(x).is_some()).collect();
+        assert!(hy.key_of_position(p as u64).is_some(), "marker {p} was evicted; live {live:?}");
+    }
+}

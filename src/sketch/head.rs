@@ -348,7 +348,9 @@ impl Sketch {
     }
 
     /// Absorbs (k, v) and answers q (inputs already checked): q reads s and
-    /// the pending tokens, k joins the pending list (`sketch::state`).
+    /// the pending tokens, k joins the pending list (`sketch::state`). Hybrid
+    /// heads also take the queries of a whole GQA group (`q`: g x d, `out`:
+    /// g x dv; `Hybrid::step_group`).
     pub(crate) fn commit_token(
         &mut self,
         q: &[f32],
@@ -360,7 +362,7 @@ impl Sketch {
         self.poisoned = true;
         if let Some(h) = self.hybrid.as_mut() {
             h.insert(self.kern, k, v);
-            h.step_query(self.kern, q, out);
+            h.step_group(self.kern, q, out);
             self.tokens += 1;
             self.bound += incr;
             self.poisoned = false;

@@ -425,31 +425,55 @@ impl Hybrid {
         (self.cap, self.groups + 1, self.dv, self.vb.len())
     }
 
-    /// Attention that records: accumulated scores get the normalised
-    /// weights. Returns `(c, den)` of `attend`.
-    fn attend_recorded(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) -> (f64, f64) {
+    /// Attention that records, for the `g = qs.len() / d` query heads of a
+    /// GQA group sharing this state (`qs`: g x d, `outs`: g x dv): each reads
+    /// the same state; the accumulated attention decays once and gets the
+    /// sum of the group's normalised weights (H2O's score over the group), so
+    /// a token any head of the group attends counts. Returns the mean ghost
+    /// weights of the group (see `adapt`) when `ghosts`, else zeros.
+    fn attend_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32], ghosts: bool) -> [f64; 2] {
+        let (d, dv) = (self.d, self.dv);
         let (mut x, mut lw, mut num, mut vb) = (
             core::mem::take(&mut self.x),
             core::mem::take(&mut self.lw),
             core::mem::take(&mut self.num),
             core::mem::take(&mut self.vb),
         );
-        let cd = self.attend(kern, q, out, &mut x, &mut lw, &mut num, &mut vb);
         let keep = 1.0 - DECAY;
-        for (a, &w) in self.acc[..self.m].iter_mut().zip(&x[..self.m]) {
-            *a = *a * keep + w;
+        self.acc[..self.m].iter_mut().for_each(|a| *a *= keep);
+        let mut mean = [0.0f64; 2];
+        let g = qs.len() / d;
+        for (q, out) in qs.chunks_exact(d).zip(outs.chunks_exact_mut(dv)) {
+            let (c, den) = self.attend(kern, q, out, &mut x, &mut lw, &mut num, &mut vb);
+            for (a, &w) in self.acc[..self.m].iter_mut().zip(&x[..self.m]) {
+                *a += w;
+            }
+            if ghosts {
+                let gm = self.ghost_means(kern, q, c, den);
+                mean[0] += gm[0] / g as f64;
+                mean[1] += gm[1] / g as f64;
+            }
         }
         (self.x, self.lw, self.num, self.vb) = (x, lw, num, vb);
-        cd
+        mean
     }
 
     /// Causal step after `insert`: answer `q`, update the accumulated
     /// attention, adapt the split and evict when full.
     pub fn step_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) {
-        let (c, den) = self.attend_recorded(kern, q, out);
-        if self.m == self.cap {
+        self.step_group(kern, q, out);
+    }
+
+    /// Causal step after `insert` for the query heads of a GQA group (`qs`:
+    /// g x d, `outs`: g x dv, g >= 1): every head answers over the same
+    /// state, eviction and the window/heavy controller see all of them
+    /// (`attend_group`); then adapt and evict when full.
+    pub fn step_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32]) {
+        let full = self.m == self.cap;
+        let mean = self.attend_group(kern, qs, outs, full && self.adaptive);
+        if full {
             if self.adaptive {
-                self.adapt(kern, q, c, den);
+                self.adapt(mean);
             }
             self.evict(kern);
         }
@@ -457,7 +481,7 @@ impl Hybrid {
 
     /// Non-causal recorded query: attention plus the accumulated-score update.
     pub fn push_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) {
-        self.attend_recorded(kern, q, out);
+        self.attend_group(kern, q, out, false);
     }
 
     /// Absolute position of slot i.
@@ -470,9 +494,9 @@ impl Hybrid {
         (self.j - 1) - self.abs_pos(i)
     }
 
-    /// Ghost controller step: EMAs of the mean weight `q` gives each list's
-    /// ghosts, then the window moves one slot toward the larger.
-    fn adapt(&mut self, kern: &Kernels, q: &[f32], c: f64, den: f64) {
+    /// Mean weight `q` would give each ghost list's keys (window-edge
+    /// victims, heavy victims): `w = e^(x - c) / (den + e^(x - c))`.
+    fn ghost_means(&self, kern: &Kernels, q: &[f32], c: f64, den: f64) -> [f64; 2] {
         let d = self.d;
         let mut mean = [0.0f64; 2];
         let mut x = [0.0f32; GHOSTS];
@@ -489,6 +513,12 @@ impl Hybrid {
                 .sum();
             *m = sum / live as f64;
         }
+        mean
+    }
+
+    /// Ghost controller step: EMAs of the mean ghost weights (over the
+    /// group's query heads), then the window moves toward the larger.
+    fn adapt(&mut self, mean: [f64; 2]) {
         self.ew += ALPHA * (mean[0] - self.ew);
         self.eh += ALPHA * (mean[1] - self.eh);
         let step = (self.cap / STEP_DIV).max(1);

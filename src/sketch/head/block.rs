@@ -156,8 +156,9 @@ impl Sketch {
         }
     }
 
-    /// One token through the single-token path; the other queries of the
-    /// group read the state after it.
+    /// One token through the single-token path. Hybrid heads take the
+    /// whole group at once (eviction sees every query head); otherwise the
+    /// other queries of the group read the state after it.
     fn commit_one(&mut self, rows: &mut Rows, j: usize) {
         let (d, dv) = self.dims();
         let incr = self.kv_incr(rows.k(d, j), rows.v(dv, j)).unwrap_or(0.0);
@@ -167,6 +168,17 @@ impl Sketch {
             rows.k_at + j * rows.k_tok,
             rows.v_at + j * rows.v_tok,
         );
+        if self.hybrid.is_some() {
+            let g = rows.group;
+            self.commit_token(
+                &rows.q[qa..qa + g * d],
+                &rows.k[ka..ka + d],
+                &rows.v[va..va + dv],
+                incr,
+                &mut rows.out[o..o + g * dv],
+            );
+            return;
+        }
         self.commit_token(
             &rows.q[qa..qa + d],
             &rows.k[ka..ka + d],
