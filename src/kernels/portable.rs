@@ -25,6 +25,9 @@ pub static KERNELS: Kernels = Kernels {
     row_dists,
     exp_shift,
     gemm,
+    u4_row_dots,
+    u4_rows,
+    i8_row_dots,
     rec_buckets: super::recovery_portable::buckets,
     rec_signs: super::recovery_portable::signs,
     rec_token_slots: super::recovery_portable::token_slots,
@@ -387,4 +390,94 @@ pub fn query_zs(zs: &[f32], phiq: &[f32]) -> (f32, f32) {
         i += 1;
     }
     (den_s, mag_s)
+}
+
+/// Channels per 4-bit group (see [`Kernels::u4_row_dots`]).
+const U4G: usize = 32;
+
+/// The 32 codes of one 16-byte group in channel order.
+#[inline(always)]
+fn u4_unpack(b: &[u8], out: &mut [f32; U4G]) {
+    for t in 0..U4G / 2 {
+        out[t] = (b[t] & 15) as f32;
+        out[t + U4G / 2] = (b[t] >> 4) as f32;
+    }
+}
+
+/// `out[i] = sum_c q[c] code(a_i, c)` (see [`Kernels::u4_row_dots`]): per
+/// group the 32 codes unpacked into f32, four `f32x8` FMAs into one
+/// accumulator per row, the lanes summed at the end.
+pub fn u4_row_dots(a: &[u8], q: &[f32], out: &mut [f32]) {
+    let d = q.len();
+    let rb = d / 2;
+    assert!(d.is_multiple_of(U4G), "u4_row_dots: d not a multiple of 32");
+    assert!(a.len() >= out.len() * rb, "u4_row_dots: a too short");
+    let mut buf = [0.0f32; U4G];
+    for (i, o) in out.iter_mut().enumerate() {
+        let row = &a[i * rb..(i + 1) * rb];
+        let mut acc = f32x8::ZERO;
+        for (g, b) in row.chunks_exact(U4G / 2).enumerate() {
+            u4_unpack(b, &mut buf);
+            for v in 0..U4G / L {
+                acc = ld(&buf[v * L..]).mul_add(ld(&q[g * U4G + v * L..]), acc);
+            }
+        }
+        *o = acc.reduce_add();
+    }
+}
+
+/// `out[c] += sum_i w[i G + c / 32] code(a_i, c)` (see [`Kernels::u4_rows`]):
+/// the 32 columns of a group in four `f32x8` accumulators while the rows
+/// stream by.
+pub fn u4_rows(w: &[f32], a: &[u8], out: &mut [f32]) {
+    let dv = out.len();
+    assert!(dv.is_multiple_of(U4G), "u4_rows: dv not a multiple of 32");
+    let groups = dv / U4G;
+    let m = w.len() / groups.max(1);
+    let rb = dv / 2;
+    assert!(a.len() >= m * rb, "u4_rows: a too short");
+    let mut buf = [0.0f32; U4G];
+    for g in 0..groups {
+        let mut acc = [f32x8::ZERO; U4G / L];
+        for i in 0..m {
+            u4_unpack(&a[i * rb + g * U4G / 2..], &mut buf);
+            let wv = f32x8::splat(w[i * groups + g]);
+            for (v, acc) in acc.iter_mut().enumerate() {
+                *acc = wv.mul_add(ld(&buf[v * L..]), *acc);
+            }
+        }
+        for (v, acc) in acc.iter().enumerate() {
+            let o = &mut out[g * U4G + v * L..g * U4G + (v + 1) * L];
+            st(o, ld(o) + *acc);
+        }
+    }
+}
+
+/// `out[i] = scale[i] (f32(a_i) . q)` (see [`Kernels::i8_row_dots`]): as
+/// [`i16_row_dots`] with int8 rows.
+pub fn i8_row_dots(a: &[i8], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    let d = q.len();
+    let n = out.len();
+    assert!(a.len() >= n * d, "i8_row_dots: a too short");
+    assert!(scale.len() >= n, "i8_row_dots: scale too short");
+    let mut mx = f32::NEG_INFINITY;
+    for (i, (o, &s)) in out.iter_mut().zip(scale).enumerate() {
+        let row = &a[i * d..(i + 1) * d];
+        let mut acc = f32x8::ZERO;
+        let (cr, cq) = (row.chunks_exact(8), q.chunks_exact(8));
+        let (rr, rq) = (cr.remainder(), cq.remainder());
+        for (x, y) in cr.zip(cq) {
+            let x: [f32; 8] = core::array::from_fn(|l| x[l] as f32);
+            let y: [f32; 8] = y.try_into().unwrap();
+            acc = f32x8::from(x).mul_add(f32x8::from(y), acc);
+        }
+        let mut v = acc.reduce_add();
+        for (&x, &y) in rr.iter().zip(rq) {
+            v += x as f32 * y;
+        }
+        let v = s * v;
+        *o = v;
+        mx = mx.max(v);
+    }
+    mx
 }
