@@ -67,6 +67,13 @@ pub struct Config {
     pub key_format: u32,
 }
 
+/// `key_format` of the paged hybrid: window keys 4-bit per channel in pages
+/// of 32 tokens, heavy keys int8 (`sketch::paged`). Needs [`VALUES_U4`].
+pub const KEYS_U4: u32 = 2;
+/// `value_format` of the paged hybrid: values 4-bit per token with a binary16
+/// `(lo, step)` per 32 channels. Needs [`KEYS_U4`].
+pub const VALUES_U4: u32 = 3;
+
 /// Presets store values as int8 (`value_format` 2) when binary16 values
 /// would leave fewer exact slots than this. Measured (eval tool, 24 heads of
 /// three texts, 8192-token streams, d = dv = 64): int8 values lowered the
@@ -228,10 +235,14 @@ impl Config {
             return Err(Error::InvalidArg);
         }
         let hybrid = crate::sketch::Hybrid::wanted(self);
-        if self.value_format > 2 || (self.value_format >= 1 && !hybrid) {
+        if self.value_format > VALUES_U4 || (self.value_format >= 1 && !hybrid) {
             return Err(Error::InvalidArg);
         }
-        if self.key_format > 1 || (self.key_format == 1 && !hybrid) {
+        if self.key_format > KEYS_U4 || (self.key_format >= 1 && !hybrid) {
+            return Err(Error::InvalidArg);
+        }
+        // The 4-bit formats come together (the paged layout) or not at all.
+        if (self.key_format == KEYS_U4) != (self.value_format == VALUES_U4) {
             return Err(Error::InvalidArg);
         }
         if hybrid {

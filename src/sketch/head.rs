@@ -5,8 +5,8 @@
 //! it was. The per-token path allocates nothing: all scratch is sized at
 //! creation.
 
-use super::hybrid::Hybrid;
 use super::state::State;
+use super::Hybrid;
 use crate::config::{Config, Mode};
 use crate::error::{try_vec, Error, Result};
 use crate::kernels::{Kernels, Level};
@@ -252,9 +252,9 @@ impl Sketch {
         if !km.is_finite() || !vm.is_finite() {
             return Err(Error::NonFinite);
         }
-        if self.hybrid.is_some() {
-            Hybrid::check_range(k)?;
-            Hybrid::check_range(v)?;
+        if let Some(h) = self.hybrid.as_deref() {
+            h.check_range(k)?;
+            h.check_range(v)?;
         }
         Ok((km as f64).max(1.0).powi(self.map.degree() as i32) * (vm as f64).max(1.0))
     }
@@ -286,8 +286,8 @@ impl Sketch {
             }
             l1 += x.abs() as f64;
         }
-        if self.hybrid.is_some() {
-            Hybrid::check_range(q)?;
+        if let Some(h) = self.hybrid.as_deref() {
+            h.check_range(q)?;
         }
         let b = poly.query_l1_bound(self.cfg.scale, l1, self.map.degree());
         if !(b <= OUT_LIMIT && b * bound.max(1.0) <= OUT_LIMIT) {

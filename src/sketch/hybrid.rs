@@ -1,4 +1,4 @@
-//! Hybrid state: exact tokens (attention sinks, a recent window, heavy
+//! Slot hybrid (`Slots`): exact tokens (attention sinks, a recent window, heavy
 //! hitters) plus a clustered moment tail that absorbs every evicted token.
 //! Nothing is dropped: a token leaving the exact set is folded into the tail.
 //!
@@ -98,7 +98,7 @@ const REBASE: u64 = 1 << 30;
 
 /// Exact tokens plus the moment tail of one head.
 #[derive(Clone, Debug)]
-pub struct Hybrid {
+pub struct Slots {
     d: usize,
     dv: usize,
     scale: f32,
@@ -192,7 +192,7 @@ fn ghost_weight(x: f64, c: f64, den: f64) -> f64 {
 /// Tail groups when `tail_groups` is 0.
 pub const DEFAULT_GROUPS: usize = 32;
 
-impl Hybrid {
+impl Slots {
     /// Whether a config asks for the hybrid state.
     pub fn wanted(cfg: &Config) -> bool {
         cfg.sink_tokens > 0 || cfg.window_tokens > 0 || cfg.heavy_tokens > 0
@@ -230,7 +230,7 @@ impl Hybrid {
     pub fn new(cfg: &Config) -> Result<Self> {
         let (c, w, w_min, w_max, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        Ok(Hybrid {
+        Ok(Slots {
             d,
             dv,
             scale: cfg.scale,
@@ -431,7 +431,13 @@ impl Hybrid {
     /// sum of the group's normalised weights (H2O's score over the group), so
     /// a token any head of the group attends counts. Returns the mean ghost
     /// weights of the group (see `adapt`) when `ghosts`, else zeros.
-    fn attend_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32], ghosts: bool) -> [f64; 2] {
+    fn attend_group(
+        &mut self,
+        kern: &Kernels,
+        qs: &[f32],
+        outs: &mut [f32],
+        ghosts: bool,
+    ) -> [f64; 2] {
         let (d, dv) = (self.d, self.dv);
         let (mut x, mut lw, mut num, mut vb) = (
             core::mem::take(&mut self.x),
@@ -645,7 +651,7 @@ mod tests {
         cfg.sink_tokens = 2;
         cfg.window_tokens = 6;
         cfg.heavy_tokens = 4;
-        let mut h = Hybrid::new(&cfg).unwrap();
+        let mut h = Slots::new(&cfg).unwrap();
         let start = 2 * REBASE - 5;
         h.j = start;
         let mut out = [0.0f32; 4];

@@ -35,14 +35,14 @@ use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::kernels::Level;
 use crate::sketch::head::STATE_LIMIT;
-use crate::sketch::hybrid::Hybrid;
 use crate::sketch::state::FLUSH_INTERVAL;
+use crate::sketch::Hybrid;
 use core::sync::atomic::Ordering;
 
 /// First 8 bytes of every serialized head.
 pub const MAGIC: [u8; 8] = *b"ATSKETCH";
 /// Version of the layout written by this build (readers accept `1..=FORMAT_VERSION`).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Bytes of the header (magic, version, section count).
 pub const HEADER_LEN: usize = 16;
 /// Bytes of one section header (tag, payload length).
@@ -462,6 +462,10 @@ impl Sketch {
             Ok(()) => {}
             Err(Error::Unsupported) => return Err(Error::Unsupported),
             Err(_) => return Err(Error::Corrupt),
+        }
+        // The paged layout (4-bit formats) exists from version 6 on.
+        if version < 6 && cfg.key_format == crate::config::KEYS_U4 {
+            return Err(Error::Corrupt);
         }
 
         // Every other section: expected tag and exact config-derived size,

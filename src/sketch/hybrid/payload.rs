@@ -1,7 +1,7 @@
 //! The serialized form of the hybrid state (section `EXCT` of
 //! `docs/format.md`): write, check, load; version 2 still read.
 
-use super::{ghost_len, shape, Hybrid, Keys, Values, MAX_INPUT, REBASE};
+use super::{ghost_len, shape, Keys, Slots, Values, MAX_INPUT, REBASE};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// the sums to means and variances and starts the controller afresh.
 /// Whole arrays are stored (unused slots zero) so the size derives from the
 /// config alone.
-impl Hybrid {
+impl Slots {
     const FIXED_V2: usize = 48;
     const FIXED: usize = 64;
 

@@ -1,0 +1,732 @@
+//! The paged hybrid (`key_format = AS_KEYS_U4`, `value_format = AS_VALUES_U4`):
+//! every token the state can hold is kept at 4 bits, as KIVI stores a cache
+//! (Liu et al. 2024), and what does not fit is chosen by attention, not age.
+//!
+//! ```text
+//! sinks      the first S tokens, f32
+//! open page  the newest < 32 tokens, binary16 (KIVI's full-precision residual)
+//! window     a ring of P pages of 32 consecutive tokens: keys 4-bit per channel over
+//!            the page (lo, step per channel), values 4-bit per token (lo, step per
+//!            32 channels); a closing open page becomes the newest page
+//! heavy      H slots: int8 keys (row scale) and the token's 4-bit value row
+//! tail       moment groups of every token that left (`tail`)
+//! ```
+//!
+//! Per token j with queries `q_1..q_G` of its GQA group: insert into the open
+//! page (or the sinks); each query scores every part on one scale
+//! `c = max(max_i s q.k_i, max_g lw_g)`:
+//!
+//! ```text
+//! page keys   q.k_t = sum_c q_c lo_c + sum_c (q_c step_c) code_tc     (Kernels::u4_row_dots)
+//! values      sum_t w_t v_t = sum_t sum_g w_t lo_tg + sum_t (w_t step_tg) code_t  (Kernels::u4_rows)
+//! o = (sum_i e^(s x_i - c) v_i + tail numerator) / (sum_i e^(s x_i - c) + tail denominator)
+//! acc_i <- (1 - DECAY) acc_i + sum over the group of the normalised weights of token i
+//! ```
+//!
+//! When the open page fills it is encoded into a window page; when the ring
+//! is full its oldest page leaves first: each of its tokens takes a heavy
+//! slot if its accumulated attention beats the lowest heavy slot's (that one
+//! then goes to the tail), else it goes to the tail itself. Heavy hitters are
+//! kept at the precision they had (their value codes are copied; keys are
+//! re-encoded as int8 from the 4-bit key, which adds at most 1/254 of the
+//! row's largest element).
+//!
+//! Memory at d = dv = 64: 84 bytes per window token (80 for codes and
+//! parameters, 4 for `acc`), 124 per heavy slot, 8 KiB for the open page, plus
+//! sinks, tail and the per-slot score scratch (4 bytes per slot).
+
+mod payload;
+pub mod quant;
+pub mod tail;
+
+use crate::config::Config;
+use crate::error::{try_vec, Error, Result};
+use crate::kernels::Kernels;
+use half::f16;
+use quant::G as QG;
+use tail::Tail;
+
+/// Tokens per window page.
+pub const PAGE: usize = 32;
+/// Decay of the accumulated attention per query (as the slot hybrid's).
+pub const DECAY: f32 = crate::sketch::hybrid::DECAY;
+
+/// Sizes of a paged config: `(sinks, pages, heavy, groups)`.
+fn shape(cfg: &Config) -> (usize, usize, usize, usize) {
+    let g = if cfg.tail_groups == 0 {
+        crate::sketch::hybrid::DEFAULT_GROUPS
+    } else {
+        cfg.tail_groups as usize
+    };
+    (
+        cfg.sink_tokens as usize,
+        cfg.window_tokens as usize / PAGE,
+        cfg.heavy_tokens as usize,
+        g,
+    )
+}
+
+/// The paged hybrid state of one head (see the module doc).
+#[derive(Clone, Debug)]
+pub struct Paged {
+    d: usize,
+    dv: usize,
+    scale: f32,
+    sinks: usize,
+    sk: Vec<f32>,
+    sv: Vec<f32>,
+    /// Open page: binary16 rows.
+    ok: Vec<u16>,
+    ov: Vec<u16>,
+    no: usize,
+    /// Window ring: capacity, live pages, ring index of the oldest.
+    pages: usize,
+    np: usize,
+    head: usize,
+    kc: Vec<u8>,
+    klo: Vec<u16>,
+    kst: Vec<u16>,
+    vc: Vec<u8>,
+    vlo: Vec<u16>,
+    vst: Vec<u16>,
+    /// Accumulated attention of window tokens: ring page r at `r PAGE`, the
+    /// open page at `pages PAGE`.
+    wacc: Vec<f32>,
+    /// Heavy slots.
+    hcap: usize,
+    nh: usize,
+    hk: Vec<i8>,
+    hs: Vec<f32>,
+    hvc: Vec<u8>,
+    hvlo: Vec<u16>,
+    hvst: Vec<u16>,
+    hacc: Vec<f32>,
+    hpos: Vec<u64>,
+    tail: Tail,
+    /// Tokens seen.
+    j: u64,
+    // scratch of recorded queries
+    x: Vec<f32>,
+    lw: Vec<f64>,
+    num: Vec<f64>,
+    fb: Vec<f32>,
+}
+
+/// Scratch floats besides scores, group weights and the numerator: one
+/// decoded page (`PAGE max(d, dv)`), a scaled query (`d`) and the value
+/// weights of a page (`PAGE dv / 32`).
+fn fb_len(d: usize, dv: usize) -> usize {
+    PAGE * d.max(dv) + d + PAGE * dv / QG
+}
+
+impl Paged {
+    /// Whether a config asks for the paged layout.
+    pub fn wanted(cfg: &Config) -> bool {
+        cfg.key_format == crate::config::KEYS_U4
+    }
+
+    /// Checks a paged config: both formats 4-bit, d and dv multiples of 32,
+    /// a window of whole pages.
+    pub fn validate(cfg: &Config) -> Result<()> {
+        if cfg.value_format != crate::config::VALUES_U4
+            || !(cfg.head_dim as usize).is_multiple_of(QG)
+            || !(cfg.value_dim as usize).is_multiple_of(QG)
+            || !(cfg.window_tokens as usize).is_multiple_of(PAGE)
+            || cfg.tail_groups > 4096
+            || cfg.sink_tokens as u64 + cfg.window_tokens as u64 + cfg.heavy_tokens as u64 > 1 << 26
+        {
+            return Err(Error::InvalidArg);
+        }
+        Ok(())
+    }
+
+    /// Bytes `new` allocates for `cfg`.
+    pub fn heap_bytes_for(cfg: &Config) -> usize {
+        let (s, p, h, g) = shape(cfg);
+        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
+        let gv = dv / QG;
+        let slots = s + p * PAGE + PAGE + h;
+        s * (d + dv) * 4
+            + PAGE * (d + dv) * 2
+            + p * (PAGE * d / 2 + 4 * d + PAGE * dv / 2 + PAGE * gv * 4)
+            + (p * PAGE + PAGE) * 4
+            + h * (d + 4 + dv / 2 + gv * 4 + 4 + 8)
+            + Tail::bytes_for(g, d, dv)
+            + slots * 4
+            + (g + 1) * 8
+            + dv * 8
+            + fb_len(d, dv) * 4
+    }
+
+    /// An empty state.
+    pub fn new(cfg: &Config) -> Result<Self> {
+        let (s, p, h, g) = shape(cfg);
+        let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
+        let gv = dv / QG;
+        Ok(Paged {
+            d,
+            dv,
+            scale: cfg.scale,
+            sinks: s,
+            sk: try_vec(s * d, 0.0)?,
+            sv: try_vec(s * dv, 0.0)?,
+            ok: try_vec(PAGE * d, 0)?,
+            ov: try_vec(PAGE * dv, 0)?,
+            no: 0,
+            pages: p,
+            np: 0,
+            head: 0,
+            kc: try_vec(p * PAGE * d / 2, 0)?,
+            klo: try_vec(p * d, 0)?,
+            kst: try_vec(p * d, 0)?,
+            vc: try_vec(p * PAGE * dv / 2, 0)?,
+            vlo: try_vec(p * PAGE * gv, 0)?,
+            vst: try_vec(p * PAGE * gv, 0)?,
+            wacc: try_vec(p * PAGE + PAGE, 0.0)?,
+            hcap: h,
+            nh: 0,
+            hk: try_vec(h * d, 0)?,
+            hs: try_vec(h, 0.0)?,
+            hvc: try_vec(h * dv / 2, 0)?,
+            hvlo: try_vec(h * gv, 0)?,
+            hvst: try_vec(h * gv, 0)?,
+            hacc: try_vec(h, 0.0)?,
+            hpos: try_vec(h, 0)?,
+            tail: Tail::new(g, d, dv)?,
+            j: 0,
+            x: try_vec(s + p * PAGE + PAGE + h, 0.0)?,
+            lw: try_vec(g + 1, 0.0)?,
+            num: try_vec(dv, 0.0)?,
+            fb: try_vec(fb_len(d, dv), 0.0)?,
+        })
+    }
+
+    /// Bytes owned (the vectors' capacities).
+    pub fn heap_bytes(&self) -> usize {
+        (self.sk.capacity() + self.sv.capacity() + self.hs.capacity() + self.hacc.capacity()) * 4
+            + (self.ok.capacity() + self.ov.capacity()) * 2
+            + self.kc.capacity()
+            + self.vc.capacity()
+            + self.hvc.capacity()
+            + self.hk.capacity()
+            + (self.klo.capacity()
+                + self.kst.capacity()
+                + self.vlo.capacity()
+                + self.vst.capacity())
+                * 2
+            + (self.hvlo.capacity() + self.hvst.capacity()) * 2
+            + self.wacc.capacity() * 4
+            + self.hpos.capacity() * 8
+            + self.tail.heap_bytes()
+            + (self.x.capacity() + self.fb.capacity()) * 4
+            + (self.lw.capacity() + self.num.capacity()) * 8
+    }
+
+    /// Input check: every magnitude at most `quant::U4_MAX_INPUT` (binary16
+    /// parameters and the open page's binary16 rows must hold it).
+    pub fn check_range(x: &[f32]) -> Result<()> {
+        if x.iter().all(|v| v.abs() <= quant::U4_MAX_INPUT) {
+            Ok(())
+        } else {
+            Err(Error::Range)
+        }
+    }
+
+    /// Live exact tokens (sinks, window, open page, heavy).
+    pub fn exact_len(&self) -> usize {
+        self.sinks.min(self.j as usize) + self.np * PAGE + self.no + self.nh
+    }
+    /// Capacity in tokens (sinks, window pages, the open page, heavy slots).
+    pub fn capacity(&self) -> usize {
+        self.sinks + self.pages * PAGE + PAGE + self.hcap
+    }
+    /// Window length in tokens (pages and the open page).
+    pub fn window(&self) -> usize {
+        self.pages * PAGE + PAGE
+    }
+    /// Tokens folded into the tail.
+    pub fn tail_tokens(&self) -> u64 {
+        self.tail.tokens()
+    }
+    /// Live heavy slots.
+    pub fn heavy_len(&self) -> usize {
+        self.nh
+    }
+
+    fn ns(&self) -> usize {
+        self.sinks.min(self.j as usize)
+    }
+
+    /// Ring index of the i-th live page (0 = oldest).
+    fn ring(&self, i: usize) -> usize {
+        (self.head + i) % self.pages.max(1)
+    }
+
+    /// Position of the first token of live page i (0 = oldest).
+    fn page_pos(&self, i: usize) -> u64 {
+        self.j - (self.no + (self.np - i) * PAGE) as u64
+    }
+
+    /// The key the state holds for the token at position `p`, decoded (as
+    /// scores see it), if the token is exact (inspection; allocates).
+    pub fn key_of_position(&self, p: u64) -> Option<Vec<f32>> {
+        let d = self.d;
+        let mut k = vec![0.0f32; d];
+        if p >= self.j {
+            return None;
+        }
+        if (p as usize) < self.ns() {
+            k.copy_from_slice(&self.sk[p as usize * d..(p as usize + 1) * d]);
+            return Some(k);
+        }
+        let open0 = self.j - self.no as u64;
+        if p >= open0 {
+            let r = (p - open0) as usize;
+            for (o, &h) in k.iter_mut().zip(&self.ok[r * d..(r + 1) * d]) {
+                *o = f16::from_bits(h).to_f32();
+            }
+            return Some(k);
+        }
+        for i in 0..self.np {
+            let p0 = self.page_pos(i);
+            if p >= p0 && p < p0 + PAGE as u64 {
+                let r = self.ring(i);
+                quant::decode_page_key(
+                    &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2],
+                    (p - p0) as usize,
+                    &self.klo[r * d..(r + 1) * d],
+                    &self.kst[r * d..(r + 1) * d],
+                    &mut k,
+                );
+                return Some(k);
+            }
+        }
+        let h = (0..self.nh).find(|&h| self.hpos[h] == p)?;
+        let s = self.hs[h];
+        for (o, &n) in k.iter_mut().zip(&self.hk[h * d..(h + 1) * d]) {
+            *o = s * n as f32;
+        }
+        Some(k)
+    }
+
+    /// Absorbs token `(k, v)` as the next position.
+    pub fn insert(&mut self, kern: &Kernels, k: &[f32], v: &[f32]) {
+        if self.no == PAGE {
+            // Only reachable without a query since the last insert (non-causal).
+            self.close_page(kern);
+        }
+        let (d, dv) = (self.d, self.dv);
+        let j = self.j as usize;
+        if j < self.sinks {
+            self.sk[j * d..(j + 1) * d].copy_from_slice(k);
+            self.sv[j * dv..(j + 1) * dv].copy_from_slice(v);
+        } else {
+            let o = self.no;
+            for (h, &x) in self.ok[o * d..(o + 1) * d].iter_mut().zip(k) {
+                *h = f16::from_f32(x).to_bits();
+            }
+            for (h, &x) in self.ov[o * dv..(o + 1) * dv].iter_mut().zip(v) {
+                *h = f16::from_f32(x).to_bits();
+            }
+            self.wacc[self.pages * PAGE + o] = 0.0;
+            self.no += 1;
+        }
+        self.j += 1;
+    }
+
+    /// Scratch sizes of a read-only query: `(scores, G + 1, dv, page buffer)`.
+    pub fn scratch_sizes(&self) -> (usize, usize, usize, usize) {
+        (self.x.len(), self.lw.len(), self.dv, self.fb.len())
+    }
+
+    /// Attention of `q` over the state into `out` (read-only). Leaves the
+    /// normalised weights in `x` in the order sinks, pages (oldest first),
+    /// open page, heavy slots; returns `(c, den)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &self,
+        kern: &Kernels,
+        q: &[f32],
+        out: &mut [f32],
+        x: &mut [f32],
+        lw: &mut [f64],
+        num: &mut [f64],
+        fb: &mut [f32],
+    ) -> (f64, f64) {
+        let (d, dv) = (self.d, self.dv);
+        let gv = dv / QG;
+        let ns = self.ns();
+        let (po, oo) = (ns, ns + self.np * PAGE);
+        let ho = oo + self.no;
+        let total = ho + self.nh;
+        let (dec, rest) = fb.split_at_mut(PAGE * d.max(dv));
+        let (qs, wv) = rest.split_at_mut(d);
+        // Scores q.k (unscaled, f32).
+        let mut xmax = f32::NEG_INFINITY;
+        if ns > 0 {
+            xmax = xmax.max((kern.row_dots)(&self.sk[..ns * d], q, &mut x[..ns]));
+        }
+        for i in 0..self.np {
+            let r = self.ring(i);
+            let (lo, st) = (&self.klo[r * d..(r + 1) * d], &self.kst[r * d..(r + 1) * d]);
+            let mut bias = 0.0f32;
+            for c in 0..d {
+                bias += q[c] * f16::from_bits(lo[c]).to_f32();
+                qs[c] = q[c] * f16::from_bits(st[c]).to_f32();
+            }
+            let xs = &mut x[po + i * PAGE..po + (i + 1) * PAGE];
+            (kern.u4_row_dots)(&self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2], qs, xs);
+            for v in xs.iter_mut() {
+                *v += bias;
+                xmax = xmax.max(*v);
+            }
+        }
+        if self.no > 0 {
+            (kern.f16_to_f32)(&self.ok[..self.no * d], &mut dec[..self.no * d]);
+            xmax = xmax.max((kern.row_dots)(&dec[..self.no * d], q, &mut x[oo..ho]));
+        }
+        if self.nh > 0 {
+            xmax = xmax.max((kern.i8_row_dots)(
+                &self.hk[..self.nh * d],
+                &self.hs,
+                q,
+                &mut x[ho..total],
+            ));
+        }
+        let s = self.scale as f64;
+        let top = if total > 0 {
+            s * xmax as f64
+        } else {
+            f64::NEG_INFINITY
+        };
+        let c = top.max(self.tail.log_weights(q, s, lw));
+        if total == 0 && self.tail.is_empty() {
+            out.fill(0.0);
+            return (0.0, 1.0);
+        }
+        num.fill(0.0);
+        let mut den = self.tail.accumulate(lw, c, num);
+        out.fill(0.0);
+        let f = (top - c).exp();
+        if total > 0 {
+            den += f * (kern.exp_shift)(&mut x[..total], self.scale, xmax);
+            // Sinks: f32 rows.
+            for t in 0..ns {
+                let w = x[t];
+                for (o, &vv) in out.iter_mut().zip(&self.sv[t * dv..(t + 1) * dv]) {
+                    *o += w * vv;
+                }
+            }
+            // Pages: per-token 4-bit value rows.
+            for i in 0..self.np {
+                let r = self.ring(i);
+                let w = &x[po + i * PAGE..po + (i + 1) * PAGE];
+                let (lo, st) = (
+                    &self.vlo[r * PAGE * gv..(r + 1) * PAGE * gv],
+                    &self.vst[r * PAGE * gv..(r + 1) * PAGE * gv],
+                );
+                self.u4_values(kern, w, &self.vc[r * PAGE * dv / 2..], lo, st, wv, out);
+            }
+            if self.no > 0 {
+                (kern.f16_rows)(&x[oo..ho], &self.ov[..self.no * dv], out);
+            }
+            // Heavy slots in chunks of a page.
+            let mut h0 = 0;
+            while h0 < self.nh {
+                let n = (self.nh - h0).min(PAGE);
+                self.u4_values(
+                    kern,
+                    &x[ho + h0..ho + h0 + n],
+                    &self.hvc[h0 * dv / 2..],
+                    &self.hvlo[h0 * gv..(h0 + n) * gv],
+                    &self.hvst[h0 * gv..(h0 + n) * gv],
+                    wv,
+                    out,
+                );
+                h0 += n;
+            }
+        }
+        let inv = 1.0 / den;
+        for (o, &n) in out.iter_mut().zip(num.iter()) {
+            *o = ((f * *o as f64 + n) * inv) as f32;
+        }
+        let wf = (f * inv) as f32;
+        x[..total].iter_mut().for_each(|w| *w *= wf);
+        (c, den)
+    }
+
+    /// `out += sum_t w_t v_t` over 4-bit value rows (see the module doc):
+    /// `codes` from the first row, `lo`/`st` n rows x G groups; `wv` scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn u4_values(
+        &self,
+        kern: &Kernels,
+        w: &[f32],
+        codes: &[u8],
+        lo: &[u16],
+        st: &[u16],
+        wv: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let gv = self.dv / QG;
+        let n = w.len();
+        let mut bias = [0.0f32; 128];
+        let bias = &mut bias[..gv.min(128)];
+        let big = gv > 128;
+        for t in 0..n {
+            for g in 0..gv {
+                let l = f16::from_bits(lo[t * gv + g]).to_f32();
+                wv[t * gv + g] = w[t] * f16::from_bits(st[t * gv + g]).to_f32();
+                if big {
+                    for o in &mut out[g * QG..(g + 1) * QG] {
+                        *o += w[t] * l;
+                    }
+                } else {
+                    bias[g] += w[t] * l;
+                }
+            }
+        }
+        (kern.u4_rows)(&wv[..n * gv], &codes[..n * self.dv / 2], out);
+        if !big {
+            for (g, &b) in bias.iter().enumerate() {
+                for o in &mut out[g * QG..(g + 1) * QG] {
+                    *o += b;
+                }
+            }
+        }
+    }
+
+    /// Recorded attention of the `g = qs.len() / d` query heads of a group:
+    /// accumulated attention decays once, then gets every head's weights.
+    fn attend_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32]) {
+        let (d, dv) = (self.d, self.dv);
+        let (mut x, mut lw, mut num, mut fb) = (
+            core::mem::take(&mut self.x),
+            core::mem::take(&mut self.lw),
+            core::mem::take(&mut self.num),
+            core::mem::take(&mut self.fb),
+        );
+        let keep = 1.0 - DECAY;
+        let ns = self.ns();
+        let (np, no, nh, pages) = (self.np, self.no, self.nh, self.pages);
+        for i in 0..np {
+            let r = self.ring(i);
+            self.wacc[r * PAGE..(r + 1) * PAGE]
+                .iter_mut()
+                .for_each(|a| *a *= keep);
+        }
+        self.wacc[pages * PAGE..pages * PAGE + no]
+            .iter_mut()
+            .for_each(|a| *a *= keep);
+        self.hacc[..nh].iter_mut().for_each(|a| *a *= keep);
+        for (q, out) in qs.chunks_exact(d).zip(outs.chunks_exact_mut(dv)) {
+            self.attend(kern, q, out, &mut x, &mut lw, &mut num, &mut fb);
+            for i in 0..np {
+                let r = self.ring(i);
+                let w = &x[ns + i * PAGE..ns + (i + 1) * PAGE];
+                for (a, &wi) in self.wacc[r * PAGE..(r + 1) * PAGE].iter_mut().zip(w) {
+                    *a += wi;
+                }
+            }
+            let oo = ns + np * PAGE;
+            for (a, &wi) in self.wacc[pages * PAGE..pages * PAGE + no]
+                .iter_mut()
+                .zip(&x[oo..oo + no])
+            {
+                *a += wi;
+            }
+            for (a, &wi) in self.hacc[..nh].iter_mut().zip(&x[oo + no..oo + no + nh]) {
+                *a += wi;
+            }
+        }
+        (self.x, self.lw, self.num, self.fb) = (x, lw, num, fb);
+    }
+
+    /// Causal step after `insert` for the query heads of a group (`qs`: g x
+    /// d, `outs`: g x dv); then the open page closes when full.
+    pub fn step_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32]) {
+        self.attend_group(kern, qs, outs);
+        if self.no == PAGE {
+            self.close_page(kern);
+        }
+    }
+
+    /// Non-causal recorded query.
+    pub fn push_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) {
+        self.attend_group(kern, q, out);
+    }
+
+    /// Encodes the full open page into the window ring (the oldest page
+    /// leaving first when the ring is full; with no ring the open page's
+    /// tokens leave directly).
+    fn close_page(&mut self, kern: &Kernels) {
+        let (d, dv) = (self.d, self.dv);
+        let gv = dv / QG;
+        let mut fb = core::mem::take(&mut self.fb);
+        if self.pages == 0 {
+            let p0 = self.j - PAGE as u64;
+            for t in 0..PAGE {
+                let (k, rest) = fb.split_at_mut(d);
+                for (o, &h) in k.iter_mut().zip(&self.ok[t * d..(t + 1) * d]) {
+                    *o = f16::from_bits(h).to_f32();
+                }
+                let v = &mut rest[..dv];
+                for (o, &h) in v.iter_mut().zip(&self.ov[t * dv..(t + 1) * dv]) {
+                    *o = f16::from_bits(h).to_f32();
+                }
+                let (mut c, mut lo, mut st) = ([0u8; 2048], [0u16; 128], [0u16; 128]);
+                quant::encode_row(v, &mut c[..dv / 2], &mut lo[..gv], &mut st[..gv]);
+                let acc = self.wacc[t]; // the open page's accumulators (no ring)
+                self.leave(
+                    kern,
+                    k,
+                    &c[..dv / 2],
+                    &lo[..gv],
+                    &st[..gv],
+                    acc,
+                    p0 + t as u64,
+                );
+            }
+            self.clear_open();
+            self.fb = fb;
+            return;
+        }
+        if self.np == self.pages {
+            self.retire_oldest(kern, &mut fb);
+        }
+        let r = (self.head + self.np) % self.pages;
+        let dec = &mut fb[..PAGE * d.max(dv)];
+        (kern.f16_to_f32)(&self.ok[..PAGE * d], &mut dec[..PAGE * d]);
+        quant::encode_page_keys(
+            &dec[..PAGE * d],
+            d,
+            &mut self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2],
+            &mut self.klo[r * d..(r + 1) * d],
+            &mut self.kst[r * d..(r + 1) * d],
+        );
+        (kern.f16_to_f32)(&self.ov[..PAGE * dv], &mut dec[..PAGE * dv]);
+        for t in 0..PAGE {
+            let row = r * PAGE + t;
+            quant::encode_row(
+                &dec[t * dv..(t + 1) * dv],
+                &mut self.vc[row * dv / 2..(row + 1) * dv / 2],
+                &mut self.vlo[row * gv..(row + 1) * gv],
+                &mut self.vst[row * gv..(row + 1) * gv],
+            );
+        }
+        let pages = self.pages;
+        self.wacc
+            .copy_within(pages * PAGE..pages * PAGE + PAGE, r * PAGE);
+        self.np += 1;
+        self.clear_open();
+        self.fb = fb;
+    }
+
+    /// Empties the open page (zeroed: one encoding per state).
+    fn clear_open(&mut self) {
+        self.ok.fill(0);
+        self.ov.fill(0);
+        let pages = self.pages;
+        self.wacc[pages * PAGE..].fill(0.0);
+        self.no = 0;
+    }
+
+    /// The oldest window page leaves: each token to a heavy slot or the tail.
+    fn retire_oldest(&mut self, kern: &Kernels, fb: &mut [f32]) {
+        let (d, dv) = (self.d, self.dv);
+        let gv = dv / QG;
+        let r = self.head;
+        let p0 = self.page_pos(0);
+        let (k, _) = fb.split_at_mut(d);
+        for t in 0..PAGE {
+            quant::decode_page_key(
+                &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2],
+                t,
+                &self.klo[r * d..(r + 1) * d],
+                &self.kst[r * d..(r + 1) * d],
+                k,
+            );
+            let row = r * PAGE + t;
+            let (mut c, mut lo, mut st) = ([0u8; 2048], [0u16; 128], [0u16; 128]);
+            c[..dv / 2].copy_from_slice(&self.vc[row * dv / 2..(row + 1) * dv / 2]);
+            lo[..gv].copy_from_slice(&self.vlo[row * gv..(row + 1) * gv]);
+            st[..gv].copy_from_slice(&self.vst[row * gv..(row + 1) * gv]);
+            let acc = self.wacc[row];
+            self.leave(
+                kern,
+                k,
+                &c[..dv / 2],
+                &lo[..gv],
+                &st[..gv],
+                acc,
+                p0 + t as u64,
+            );
+        }
+        self.head = (self.head + 1) % self.pages;
+        self.np -= 1;
+    }
+
+    /// A token leaving the window (key `k`, 4-bit value row): a heavy slot
+    /// if one is free or its accumulated attention beats the lowest heavy
+    /// slot's (which goes to the tail), else the tail.
+    #[allow(clippy::too_many_arguments)]
+    fn leave(
+        &mut self,
+        kern: &Kernels,
+        k: &[f32],
+        vc: &[u8],
+        vlo: &[u16],
+        vst: &[u16],
+        acc: f32,
+        p: u64,
+    ) {
+        let (d, dv) = (self.d, self.dv);
+        let gv = dv / QG;
+        let mut v = [0.0f32; 4096];
+        let slot = if self.nh < self.hcap {
+            self.nh += 1;
+            Some(self.nh - 1)
+        } else if self.hcap > 0 {
+            let (mut e, mut lo) = (0usize, f32::INFINITY);
+            for (h, &a) in self.hacc[..self.nh].iter().enumerate() {
+                if a < lo {
+                    (e, lo) = (h, a);
+                }
+            }
+            if acc > lo {
+                // Slot e's token goes to the tail.
+                let mut ke = [0.0f32; 4096];
+                let s = self.hs[e];
+                for (o, &n) in ke[..d].iter_mut().zip(&self.hk[e * d..(e + 1) * d]) {
+                    *o = s * n as f32;
+                }
+                quant::decode_row(
+                    &self.hvc[e * dv / 2..(e + 1) * dv / 2],
+                    &self.hvlo[e * gv..(e + 1) * gv],
+                    &self.hvst[e * gv..(e + 1) * gv],
+                    &mut v[..dv],
+                );
+                self.tail.add(kern, &ke[..d], &v[..dv]);
+                Some(e)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        match slot {
+            Some(h) => {
+                self.hs[h] = quant::encode_i8(k, &mut self.hk[h * d..(h + 1) * d]);
+                self.hvc[h * dv / 2..(h + 1) * dv / 2].copy_from_slice(vc);
+                self.hvlo[h * gv..(h + 1) * gv].copy_from_slice(vlo);
+                self.hvst[h * gv..(h + 1) * gv].copy_from_slice(vst);
+                self.hacc[h] = acc;
+                self.hpos[h] = p;
+            }
+            None => {
+                quant::decode_row(vc, vlo, vst, &mut v[..dv]);
+                self.tail.add(kern, k, &v[..dv]);
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The paged hybrid (4-bit window pages, int8-key heavy slots, moment tail):
+//! its attention against an f64 reference that stores tokens the same way,
+//! conservation of tokens, fixed memory, GQA-aware eviction, serialization.
+mod common;
+use attnsketch::sketch::paged::{quant, PAGE};
+use attnsketch::{reference, Bank, Config, Level, Sketch};
+use common::*;
+
+fn paged_cfg(d: u32, sinks: u32, window: u32, heavy: u32, groups: u32) -> Config {
+    let mut c = Config::new(d);
+    c.sink_tokens = sinks;
+    c.window_tokens = window;
+    c.heavy_tokens = heavy;
+    c.tail_groups = groups;
+    c.key_format = attnsketch::config::KEYS_U4;
+    c.value_format = attnsketch::config::VALUES_U4;
+    c
+}
+
+/// What the state stores for each token while everything fits: sinks exact,
+/// the open page in binary16, closed pages 4-bit (keys per channel over the
+/// page, values per token per 32 channels).
+fn stored_tokens(
+    k: &[f32],
+    v: &[f32],
+    d: usize,
+    n: usize,
+    sinks: usize,
+) -> (Vec<f64>, Vec<f64>, usize) {
+    let (mut ks, mut vs) = (to64(k), to64(v));
+    let full_pages = (n - sinks) / PAGE;
+    let h = |x: f32| half::f16::from_f32(x).to_f32() as f64;
+    for p in 0..full_pages {
+        let r0 = sinks + p * PAGE;
+        let rows: Vec<f32> = (0..PAGE * d)
+            .map(|i| half::f16::from_f32(k[r0 * d + i]).to_f32())
+            .collect();
+        let mut codes = vec![0u8; PAGE * d / 2];
+        let (mut lo, mut st) = (vec![0u16; d], vec![0u16; d]);
+        quant::encode_page_keys(&rows, d, &mut codes, &mut lo, &mut st);
+        let mut row = vec![0.0f32; d];
+        for t in 0..PAGE {
+            quant::decode_page_key(&codes, t, &lo, &st, &mut row);
+            for c in 0..d {
+                ks[(r0 + t) * d + c] = row[c] as f64;
+            }
+            let vr: Vec<f32> = (0..d)
+                .map(|c| half::f16::from_f32(v[(r0 + t) * d + c]).to_f32())
+                .collect();
+            let (mut vc, mut vl, mut vst) =
+                (vec![0u8; d / 2], vec![0u16; d / 32], vec![0u16; d / 32]);
+            quant::encode_row(&vr, &mut vc, &mut vl, &mut vst);
+            quant::decode_row(&vc, &vl, &vst, &mut row);
+            for c in 0..d {
+                vs[(r0 + t) * d + c] = row[c] as f64;
+            }
+        }
+    }
+    for i in (sinks + full_pages * PAGE) * d..n * d {
+        ks[i] = h(k[i]);
+        vs[i] = h(v[i]);
+    }
+    (ks, vs, full_pages)
+}
+
+/// While every token fits (no page left the window), the state is exact
+/// attention over the stored tokens: every CPU level within 2e-5 of the f64
+/// reference over the same (rounded) keys and values. The last query sees
+/// tokens stored 4-bit; its error against the unrounded reference is the
+/// format's, which is reported, not asserted.
+#[test]
+fn exact_over_stored_tokens_while_everything_fits() {
+    let (d, n, sinks) = (64usize, 4 + 5 * PAGE + 7, 4usize);
+    let c = paged_cfg(d as u32, sinks as u32, 8 * PAGE as u32, 16, 8);
+    let mut rng = Rng(31);
+    let (q, k, v) = (
+        rng.vec(n * d, 1.5),
+        rng.vec(n * d, 1.5),
+        rng.vec(n * d, 1.0),
+    );
+    for level in levels() {
+        let mut h = Sketch::with_level(&c, level).unwrap();
+        let _ = push_each(&mut h, &q, &k, &v, d, d);
+        // The last query over the stored form of all tokens.
+        let (ks, vs, pages) = stored_tokens(&k, &v, d, n, sinks);
+        assert_eq!(pages, 5);
+        let j = n - 1;
+        let mut o1 = vec![0.0f32; d];
+        h.query(&q[j * d..(j + 1) * d], &mut o1).unwrap();
+        let want1 = attend64(&q[j * d..(j + 1) * d], &ks, &vs, n, d, c.scale as f64);
+        let e = reference::rel_err(&to64(&o1), &want1);
+        assert!(e < 2e-5, "{level:?}: rel err {e}");
+        assert_eq!(h.hybrid().unwrap().tail_tokens(), 0);
+        assert_eq!(h.hybrid().unwrap().exact_len(), n);
+    }
+}
+
+/// Softmax attention of one query over n stored rows, f64.
+fn attend64(q: &[f32], k: &[f64], v: &[f64], n: usize, d: usize, s: f64) -> Vec<f64> {
+    let sc: Vec<f64> = (0..n)
+        .map(|i| s * (0..d).map(|c| q[c] as f64 * k[i * d + c]).sum::<f64>())
+        .collect();
+    let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
+    let z: f64 = w.iter().sum();
+    (0..d)
+        .map(|c| (0..n).map(|i| w[i] * v[i * d + c]).sum::<f64>() / z)
+        .collect()
+}
+
+fn levels() -> Vec<Level> {
+    [Level::Portable, Level::Avx2, Level::Avx512]
+        .into_iter()
+        .filter(|l| attnsketch::kernels::Kernels::for_level(*l).is_ok())
+        .collect()
+}
+
+/// Every token is a sink, in the window, a heavy slot or in the tail; the
+/// memory is fixed; outputs stay finite and close to exact attention on a
+/// long stream with a small state.
+#[test]
+fn tokens_are_conserved_and_memory_fixed() {
+    let (d, n) = (32usize, 3000usize);
+    let c = paged_cfg(d as u32, 4, 4 * PAGE as u32, 40, 8);
+    let mut h = Sketch::new(&c).unwrap();
+    let bytes = h.state_bytes();
+    assert_eq!(bytes, Sketch::bytes_for(&c));
+    let mut rng = Rng(9);
+    let (q, k, v) = (
+        rng.vec(n * d, 1.0),
+        rng.vec(n * d, 1.0),
+        rng.vec(n * d, 1.0),
+    );
+    let mut out = vec![0.0f32; n * d];
+    h.push_tokens(n, &q, &k, &v, &mut out).unwrap();
+    let hy = h.hybrid().unwrap();
+    assert_eq!(hy.exact_len() as u64 + hy.tail_tokens(), n as u64);
+    assert!(hy.tail_tokens() > 0);
+    assert_eq!(h.state_bytes(), bytes);
+    assert!(out.iter().all(|x| x.is_finite()));
+    let want =
+        reference::softmax_attention_causal(&to64(&q), &to64(&k), &to64(&v), d, d, c.scale as f64);
+    let e = reference::rel_err(&to64(&out[n / 2 * d..]), &want[n / 2 * d..]);
+    assert!(e < 0.5, "rel err {e}");
+}
+
+/// GQA: only the second query head attends the marker tokens; they keep
+/// heavy slots long after they left the window.
+#[test]
+fn heavy_slots_keep_what_a_later_query_head_attends() {
+    let d = 32usize;
+    let mut c = paged_cfg(d as u32, 1, 2 * PAGE as u32, 8, 4);
+    c.scale = 0.5;
+    let mut bank = Bank::new(&c, 2, 1).unwrap();
+    let mut rng = Rng(5);
+    let markers = [400usize, 500, 600];
+    let n = 1200;
+    let mut out = vec![0.0f32; 2 * d];
+    for j in 0..n {
+        let mut k = rng.vec(d, 0.5);
+        k[0] = 0.0;
+        if markers.contains(&j) {
+            k = vec![0.0; d];
+            k[0] = 4.0;
+        }
+        let v = rng.vec(d, 1.0);
+        let mut q = vec![0.0f32; 2 * d];
+        q[1..d].copy_from_slice(&rng.vec(d - 1, 0.5));
+        q[d] = 3.0;
+        bank.push_token(&q, &k, &v, &mut out).unwrap();
+    }
+    let hy = bank.head(0).unwrap().hybrid().unwrap();
+    for &p in &markers {
+        let k = hy
+            .key_of_position(p as u64)
+            .unwrap_or_else(|| panic!("marker {p} left"));
+        assert!((k[0] - 4.0).abs() < 0.2, "marker {p}: {}", k[0]);
+    }
+}
+
+/// Serialization round trip: the loaded state continues bit-identically;
+/// flipped or truncated buffers are refused.
+#[test]
+fn serialize_round_trip_continues_identically() {
+    let d = 64usize;
+    let c = paged_cfg(d as u32, 4, 3 * PAGE as u32, 20, 6);
+    let mut rng = Rng(12);
+    let n = 700;
+    let (q, k, v) = (
+        rng.vec(n * d, 1.0),
+        rng.vec(n * d, 1.0),
+        rng.vec(n * d, 1.0),
+    );
+    let mut a = Sketch::new(&c).unwrap();
+    let mut out = vec![0.0f32; n * d];
+    a.push_tokens(
+        500,
+        &q[..500 * d],
+        &k[..500 * d],
+        &v[..500 * d],
+        &mut out[..500 * d],
+    )
+    .unwrap();
+    let buf = a.serialize().unwrap();
+    let mut b = Sketch::deserialize(&buf).unwrap();
+    assert_eq!(b.serialize().unwrap(), buf);
+    let (mut oa, mut ob) = (vec![0.0f32; 200 * d], vec![0.0f32; 200 * d]);
+    a.push_tokens(200, &q[500 * d..], &k[500 * d..], &v[500 * d..], &mut oa)
+        .unwrap();
+    b.push_tokens(200, &q[500 * d..], &k[500 * d..], &v[500 * d..], &mut ob)
+        .unwrap();
+    assert_eq!(bits(&oa), bits(&ob));
+    assert!(Sketch::deserialize(&buf[..buf.len() - 1]).is_err());
+    let mut bad = buf.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    assert!(Sketch::deserialize(&bad).is_err());
+}
+
+/// Configs: the 4-bit formats come together, dims multiples of 32, whole
+/// pages; inputs beyond the binary16 range are refused and change nothing.
+#[test]
+fn configs_and_ranges_are_checked() {
+    let mut c = paged_cfg(64, 4, 64, 8, 4);
+    assert!(Sketch::new(&c).is_ok());
+    c.value_format = 2;
+    assert!(Sketch::new(&c).is_err());
+    let mut c = paged_cfg(48, 4, 64, 8, 4);
+    assert!(Sketch::new(&c).is_err());
+    c.head_dim = 64;
+    c.value_dim = 64;
+    c.window_tokens = 40;
+    assert!(Sketch::new(&c).is_err());
+    let c = paged_cfg(32, 2, 64, 8, 4);
+    let mut h = Sketch::new(&c).unwrap();
+    let mut k = vec![0.5f32; 32];
+    let (q, v) = (vec![0.1f32; 32], vec![0.2f32; 32]);
+    let mut out = vec![0.0f32; 32];
+    h.push_token(&q, &k, &v, &mut out).unwrap();
+    let before = h.serialize().unwrap();
+    k[3] = 1e5;
+    assert_eq!(
+        h.push_token(&q, &k, &v, &mut out),
+        Err(attnsketch::Error::Range)
+    );
+    assert_eq!(h.serialize().unwrap(), before);
+}
