@@ -62,6 +62,10 @@ class AsLib:
         so.as_status_string.argtypes = [ctypes.c_int]
         so.as_status_string.restype = ctypes.c_char_p
         so.as_version_string.restype = ctypes.c_char_p
+        so.as_create.argtypes = [ctypes.POINTER(Config), ctypes.POINTER(P)]
+        so.as_free.argtypes = [P]
+        so.as_state_bytes.argtypes = [P]
+        so.as_state_bytes.restype = ctypes.c_size_t
         self.so = so
         self.version = so.as_version_string().decode()
 
@@ -81,6 +85,36 @@ class AsLib:
             self.check(self.so.as_config_for_budget(ctypes.byref(cfg), budget), f"as_config_for_budget({budget})")
         for k, v in fields.items():
             setattr(cfg, k, v)
+        return cfg
+
+    def state_bytes(self, cfg):
+        """`as_state_bytes` of a fresh handle of `cfg` (None when refused)."""
+        h = ctypes.c_void_p()
+        if self.so.as_create(ctypes.byref(cfg), ctypes.byref(h)) != 0:
+            return None
+        try:
+            return self.so.as_state_bytes(h)
+        finally:
+            self.so.as_free(h)
+
+    def paged_config(self, head_dim, budget, heavy_frac=0.1, groups=8, sinks=4, scale=None):
+        """Research: the paged layout (4-bit pages + int8-key heavy slots) at
+        `budget` bytes, heavy slots taking ~heavy_frac of it, the largest
+        whole-page window that fits."""
+        cfg = self.config(head_dim, scale=scale, sink_tokens=sinks, tail_groups=groups,
+                          key_format=2, value_format=3)
+        per_heavy = head_dim + 4 + head_dim // 2 + head_dim // 8 + 4 + 8 + 4
+        cfg.heavy_tokens = int(heavy_frac * budget / per_heavy)
+        lo, hi = 0, budget // 32
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            cfg.window_tokens = mid * 32
+            b = self.state_bytes(cfg)
+            if b is not None and b <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        cfg.window_tokens = lo * 32
         return cfg
 
     def bank_layer(self, cfg, q, k, v, scale=None):

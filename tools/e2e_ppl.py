@@ -101,7 +101,7 @@ class Method:
         self.budget = parse_bytes(b) if b else None
         kind, _, fmt = head.partition(":")
         self.kind, self.fmt = kind, fmt or None
-        if kind == "ours":
+        if kind in ("ours", "paged"):
             if lib is None:
                 raise SystemExit("ours@B needs the library (--lib or target/release/libattnsketch.so)")
             self.lib = lib
@@ -115,8 +115,13 @@ class Method:
         nkv = k.shape[1]
         if self.kind == "exact":
             return None
-        if self.kind == "ours":
-            cfg = self.lib.config(d, scale=scale, budget=self.budget)
+        if self.kind in ("ours", "paged"):
+            if self.kind == "paged":  # research: paged:hf=0.1,g=8@B
+                kw = dict(x.split("=") for x in (self.fmt or "").split(",") if x)
+                cfg = self.lib.paged_config(d, self.budget, float(kw.get("hf", 0.1)), int(kw.get("g", 8)),
+                                            scale=scale)
+            else:
+                cfg = self.lib.config(d, scale=scale, budget=self.budget)
             out, sb = self.lib.bank_layer(cfg, q, k, v)
             self.state_bytes = max(self.state_bytes, sb // nkv)
             self.config = cfg.fields()
@@ -221,7 +226,7 @@ def main():
     if not a.text or not a.methods:
         ap.error("--text and at least one method are needed")
     lib = None
-    if any(m.startswith("ours") for m in a.methods):
+    if any(m.startswith(("ours", "paged")) for m in a.methods):
         from aslib import AsLib
         lib = AsLib(a.lib)
     methods = [Method(m, lib) for m in a.methods]

@@ -79,24 +79,38 @@ impl Hybrid {
         }
     }
 
+    /// Caller scratch (f32, per thread) of recorded steps: `buf` below
+    /// needs at least this many floats (0 for the slot layout, which owns
+    /// its scratch).
+    pub fn scratch_len(&self) -> usize {
+        match self {
+            Hybrid::Slots(_) => 0,
+            Hybrid::Paged(h) => h.scratch_len(),
+        }
+    }
+
     /// Absorbs token `(k, v)`.
-    pub fn insert(&mut self, kern: &Kernels, k: &[f32], v: &[f32]) {
-        each!(self, h => h.insert(kern, k, v))
+    pub fn insert(&mut self, kern: &Kernels, k: &[f32], v: &[f32], buf: &mut [f32]) {
+        match self {
+            Hybrid::Slots(h) => h.insert(kern, k, v),
+            Hybrid::Paged(h) => h.insert(kern, k, v, buf),
+        }
     }
 
     /// Causal step after `insert` for a GQA group's queries.
-    pub fn step_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32]) {
-        each!(self, h => h.step_group(kern, qs, outs))
-    }
-
-    /// Causal step after `insert` for one query.
-    pub fn step_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) {
-        self.step_group(kern, q, out)
+    pub fn step_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32], buf: &mut [f32]) {
+        match self {
+            Hybrid::Slots(h) => h.step_group(kern, qs, outs),
+            Hybrid::Paged(h) => h.step_group(kern, qs, outs, buf),
+        }
     }
 
     /// Non-causal recorded query.
-    pub fn push_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) {
-        each!(self, h => h.push_query(kern, q, out))
+    pub fn push_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32], buf: &mut [f32]) {
+        match self {
+            Hybrid::Slots(h) => h.push_query(kern, q, out),
+            Hybrid::Paged(h) => h.push_query(kern, q, out, buf),
+        }
     }
 
     /// Read-only attention (caller scratch of `scratch_sizes`).

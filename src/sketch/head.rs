@@ -358,11 +358,12 @@ impl Sketch {
         v: &[f32],
         incr: f64,
         out: &mut [f32],
+        buf: &mut [f32],
     ) {
         self.poisoned = true;
         if let Some(h) = self.hybrid.as_mut() {
-            h.insert(self.kern, k, v);
-            h.step_group(self.kern, q, out);
+            h.insert(self.kern, k, v, buf);
+            h.step_group(self.kern, q, out, buf);
             self.tokens += 1;
             self.bound += incr;
             self.poisoned = false;
@@ -420,7 +421,8 @@ impl Sketch {
         }
         let incr = self.check_kv(k, v, self.bound)?;
         self.check_q(q, &self.poly, self.bound + incr)?;
-        self.commit_token(q, k, v, incr, out);
+        self.reserve_block_scratch(1)?;
+        Self::with_scratch(|buf| self.commit_token(q, k, v, incr, out, buf));
         Ok(())
     }
 
@@ -481,9 +483,13 @@ impl Sketch {
             return Err(Error::WrongMode);
         }
         let incr = self.check_kv(k, v, self.bound)?;
+        if self.hybrid.is_some() {
+            self.reserve_block_scratch(1)?;
+        }
         self.poisoned = true;
         if let Some(h) = self.hybrid.as_mut() {
-            h.insert(self.kern, k, v);
+            let kern = self.kern;
+            Self::with_scratch(|buf| h.insert(kern, k, v, buf));
             self.tokens += 1;
             self.bound += incr;
             self.poisoned = false;
@@ -514,8 +520,10 @@ impl Sketch {
                 return Err(Error::InvalidArg);
             }
             self.check_q(q, &self.poly, self.bound)?;
+            self.reserve_block_scratch(1)?;
             if let Some(h) = self.hybrid.as_mut() {
-                h.push_query(self.kern, q, out);
+                let kern = self.kern;
+                Self::with_scratch(|buf| h.push_query(kern, q, out, buf));
             }
         } else {
             self.query(q, out)?;

@@ -105,11 +105,10 @@ pub struct Paged {
     tail: Tail,
     /// Tokens seen.
     j: u64,
-    // scratch of recorded queries
-    x: Vec<f32>,
+    // small scratch of recorded queries (the per-slot scores and a page
+    // buffer are the caller's: `scratch_len`, per thread, not per handle)
     lw: Vec<f64>,
     num: Vec<f64>,
-    fb: Vec<f32>,
 }
 
 /// Scratch floats besides scores, group weights and the numerator: one
@@ -145,17 +144,20 @@ impl Paged {
         let (s, p, h, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
         let gv = dv / QG;
-        let slots = s + p * PAGE + PAGE + h;
         s * (d + dv) * 4
             + PAGE * (d + dv) * 2
             + p * (PAGE * d / 2 + 4 * d + PAGE * dv / 2 + PAGE * gv * 4)
             + (p * PAGE + PAGE) * 4
             + h * (d + 4 + dv / 2 + gv * 4 + 4 + 8)
             + Tail::bytes_for(g, d, dv)
-            + slots * 4
             + (g + 1) * 8
             + dv * 8
-            + fb_len(d, dv) * 4
+    }
+
+    /// Caller scratch (f32) of a recorded step: scores of every slot and a
+    /// page buffer (`4 (S + 32 P + 32 + H) + 4 fb` bytes per thread).
+    pub fn scratch_len(&self) -> usize {
+        self.capacity() + fb_len(self.d, self.dv)
     }
 
     /// An empty state.
@@ -194,10 +196,8 @@ impl Paged {
             hpos: try_vec(h, 0)?,
             tail: Tail::new(g, d, dv)?,
             j: 0,
-            x: try_vec(s + p * PAGE + PAGE + h, 0.0)?,
             lw: try_vec(g + 1, 0.0)?,
             num: try_vec(dv, 0.0)?,
-            fb: try_vec(fb_len(d, dv), 0.0)?,
         })
     }
 
@@ -218,7 +218,6 @@ impl Paged {
             + self.wacc.capacity() * 4
             + self.hpos.capacity() * 8
             + self.tail.heap_bytes()
-            + (self.x.capacity() + self.fb.capacity()) * 4
             + (self.lw.capacity() + self.num.capacity()) * 8
     }
 
@@ -309,11 +308,11 @@ impl Paged {
         Some(k)
     }
 
-    /// Absorbs token `(k, v)` as the next position.
-    pub fn insert(&mut self, kern: &Kernels, k: &[f32], v: &[f32]) {
+    /// Absorbs token `(k, v)` as the next position (`buf`: `scratch_len`).
+    pub fn insert(&mut self, kern: &Kernels, k: &[f32], v: &[f32], buf: &mut [f32]) {
         if self.no == PAGE {
             // Only reachable without a query since the last insert (non-causal).
-            self.close_page(kern);
+            self.close_page(kern, &mut buf[self.capacity()..]);
         }
         let (d, dv) = (self.d, self.dv);
         let j = self.j as usize;
@@ -336,7 +335,12 @@ impl Paged {
 
     /// Scratch sizes of a read-only query: `(scores, G + 1, dv, page buffer)`.
     pub fn scratch_sizes(&self) -> (usize, usize, usize, usize) {
-        (self.x.len(), self.lw.len(), self.dv, self.fb.len())
+        (
+            self.capacity(),
+            self.lw.len(),
+            self.dv,
+            fb_len(self.d, self.dv),
+        )
     }
 
     /// Attention of `q` over the state into `out` (read-only). Leaves the
@@ -498,13 +502,12 @@ impl Paged {
 
     /// Recorded attention of the `g = qs.len() / d` query heads of a group:
     /// accumulated attention decays once, then gets every head's weights.
-    fn attend_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32]) {
+    fn attend_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32], buf: &mut [f32]) {
         let (d, dv) = (self.d, self.dv);
-        let (mut x, mut lw, mut num, mut fb) = (
-            core::mem::take(&mut self.x),
+        let (x, fb) = buf.split_at_mut(self.capacity());
+        let (mut lw, mut num) = (
             core::mem::take(&mut self.lw),
             core::mem::take(&mut self.num),
-            core::mem::take(&mut self.fb),
         );
         let keep = 1.0 - DECAY;
         let ns = self.ns();
@@ -520,7 +523,7 @@ impl Paged {
             .for_each(|a| *a *= keep);
         self.hacc[..nh].iter_mut().for_each(|a| *a *= keep);
         for (q, out) in qs.chunks_exact(d).zip(outs.chunks_exact_mut(dv)) {
-            self.attend(kern, q, out, &mut x, &mut lw, &mut num, &mut fb);
+            self.attend(kern, q, out, x, &mut lw, &mut num, fb);
             for i in 0..np {
                 let r = self.ring(i);
                 let w = &x[ns + i * PAGE..ns + (i + 1) * PAGE];
@@ -539,30 +542,30 @@ impl Paged {
                 *a += wi;
             }
         }
-        (self.x, self.lw, self.num, self.fb) = (x, lw, num, fb);
+        (self.lw, self.num) = (lw, num);
     }
 
     /// Causal step after `insert` for the query heads of a group (`qs`: g x
     /// d, `outs`: g x dv); then the open page closes when full.
-    pub fn step_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32]) {
-        self.attend_group(kern, qs, outs);
+    pub fn step_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32], buf: &mut [f32]) {
+        self.attend_group(kern, qs, outs, buf);
         if self.no == PAGE {
-            self.close_page(kern);
+            let c = self.capacity();
+            self.close_page(kern, &mut buf[c..]);
         }
     }
 
     /// Non-causal recorded query.
-    pub fn push_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32]) {
-        self.attend_group(kern, q, out);
+    pub fn push_query(&mut self, kern: &Kernels, q: &[f32], out: &mut [f32], buf: &mut [f32]) {
+        self.attend_group(kern, q, out, buf);
     }
 
     /// Encodes the full open page into the window ring (the oldest page
     /// leaving first when the ring is full; with no ring the open page's
     /// tokens leave directly).
-    fn close_page(&mut self, kern: &Kernels) {
+    fn close_page(&mut self, kern: &Kernels, fb: &mut [f32]) {
         let (d, dv) = (self.d, self.dv);
         let gv = dv / QG;
-        let mut fb = core::mem::take(&mut self.fb);
         if self.pages == 0 {
             let p0 = self.j - PAGE as u64;
             for t in 0..PAGE {
@@ -588,11 +591,10 @@ impl Paged {
                 );
             }
             self.clear_open();
-            self.fb = fb;
             return;
         }
         if self.np == self.pages {
-            self.retire_oldest(kern, &mut fb);
+            self.retire_oldest(kern, fb);
         }
         let r = (self.head + self.np) % self.pages;
         let dec = &mut fb[..PAGE * d.max(dv)];
@@ -619,7 +621,6 @@ impl Paged {
             .copy_within(pages * PAGE..pages * PAGE + PAGE, r * PAGE);
         self.np += 1;
         self.clear_open();
-        self.fb = fb;
     }
 
     /// Empties the open page (zeroed: one encoding per state).

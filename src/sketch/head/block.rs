@@ -117,6 +117,12 @@ impl Sketch {
         })
     }
 
+    /// Runs `f` with this thread's scratch (reserved before by
+    /// [`reserve_block_scratch`](Self::reserve_block_scratch)).
+    pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [f32]) -> R) -> R {
+        PREFILL_SCRATCH.with(|cell| f(&mut cell.borrow_mut()))
+    }
+
     /// Commits tokens `0..n` of `rows` (already validated; scratch reserved
     /// by [`reserve_block_scratch`](Self::reserve_block_scratch)).
     pub(crate) fn commit_rows(&mut self, rows: &mut Rows, n: usize) {
@@ -129,8 +135,8 @@ impl Sketch {
     /// Scratch floats [`commit_rows_with`](Self::commit_rows_with) needs for
     /// blocks of `group` queries per token.
     pub(crate) fn block_scratch_len(&self, group: usize) -> Result<usize> {
-        if self.hybrid.is_some() {
-            return Ok(0);
+        if let Some(h) = self.hybrid.as_deref() {
+            return Ok(h.scratch_len());
         }
         let (d, dv) = self.dims();
         let c = self.block_len(group);
@@ -147,7 +153,7 @@ impl Sketch {
             let room = (FLUSH_INTERVAL - self.state.since_flush) as usize;
             let c = self.block_len(rows.group).min(room).min(n - j);
             if self.hybrid.is_some() || c == 1 {
-                self.commit_one(rows, j);
+                self.commit_one(rows, j, buf);
                 j += 1;
                 continue;
             }
@@ -159,7 +165,7 @@ impl Sketch {
     /// One token through the single-token path. Hybrid heads take the
     /// whole group at once (eviction sees every query head); otherwise the
     /// other queries of the group read the state after it.
-    fn commit_one(&mut self, rows: &mut Rows, j: usize) {
+    fn commit_one(&mut self, rows: &mut Rows, j: usize, buf: &mut [f32]) {
         let (d, dv) = self.dims();
         let incr = self.kv_incr(rows.k(d, j), rows.v(dv, j)).unwrap_or(0.0);
         let o = rows.out_at + j * rows.out_tok;
@@ -176,6 +182,7 @@ impl Sketch {
                 &rows.v[va..va + dv],
                 incr,
                 &mut rows.out[o..o + g * dv],
+                buf,
             );
             return;
         }
@@ -185,6 +192,7 @@ impl Sketch {
             &rows.v[va..va + dv],
             incr,
             &mut rows.out[o..o + dv],
+            buf,
         );
         for r in 1..rows.group {
             let q = &rows.q[qa + r * d..qa + (r + 1) * d];
