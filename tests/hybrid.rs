@@ -972,7 +972,12 @@ fn bank_keeps_tokens_only_a_later_query_head_attends() {
     }
     let hy = bank.head(0).unwrap().hybrid().unwrap();
     for &p in &markers {
-        let live: Vec<u64> = (0..n as u64).filter(|&x| hy.key_of_position(x).is_some()).collect();
-        assert!(hy.key_of_position(p as u64).is_some(), "marker {p} was evicted; live {live:?}");
+        let live: Vec<u64> = (0..n as u64)
+            .filter(|&x| hy.key_of_position(x).is_some())
+            .collect();
+        assert!(
+            hy.key_of_position(p as u64).is_some(),
+            "marker {p} was evicted; live {live:?}"
+        );
     }
 }

@@ -147,7 +147,7 @@ impl Paged {
         s * (d + dv) * 4
             + PAGE * (d + dv) * 2
             + p * (PAGE * d / 2 + 4 * d + PAGE * dv / 2 + PAGE * gv * 4)
-            + (p * PAGE + PAGE) * 4
+            + if h > 0 { (p * PAGE + PAGE) * 4 } else { 0 }
             + h * (d + 4 + dv / 2 + gv * 4 + 4 + 8)
             + Tail::bytes_for(g, d, dv)
             + (g + 1) * 8
@@ -184,7 +184,7 @@ impl Paged {
             vc: try_vec(p * PAGE * dv / 2, 0)?,
             vlo: try_vec(p * PAGE * gv, 0)?,
             vst: try_vec(p * PAGE * gv, 0)?,
-            wacc: try_vec(p * PAGE + PAGE, 0.0)?,
+            wacc: try_vec(if h > 0 { p * PAGE + PAGE } else { 0 }, 0.0)?,
             hcap: h,
             nh: 0,
             hk: try_vec(h * d, 0)?,
@@ -327,7 +327,9 @@ impl Paged {
             for (h, &x) in self.ov[o * dv..(o + 1) * dv].iter_mut().zip(v) {
                 *h = f16::from_f32(x).to_bits();
             }
-            self.wacc[self.pages * PAGE + o] = 0.0;
+            if self.hcap > 0 {
+                self.wacc[self.pages * PAGE + o] = 0.0;
+            }
             self.no += 1;
         }
         self.j += 1;
@@ -501,7 +503,8 @@ impl Paged {
     }
 
     /// Recorded attention of the `g = qs.len() / d` query heads of a group:
-    /// accumulated attention decays once, then gets every head's weights.
+    /// accumulated attention (kept only when heavy slots compete for it)
+    /// decays once, then gets every head's normalised weights.
     fn attend_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32], buf: &mut [f32]) {
         let (d, dv) = (self.d, self.dv);
         let (x, fb) = buf.split_at_mut(self.capacity());
@@ -509,40 +512,40 @@ impl Paged {
             core::mem::take(&mut self.lw),
             core::mem::take(&mut self.num),
         );
+        let track = self.hcap > 0;
         let keep = 1.0 - DECAY;
-        let ns = self.ns();
-        let (np, no, nh, pages) = (self.np, self.no, self.nh, self.pages);
-        for i in 0..np {
-            let r = self.ring(i);
-            self.wacc[r * PAGE..(r + 1) * PAGE]
-                .iter_mut()
-                .for_each(|a| *a *= keep);
+        if track {
+            self.each_acc(|a, _| *a *= keep, &[]);
         }
-        self.wacc[pages * PAGE..pages * PAGE + no]
-            .iter_mut()
-            .for_each(|a| *a *= keep);
-        self.hacc[..nh].iter_mut().for_each(|a| *a *= keep);
         for (q, out) in qs.chunks_exact(d).zip(outs.chunks_exact_mut(dv)) {
             self.attend(kern, q, out, x, &mut lw, &mut num, fb);
-            for i in 0..np {
-                let r = self.ring(i);
-                let w = &x[ns + i * PAGE..ns + (i + 1) * PAGE];
-                for (a, &wi) in self.wacc[r * PAGE..(r + 1) * PAGE].iter_mut().zip(w) {
-                    *a += wi;
-                }
-            }
-            let oo = ns + np * PAGE;
-            for (a, &wi) in self.wacc[pages * PAGE..pages * PAGE + no]
-                .iter_mut()
-                .zip(&x[oo..oo + no])
-            {
-                *a += wi;
-            }
-            for (a, &wi) in self.hacc[..nh].iter_mut().zip(&x[oo + no..oo + no + nh]) {
-                *a += wi;
+            if track {
+                self.each_acc(|a, w| *a += w, x);
             }
         }
         (self.lw, self.num) = (lw, num);
+    }
+
+    /// `f(acc, weight)` for every accumulator of the window (live pages, open
+    /// rows) and the heavy slots, with the weights `x` in `attend`'s order
+    /// (sinks first, which have none); `x` empty gives weight 0.
+    fn each_acc(&mut self, f: impl Fn(&mut f32, f32), x: &[f32]) {
+        let ns = self.ns();
+        let w = |i: usize| x.get(i).copied().unwrap_or(0.0);
+        for i in 0..self.np {
+            let r = self.ring(i);
+            for (t, a) in self.wacc[r * PAGE..(r + 1) * PAGE].iter_mut().enumerate() {
+                f(a, w(ns + i * PAGE + t));
+            }
+        }
+        let (oo, pg) = (ns + self.np * PAGE, self.pages * PAGE);
+        for (t, a) in self.wacc[pg..pg + self.no].iter_mut().enumerate() {
+            f(a, w(oo + t));
+        }
+        let ho = oo + self.no;
+        for (t, a) in self.hacc[..self.nh].iter_mut().enumerate() {
+            f(a, w(ho + t));
+        }
     }
 
     /// Causal step after `insert` for the query heads of a group (`qs`: g x
@@ -579,7 +582,8 @@ impl Paged {
                 }
                 let (mut c, mut lo, mut st) = ([0u8; 2048], [0u16; 128], [0u16; 128]);
                 quant::encode_row(v, &mut c[..dv / 2], &mut lo[..gv], &mut st[..gv]);
-                let acc = self.wacc[t]; // the open page's accumulators (no ring)
+                // The open page's accumulators (no ring).
+                let acc = self.wacc.get(t).copied().unwrap_or(0.0);
                 self.leave(
                     kern,
                     k,
@@ -617,8 +621,10 @@ impl Paged {
             );
         }
         let pages = self.pages;
-        self.wacc
-            .copy_within(pages * PAGE..pages * PAGE + PAGE, r * PAGE);
+        if self.hcap > 0 {
+            self.wacc
+                .copy_within(pages * PAGE..pages * PAGE + PAGE, r * PAGE);
+        }
         self.np += 1;
         self.clear_open();
     }
@@ -628,7 +634,9 @@ impl Paged {
         self.ok.fill(0);
         self.ov.fill(0);
         let pages = self.pages;
-        self.wacc[pages * PAGE..].fill(0.0);
+        if self.hcap > 0 {
+            self.wacc[pages * PAGE..].fill(0.0);
+        }
         self.no = 0;
     }
 
@@ -652,7 +660,7 @@ impl Paged {
             c[..dv / 2].copy_from_slice(&self.vc[row * dv / 2..(row + 1) * dv / 2]);
             lo[..gv].copy_from_slice(&self.vlo[row * gv..(row + 1) * gv]);
             st[..gv].copy_from_slice(&self.vst[row * gv..(row + 1) * gv]);
-            let acc = self.wacc[row];
+            let acc = self.wacc.get(row).copied().unwrap_or(0.0);
             self.leave(
                 kern,
                 k,

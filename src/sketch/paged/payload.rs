@@ -45,7 +45,7 @@ impl Layout {
             p * PAGE * dv / 2,
             p * PAGE * gv * 2,
             p * PAGE * gv * 2,
-            (p * PAGE + PAGE) * 4,
+            if h > 0 { (p * PAGE + PAGE) * 4 } else { 0 },
             h * d,
             h * 4,
             h * dv / 2,
