@@ -74,6 +74,12 @@ pub const KEYS_U4: u32 = 2;
 /// `(lo, step)` per 32 channels. Needs [`KEYS_U4`].
 pub const VALUES_U4: u32 = 3;
 
+/// Share of the paged preset's bytes that goes to heavy slots (measured:
+/// see `for_budget_paged`).
+pub const PAGED_HEAVY_SHARE: f64 = 0.1;
+/// Tail groups of the paged preset.
+pub const PAGED_GROUPS: u32 = 8;
+
 /// Presets store values as int8 (`value_format` 2) when binary16 values
 /// would leave fewer exact slots than this. Measured (eval tool, 24 heads of
 /// three texts, 8192-token streams, d = dv = 64): int8 values lowered the
@@ -129,6 +135,13 @@ impl Config {
         i16_keys: bool,
         small_values: bool,
     ) -> Result<()> {
+        if i16_keys && small_values {
+            let mut c = self.clone();
+            if c.for_budget_paged(bytes).is_ok() {
+                *self = c;
+                return Ok(());
+            }
+        }
         let kf = u32::from(i16_keys);
         let mut c = self.clone();
         c.for_budget_formats(bytes, kf, u32::from(small_values))?;
@@ -138,6 +151,50 @@ impl Config {
                 c = c8;
             }
         }
+        *self = c;
+        Ok(())
+    }
+
+    /// The paged preset (`sketch::paged`, 4-bit tokens): 4 sinks, about
+    /// [`PAGED_HEAVY_SHARE`] of the bytes in heavy slots, a
+    /// [`PAGED_GROUPS`]-group tail, and the longest whole-page window that
+    /// fits. `InvalidArg` when the dims are not multiples of 32 or nothing
+    /// fits.
+    pub fn for_budget_paged(&mut self, bytes: usize) -> Result<()> {
+        use crate::sketch::{paged::PAGE, Sketch};
+        let (d, dv) = (self.head_dim as usize, self.value_dim as usize);
+        if !d.is_multiple_of(32) || !dv.is_multiple_of(32) {
+            return Err(Error::InvalidArg);
+        }
+        let mut c = self.clone();
+        c.recovery_k = 0;
+        c.retrieval_k = 0;
+        c.key_format = KEYS_U4;
+        c.value_format = VALUES_U4;
+        c.degree = 2;
+        c.sink_tokens = 4;
+        c.tail_groups = PAGED_GROUPS;
+        // A heavy slot: int8 key and scale, 4-bit value row and parameters,
+        // accumulated attention and position (`sketch::paged`).
+        let slot = d + 4 + dv / 2 + dv / 8 + 12;
+        c.heavy_tokens = (bytes as f64 * PAGED_HEAVY_SHARE / slot as f64) as u32;
+        let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
+        let set = |c: &mut Config, pages: usize| c.window_tokens = (pages * PAGE) as u32;
+        let (mut lo, mut hi) = (0usize, bytes / (PAGE * (d + dv) / 2).max(1) + 1);
+        set(&mut c, lo);
+        if !fits(&c) {
+            return Err(Error::InvalidArg);
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            set(&mut c, mid);
+            if fits(&c) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        set(&mut c, lo);
         *self = c;
         Ok(())
     }

@@ -82,6 +82,14 @@ pub const AS_KEYS_F32: u32 = 0;
 /// and the newest tokens.
 pub const AS_KEYS_I16: u32 = 1;
 
+/// `key_format` of the paged hybrid (with `AS_VALUES_U4`; head and value
+/// dims multiples of 32, `window_tokens` a multiple of 32): the window's keys
+/// 4-bit per channel in pages of 32 tokens (KIVI-style `lo + step * code`,
+/// binary16 `lo`/`step` per channel and page), heavy hitters' keys int8 with
+/// a row scale; the newest < 32 tokens binary16, sinks f32. Inputs up to
+/// 16384 in magnitude (`AS_ERR_RANGE` beyond).
+pub const AS_KEYS_U4: u32 = 2;
+
 /// `value_format`: f32 values.
 pub const AS_VALUES_F32: u32 = 0;
 /// `value_format`: binary16 values with exact residuals for sinks and the
@@ -90,6 +98,9 @@ pub const AS_VALUES_F16: u32 = 1;
 /// `value_format`: int8 values with a row scale and exact residuals for
 /// sinks and the newest tokens.
 pub const AS_VALUES_I8: u32 = 2;
+/// `value_format` of the paged hybrid (with `AS_KEYS_U4`): values 4-bit per
+/// token, binary16 `lo`/`step` per 32 channels.
+pub const AS_VALUES_U4: u32 = 3;
 
 /// Bytes of the fields every caller must provide (up to `heavy_tokens`).
 pub const CONFIG_BASE_SIZE: usize = core::mem::offset_of!(as_config, heavy_tokens) + 4;
