@@ -3,10 +3,11 @@
 //! score and value row passes per level, and the compact token formats
 //! (4-bit and int8 rows) next to them at d = 64 and 256.
 //!
-//! `kernels count <kernel> <level> <d> <calls>` (for callgrind) makes
+//! `kernels count <case> <level> <d> <calls>` (for callgrind) makes
 //! `calls` calls of one `compact` case over 4096 rows and exits; the
 //! difference of two counts divided by the difference of calls is the
-//! cost of one call.
+//! cost of one call. `kernels interleave [rounds]` times every `compact`
+//! case in interleaved rounds (medians, ratios to portable side by side).
 use attnsketch::baseline::ExactDecoder;
 use attnsketch::kernels::Kernels;
 use attnsketch::{Config, FeatureMap, Level, Sketch};
@@ -311,6 +312,54 @@ fn count(args: &[String]) {
     black_box(&out);
 }
 
+/// `interleave [rounds]`: every compact case at every level and width in
+/// interleaved rounds (each case timed once per round, so load changes hit
+/// all cases alike); prints the median us per call and each level's ratio
+/// to portable, measured side by side.
+fn interleave(args: &[String]) {
+    let rounds: usize = args.first().map_or(31, |r| r.parse().expect("rounds"));
+    let ks = levels();
+    let mut cases = Vec::new();
+    for d in [64usize, 256] {
+        let data = std::rc::Rc::new(Compact::new(d));
+        for name in COMPACT {
+            for &k in &ks {
+                cases.push((d, name, k, data.clone(), Vec::new()));
+            }
+        }
+    }
+    let mut out = vec![0.0f32; ROWS];
+    const CALLS: usize = 20;
+    for r in 0..=rounds {
+        for (_, name, k, data, samples) in cases.iter_mut() {
+            let t0 = std::time::Instant::now();
+            for _ in 0..CALLS {
+                data.run(name, k, &mut out);
+            }
+            if r > 0 {
+                samples.push(t0.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
+            }
+        }
+    }
+    let mut rows: Vec<(usize, &str, Level, f64, f64)> = Vec::new();
+    for (d, name, k, _, samples) in cases.iter_mut() {
+        samples.sort_by(f64::total_cmp);
+        rows.push((*d, name, k.level, samples[samples.len() / 2], samples[0]));
+    }
+    println!("{rounds} interleaved rounds of {CALLS} calls, {ROWS} rows; us/call median (min)");
+    for &(d, name, level, t, tmin) in &rows {
+        let base = rows
+            .iter()
+            .find(|r| r.0 == d && r.1 == name && r.2 == Level::Portable)
+            .map_or(f64::NAN, |r| r.3);
+        println!(
+            "{name:>13} d {d:>3} {:>8} {t:>9.2} ({tmin:>8.2}) us  {:>6.2}x portable",
+            level.name(),
+            base / t
+        );
+    }
+}
+
 criterion_group!(
     benches,
     kernels,
@@ -330,6 +379,14 @@ fn main() {
             .cloned()
             .collect();
         return count(&rest);
+    }
+    if let Some(p) = args.iter().position(|a| a == "interleave") {
+        let rest: Vec<String> = args[p + 1..]
+            .iter()
+            .filter(|a| !a.starts_with("--"))
+            .cloned()
+            .collect();
+        return interleave(&rest);
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
