@@ -313,9 +313,9 @@ fn count(args: &[String]) {
 }
 
 /// `interleave [rounds]`: every compact case at every level and width in
-/// interleaved rounds (each case timed once per round, so load changes hit
-/// all cases alike); prints the median us per call and each level's ratio
-/// to portable, measured side by side.
+/// interleaved rounds (each case timed once per round for ~0.5 ms, so load
+/// changes hit all cases alike); prints the median (and min) us per call
+/// and each level's ratio of medians to portable, measured side by side.
 fn interleave(args: &[String]) {
     let rounds: usize = args.first().map_or(31, |r| r.parse().expect("rounds"));
     let ks = levels();
@@ -329,16 +329,27 @@ fn interleave(args: &[String]) {
         }
     }
     let mut out = vec![0.0f32; ROWS];
-    const CALLS: usize = 20;
-    for r in 0..=rounds {
-        for (_, name, k, data, samples) in cases.iter_mut() {
+    // Calls per sample: about 0.5 ms each (from the fastest of 3 warm-up
+    // calls), so that few samples contain a preemption on a shared machine.
+    let calls: Vec<usize> = cases
+        .iter()
+        .map(|(_, name, k, data, _)| {
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let t0 = std::time::Instant::now();
+                data.run(name, k, &mut out);
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            ((5e-4 / best) as usize).clamp(1, 1000)
+        })
+        .collect();
+    for _ in 0..rounds {
+        for ((_, name, k, data, samples), &n) in cases.iter_mut().zip(&calls) {
             let t0 = std::time::Instant::now();
-            for _ in 0..CALLS {
+            for _ in 0..n {
                 data.run(name, k, &mut out);
             }
-            if r > 0 {
-                samples.push(t0.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
-            }
+            samples.push(t0.elapsed().as_secs_f64() * 1e6 / n as f64);
         }
     }
     let mut rows: Vec<(usize, &str, Level, f64, f64)> = Vec::new();
@@ -346,7 +357,7 @@ fn interleave(args: &[String]) {
         samples.sort_by(f64::total_cmp);
         rows.push((*d, name, k.level, samples[samples.len() / 2], samples[0]));
     }
-    println!("{rounds} interleaved rounds of {CALLS} calls, {ROWS} rows; us/call median (min)");
+    println!("{rounds} interleaved rounds of ~0.5 ms per case, {ROWS} rows; us/call median (min)");
     for &(d, name, level, t, tmin) in &rows {
         let base = rows
             .iter()
