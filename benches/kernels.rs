@@ -1,10 +1,17 @@
 //! criterion benches per kernel and per CPU level (d = dv = 64, g = 2),
-//! the push per level, the exact decode baseline per level, and the
-//! hybrid's score and value row passes per level.
+//! the push per level, the exact decode baseline per level, the hybrid's
+//! score and value row passes per level, and the compact token formats
+//! (4-bit and int8 rows) next to them at d = 64 and 256.
+//!
+//! `kernels count <case> <level> <d> <calls>` (for callgrind) makes
+//! `calls` calls of one `compact` case over 4096 rows and exits; the
+//! difference of two counts divided by the difference of calls is the
+//! cost of one call. `kernels interleave [rounds]` times every `compact`
+//! case in interleaved rounds (medians, ratios to portable side by side).
 use attnsketch::baseline::ExactDecoder;
 use attnsketch::kernels::Kernels;
 use attnsketch::{Config, FeatureMap, Level, Sketch};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -191,5 +198,207 @@ fn value_rows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, push_and_exact, score_rows, value_rows);
-criterion_main!(benches);
+/// Rows of the `compact` cases.
+const ROWS: usize = 4096;
+
+/// Inputs of the `compact` cases at width `d`: the same values as f32,
+/// int16, int8, binary16 and 4-bit codes (`d / 2` bytes per row), a
+/// query, row scales and weights (one per row; `G = d / 32` per row for
+/// `u4_rows`).
+struct Compact {
+    d: usize,
+    f32: Vec<f32>,
+    i16: Vec<i16>,
+    i8: Vec<i8>,
+    f16: Vec<u16>,
+    u4: Vec<u8>,
+    q: Vec<f32>,
+    scale: Vec<f32>,
+    w: Vec<f32>,
+    wg: Vec<f32>,
+}
+
+impl Compact {
+    fn new(d: usize) -> Compact {
+        let f = vecf(ROWS * d, 41);
+        Compact {
+            d,
+            i16: f.iter().map(|&x| (x * 65000.0) as i16).collect(),
+            i8: f.iter().map(|&x| (x * 254.0) as i8).collect(),
+            f16: f
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_bits())
+                .collect(),
+            u4: vecf(ROWS * d / 2, 42)
+                .iter()
+                .map(|&x| ((x + 0.5) * 256.0) as u8)
+                .collect(),
+            f32: f,
+            q: vecf(d, 43),
+            scale: vec![1.0 / 254.0; ROWS],
+            w: vecf(ROWS, 44),
+            wg: vecf(ROWS * d / 32, 45),
+        }
+    }
+
+    /// One call of case `name` (`out`: ROWS scores or `d` sums).
+    fn run(&self, name: &str, k: &Kernels, out: &mut [f32]) {
+        let c = self;
+        match name {
+            "row_dots_f32" => {
+                black_box((k.row_dots)(black_box(&c.f32), &c.q, out));
+            }
+            "i16_row_dots" => {
+                black_box((k.i16_row_dots)(black_box(&c.i16), &c.scale, &c.q, out));
+            }
+            "i8_row_dots" => {
+                black_box((k.i8_row_dots)(black_box(&c.i8), &c.scale, &c.q, out));
+            }
+            "u4_row_dots" => (k.u4_row_dots)(black_box(&c.u4), &c.q, out),
+            "f16_rows" => (k.f16_rows)(&c.w, black_box(&c.f16), &mut out[..c.d]),
+            "i8_rows" => (k.i8_rows)(&c.w, black_box(&c.i8), &mut out[..c.d]),
+            "u4_rows" => (k.u4_rows)(&c.wg, black_box(&c.u4), &mut out[..c.d]),
+            _ => panic!("unknown case {name}"),
+        }
+    }
+}
+
+/// The `compact` cases: scores (`*_row_dots`) and value sums (`*_rows`).
+const COMPACT: [&str; 7] = [
+    "row_dots_f32",
+    "i16_row_dots",
+    "i8_row_dots",
+    "u4_row_dots",
+    "f16_rows",
+    "i8_rows",
+    "u4_rows",
+];
+
+/// The compact token formats over 4096 rows at d = 64 and 256, per level,
+/// next to the f32 / int16 scores and binary16 / int8 value sums on the
+/// same rows (`compact/<case>_d<d>/<level>`).
+fn compact(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compact");
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20)
+        .throughput(Throughput::Elements(ROWS as u64));
+    for d in [64usize, 256] {
+        let data = Compact::new(d);
+        let mut out = vec![0.0f32; ROWS];
+        for name in COMPACT {
+            for k in levels() {
+                let id = BenchmarkId::new(format!("{name}_d{d}"), k.level.name());
+                g.bench_function(id, |b| b.iter(|| data.run(name, k, &mut out)));
+            }
+        }
+    }
+    g.finish();
+}
+
+/// `count <case> <level> <d> <calls>`: `calls` calls of one compact case.
+fn count(args: &[String]) {
+    let usage = "count <case> <level> <d> <calls>";
+    let [name, level, d, calls] = args else {
+        panic!("{usage}")
+    };
+    let level = Level::from_name(level).expect(usage);
+    let k = Kernels::for_level(level).expect("level not supported here");
+    let data = Compact::new(d.parse().expect(usage));
+    let mut out = vec![0.0f32; ROWS];
+    for _ in 0..calls.parse::<usize>().expect(usage) {
+        data.run(name, k, &mut out);
+    }
+    black_box(&out);
+}
+
+/// `interleave [rounds]`: every compact case at every level and width in
+/// interleaved rounds (each case timed once per round for ~0.5 ms, so load
+/// changes hit all cases alike); prints the median (and min) us per call
+/// and each level's ratio of medians to portable, measured side by side.
+fn interleave(args: &[String]) {
+    let rounds: usize = args.first().map_or(31, |r| r.parse().expect("rounds"));
+    let ks = levels();
+    let mut cases = Vec::new();
+    for d in [64usize, 256] {
+        let data = std::rc::Rc::new(Compact::new(d));
+        for name in COMPACT {
+            for &k in &ks {
+                cases.push((d, name, k, data.clone(), Vec::new()));
+            }
+        }
+    }
+    let mut out = vec![0.0f32; ROWS];
+    // Calls per sample: about 0.5 ms each (from the fastest of 3 warm-up
+    // calls), so that few samples contain a preemption on a shared machine.
+    let calls: Vec<usize> = cases
+        .iter()
+        .map(|(_, name, k, data, _)| {
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let t0 = std::time::Instant::now();
+                data.run(name, k, &mut out);
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            ((5e-4 / best) as usize).clamp(1, 1000)
+        })
+        .collect();
+    for _ in 0..rounds {
+        for ((_, name, k, data, samples), &n) in cases.iter_mut().zip(&calls) {
+            let t0 = std::time::Instant::now();
+            for _ in 0..n {
+                data.run(name, k, &mut out);
+            }
+            samples.push(t0.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+    let mut rows: Vec<(usize, &str, Level, f64, f64)> = Vec::new();
+    for (d, name, k, _, samples) in cases.iter_mut() {
+        samples.sort_by(f64::total_cmp);
+        rows.push((*d, name, k.level, samples[samples.len() / 2], samples[0]));
+    }
+    println!("{rounds} interleaved rounds of ~0.5 ms per case, {ROWS} rows; us/call median (min)");
+    for &(d, name, level, t, tmin) in &rows {
+        let base = rows
+            .iter()
+            .find(|r| r.0 == d && r.1 == name && r.2 == Level::Portable)
+            .map_or(f64::NAN, |r| r.3);
+        println!(
+            "{name:>13} d {d:>3} {:>8} {t:>9.2} ({tmin:>8.2}) us  {:>6.2}x portable",
+            level.name(),
+            base / t
+        );
+    }
+}
+
+criterion_group!(
+    benches,
+    kernels,
+    push_and_exact,
+    score_rows,
+    value_rows,
+    compact
+);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(p) = args.iter().position(|a| a == "count") {
+        // `cargo bench` appends `--bench`: flags are not case arguments.
+        let rest: Vec<String> = args[p + 1..]
+            .iter()
+            .filter(|a| !a.starts_with("--"))
+            .cloned()
+            .collect();
+        return count(&rest);
+    }
+    if let Some(p) = args.iter().position(|a| a == "interleave") {
+        let rest: Vec<String> = args[p + 1..]
+            .iter()
+            .filter(|a| !a.starts_with("--"))
+            .cloned()
+            .collect();
+        return interleave(&rest);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -139,3 +139,67 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     let den: f64 = b.iter().map(|y| y * y).sum();
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
+
+/// The 4-bit code of channel `c` in a row of 32-channel nibble groups
+/// (`kernels::Kernels::u4_row_dots`): group `c / 32` is the 16 bytes at
+/// `16 (c / 32)`; within it, channel `t < 16` is the low nibble of byte `t`
+/// and channel `t + 16` the high nibble of byte `t`.
+pub fn u4_code(row: &[u8], c: usize) -> u8 {
+    let (g, t) = (c / 32, c % 32);
+    let b = row[16 * g + t % 16];
+    if t < 16 {
+        b & 15
+    } else {
+        b >> 4
+    }
+}
+
+/// 4-bit code rows against a query in f64: `out[i] = sum_{c < d} q_c
+/// code(a_i, c)`, `i < rows`, `d = q.len()`, rows of `d / 2` bytes.
+pub fn u4_row_dots(a: &[u8], q: &[f32], rows: usize) -> Vec<f64> {
+    let rb = q.len() / 2;
+    (0..rows)
+        .map(|i| {
+            let row = &a[i * rb..(i + 1) * rb];
+            q.iter()
+                .enumerate()
+                .map(|(c, &qc)| qc as f64 * u4_code(row, c) as f64)
+                .sum()
+        })
+        .collect()
+}
+
+/// Weighted sum of 4-bit code rows in f64, one weight per row and group:
+/// `out0[c] + sum_{i < m} w[i G + c / 32] code(a_i, c)`, `dv = out0.len()`,
+/// `G = dv / 32`, `m = w.len() / G`, rows of `dv / 2` bytes.
+pub fn u4_rows(w: &[f32], a: &[u8], out0: &[f32]) -> Vec<f64> {
+    let dv = out0.len();
+    let groups = dv / 32;
+    let m = w.len() / groups.max(1);
+    let rb = dv / 2;
+    (0..dv)
+        .map(|c| {
+            let mut r = out0[c] as f64;
+            for i in 0..m {
+                r += w[i * groups + c / 32] as f64 * u4_code(&a[i * rb..(i + 1) * rb], c) as f64;
+            }
+            r
+        })
+        .collect()
+}
+
+/// Scaled int8 rows against a query in f64: `out[i] = s_i sum_{c < d} a_{i d
+/// + c} q_c`, `i < scale.len()`, `d = q.len()`.
+pub fn i8_row_dots(a: &[i8], scale: &[f32], q: &[f32]) -> Vec<f64> {
+    let d = q.len();
+    scale
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            s as f64
+                * (0..d)
+                    .map(|c| a[i * d + c] as f64 * q[c] as f64)
+                    .sum::<f64>()
+        })
+        .collect()
+}

@@ -859,3 +859,398 @@ fn exp_shift_matches_reference() {
         }
     }
 }
+
+// ---- Compact token formats: 4-bit code rows (`u4_row_dots`, `u4_rows`)
+// and int8 key rows (`i8_row_dots`), against `reference::{u4_row_dots,
+// u4_rows, i8_row_dots}` (f64).
+
+/// Random code bytes with fixed patterns mixed in so that codes 0 and 15
+/// occur in both nibbles (`0x00`, `0xff`, `0x0f`, `0xf0`).
+fn u4_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|j| match j % 19 {
+            3 => 0x00,
+            7 => 0xff,
+            11 => 0x0f,
+            13 => 0xf0,
+            _ => rng.next_u64() as u8,
+        })
+        .collect()
+}
+
+/// Uniform in `[-s, s)` with every 9th value zero.
+fn with_zeros(rng: &mut Rng, n: usize, s: f32) -> Vec<f32> {
+    let mut x = rng.vec(n, s);
+    x.iter_mut().step_by(9).for_each(|v| *v = 0.0);
+    x
+}
+
+/// Integers in `[-r, r]` (as f32) times `step`: dyadic data whose sums stay
+/// exact in f32 when small enough.
+fn dyadic(rng: &mut Rng, n: usize, r: u64, step: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| ((rng.next_u64() % (2 * r + 1)) as f32 - r as f32) * step)
+        .collect()
+}
+
+/// Row widths of the 4-bit tests: one to four groups (every 8-lane vector
+/// of a group, one and two `u4_rows` passes of 64 columns and a partial
+/// one), 256 and 512.
+const U4_WIDTHS: [usize; 8] = [32, 64, 96, 128, 160, 192, 256, 512];
+
+/// `u4_row_dots` (scores of 4-bit key rows) at every level against f64:
+/// d in [`U4_WIDTHS`] times rows 0..=33 (whole and partial 4-row passes)
+/// and 100, 1031; codes 0..=15 (both extremes in both nibbles), q in
+/// [-4, 4) with zeros. Tolerance per row: `(d / 8 + 8) 2^-24 sum_c |q_c|
+/// code_c`: codes are exact in f32, and every level sums a row as >= 8 lane
+/// chains of <= d / 8 steps (one FMA, or a multiply and an add, each), then
+/// <= 4 adds (chains and lanes): at most d / 8 + 5 roundings along any path.
+/// Second, with integer q in [-64, 64] every partial sum is an integer below
+/// 2^24, so every level must give the f64 result exactly (a wrong nibble
+/// or channel order fails regardless of the tolerance). Nothing is written
+/// past `out`; a short `a` and a d that is not a multiple of 32 are refused
+/// (a panic).
+#[test]
+fn u4_row_dots_matches_reference() {
+    let mut rng = Rng(90);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    for &d in &U4_WIDTHS {
+        for rows in (0..=33usize).chain([100, 1031]) {
+            let a = u4_bytes(&mut rng, rows * d / 2);
+            let q = with_zeros(&mut rng, d, 4.0);
+            let qabs: Vec<f32> = q.iter().map(|x| x.abs()).collect();
+            let qx = dyadic(&mut rng, d, 64, 1.0);
+            let want = reference::u4_row_dots(&a, &q, rows);
+            let mag = reference::u4_row_dots(&a, &qabs, rows);
+            let want_x = reference::u4_row_dots(&a, &qx, rows);
+            for k in &all {
+                let mut out = vec![f32::NAN; rows + 1];
+                (k.u4_row_dots)(&a, &q, &mut out[..rows]);
+                assert!(out[rows].is_nan(), "{:?}: wrote past out", k.level);
+                for i in 0..rows {
+                    let tol = (d as f64 / 8.0 + 8.0) * U * mag[i];
+                    assert!(
+                        (out[i] as f64 - want[i]).abs() <= tol,
+                        "{:?} d {d} rows {rows} row {i}: {} vs {} (tol {tol})",
+                        k.level,
+                        out[i],
+                        want[i]
+                    );
+                }
+                (k.u4_row_dots)(&a, &qx, &mut out[..rows]);
+                for i in 0..rows {
+                    assert_eq!(
+                        out[i] as f64, want_x[i],
+                        "{:?} exact d {d} rows {rows} row {i}",
+                        k.level
+                    );
+                }
+            }
+        }
+    }
+    for k in &all {
+        let mut out = vec![f32::NAN; 3];
+        (k.u4_row_dots)(&[], &[], &mut out);
+        assert!(out.iter().all(|&x| x == 0.0), "{:?} d 0", k.level);
+        let short = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 3];
+            (k.u4_row_dots)(&[0u8; 3 * 32 - 1], &[1.0; 64], &mut out);
+        });
+        assert!(short.is_err(), "{:?} accepted a short a", k.level);
+        let odd = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 1];
+            (k.u4_row_dots)(&[0u8; 64], &[1.0; 48], &mut out);
+        });
+        assert!(odd.is_err(), "{:?} accepted d = 48", k.level);
+    }
+}
+
+/// `u4_rows` (the weighted sum of 4-bit value rows, one weight per row and
+/// 32-column group) at every level against f64: dv in [`U4_WIDTHS`] times
+/// rows 0..=33 and 100, 1031; weights in [-1, 1) with zeros; `out` is
+/// accumulated into, so it starts non-zero. Tolerance per column: `(m + 2)
+/// 2^-23 (|out0| + sum_i |w_i code_ic|)`, the f32 bound of a sum over the
+/// rows in order (as `f16_rows`). With dyadic weights (multiples of 1/2 in
+/// [-2, 2]) and integer `out0` every sum is exact in f32, so every level
+/// must give the f64 result exactly. A `w` one longer than `m G` (a NaN
+/// extra weight, when G > 1) must be ignored: `m = w.len() / G` whole rows. Short `a`
+/// and a dv that is not a multiple of 32 are refused (a panic).
+#[test]
+fn u4_rows_matches_reference() {
+    let mut rng = Rng(91);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    for &dv in &U4_WIDTHS {
+        let g = dv / 32;
+        for m in (0..=33usize).chain([100, 1031]) {
+            let a = u4_bytes(&mut rng, m * dv / 2);
+            // One extra weight (not a whole row) when G > 1.
+            let extra = usize::from(g > 1);
+            let mut w = with_zeros(&mut rng, m * g + extra, 1.0);
+            if extra == 1 {
+                w[m * g] = f32::NAN;
+            }
+            let out0 = rng.vec(dv, 2.0);
+            let wabs: Vec<f32> = w[..m * g].iter().map(|x| x.abs()).collect();
+            let oabs: Vec<f32> = out0.iter().map(|x| x.abs()).collect();
+            let wx = dyadic(&mut rng, m * g, 4, 0.5);
+            let ox = dyadic(&mut rng, dv, 100, 1.0);
+            let want = reference::u4_rows(&w[..m * g], &a, &out0);
+            let mag = reference::u4_rows(&wabs, &a, &oabs);
+            let want_x = reference::u4_rows(&wx, &a, &ox);
+            for k in &all {
+                let mut out = out0.clone();
+                (k.u4_rows)(&w, &a, &mut out);
+                for c in 0..dv {
+                    let tol = (m as f64 + 2.0) * 2.0 * U * mag[c];
+                    assert!(
+                        (out[c] as f64 - want[c]).abs() <= tol,
+                        "{:?} dv {dv} m {m} col {c}: {} vs {} (tol {tol})",
+                        k.level,
+                        out[c],
+                        want[c]
+                    );
+                }
+                let mut exact = ox.clone();
+                (k.u4_rows)(&wx, &a, &mut exact);
+                for c in 0..dv {
+                    assert_eq!(
+                        exact[c] as f64, want_x[c],
+                        "{:?} exact dv {dv} m {m} col {c}",
+                        k.level
+                    );
+                }
+            }
+        }
+    }
+    for k in &all {
+        let mut none: Vec<f32> = vec![];
+        (k.u4_rows)(&[1.0, 2.0], &[], &mut none);
+        let short = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 64];
+            (k.u4_rows)(&[1.0; 6], &[0u8; 3 * 32 - 1], &mut out);
+        });
+        assert!(short.is_err(), "{:?} accepted a short a", k.level);
+        let odd = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 48];
+            (k.u4_rows)(&[1.0; 2], &[0u8; 64], &mut out);
+        });
+        assert!(odd.is_err(), "{:?} accepted dv = 48", k.level);
+    }
+}
+
+/// Random int8 keys over the full range, both extremes included.
+fn i8_keys(rng: &mut Rng, n: usize) -> Vec<i8> {
+    (0..n)
+        .map(|j| match j % 23 {
+            5 => i8::MIN,
+            11 => i8::MAX,
+            _ => rng.next_u64() as u8 as i8,
+        })
+        .collect()
+}
+
+/// `i8_row_dots` (scores of int8 heavy-hitter keys) at every level against
+/// f64 `s_i sum_c a_ic q_c`: d in 1..=70 (all 8- and 16-lane remainders,
+/// one and two FMA chains) plus 128, 256, 511, rows 0..=9, 17, 33, 100;
+/// keys over the full int8 range, scales 1e-6..1e3, q in [-4, 4) with
+/// zeros. Tolerance per row: `(d / 8 + 14) 2^-24 s sum_c |a_c q_c| +
+/// 1e-30`: the int8 -> f32 conversion is exact, and every level sums a row
+/// as >= 8 lane chains of <= ceil(d / 8) products (one FMA, or a multiply
+/// and an add), then <= 4 lane-reduction adds, <= 7 remainder adds
+/// (portable) and the scale multiply. The returned max equals the max of
+/// the written scores exactly (-inf for no rows) and nothing is written
+/// past `out`. Then rows with one nonzero key in the first or last column
+/// and distinct power-of-two scales, whose scores are exact (a kernel
+/// dropping the tail or the scale fails), the d = 0 edge (scores 0), and
+/// short `a` / `scale` refused (a panic).
+#[test]
+fn i8_row_dots_matches_reference() {
+    let mut rng = Rng(92);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    for d in (1..=70usize).chain([128, 256, 511]) {
+        for rows in (0..=9usize).chain([17, 33, 100]) {
+            let a = i8_keys(&mut rng, rows * d);
+            let scale: Vec<f32> = (0..rows)
+                .map(|_| 10f32.powf(rng.unit() * 9.0 - 6.0))
+                .collect();
+            let q = with_zeros(&mut rng, d, 4.0);
+            let want = reference::i8_row_dots(&a, &scale, &q);
+            for k in &all {
+                let mut out = vec![f32::NAN; rows + 1];
+                let mx = (k.i8_row_dots)(&a, &scale, &q, &mut out[..rows]);
+                assert!(out[rows].is_nan(), "{:?}: wrote past out", k.level);
+                let mut want_max = f32::NEG_INFINITY;
+                for i in 0..rows {
+                    let mag: f64 = (0..d)
+                        .map(|c| (a[i * d + c] as f64 * q[c] as f64).abs())
+                        .sum();
+                    let tol = (d as f64 / 8.0 + 14.0) * U * scale[i] as f64 * mag + 1e-30;
+                    assert!(
+                        (out[i] as f64 - want[i]).abs() <= tol,
+                        "{:?} rows {rows} d {d} row {i}: {} vs {} (tol {tol})",
+                        k.level,
+                        out[i],
+                        want[i]
+                    );
+                    want_max = want_max.max(out[i]);
+                }
+                assert_eq!(mx, want_max, "{:?} rows {rows} d {d}: max", k.level);
+            }
+        }
+    }
+    for d in 1..=40usize {
+        for rows in 0..=9usize {
+            for col in [0, d - 1] {
+                let mut a = vec![0i8; rows * d];
+                let scale: Vec<f32> = (0..rows).map(|i| 2f32.powi(i as i32 - 4)).collect();
+                for i in 0..rows {
+                    a[i * d + col] = [i8::MIN, i8::MAX, -3, 100][i % 4];
+                }
+                let q: Vec<f32> = (0..d).map(|c| 0.25 + c as f32).collect();
+                for k in &all {
+                    let mut out = vec![f32::NAN; rows];
+                    let mx = (k.i8_row_dots)(&a, &scale, &q, &mut out);
+                    let mut want_max = f32::NEG_INFINITY;
+                    for i in 0..rows {
+                        let want = scale[i] * (a[i * d + col] as f32 * q[col]);
+                        assert_eq!(out[i], want, "{:?} d {d} rows {rows} col {col}", k.level);
+                        want_max = want_max.max(want);
+                    }
+                    assert_eq!(mx, want_max, "{:?} d {d} rows {rows}", k.level);
+                }
+            }
+        }
+    }
+    for k in &all {
+        let mut out = vec![f32::NAN; 6];
+        let mx = (k.i8_row_dots)(&[], &[1.0; 6], &[], &mut out);
+        assert_eq!(mx, 0.0, "{:?} d 0", k.level);
+        assert!(out.iter().all(|&x| x == 0.0), "{:?} d 0", k.level);
+        assert_eq!(
+            (k.i8_row_dots)(&[], &[], &[1.0; 5], &mut []),
+            f32::NEG_INFINITY,
+            "{:?} no rows",
+            k.level
+        );
+        let short_a = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 3];
+            (k.i8_row_dots)(&[1i8; 11], &[1.0; 3], &[1.0; 4], &mut out);
+        });
+        assert!(short_a.is_err(), "{:?} accepted a short a", k.level);
+        let short_scale = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 3];
+            (k.i8_row_dots)(&[1i8; 12], &[1.0; 2], &[1.0; 4], &mut out);
+        });
+        assert!(short_scale.is_err(), "{:?} accepted a short scale", k.level);
+    }
+}
+
+/// An anonymous mapping whose second half is `PROT_NONE`: data placed to
+/// end at the boundary makes any read past its end fault (and kill the test).
+#[cfg(target_os = "linux")]
+struct Guarded {
+    base: *mut libc::c_void,
+}
+
+#[cfg(target_os = "linux")]
+impl Guarded {
+    /// Bytes before the guard (>= the page size, a multiple of it).
+    const PAGE: usize = 1 << 16;
+
+    fn new() -> Guarded {
+        // SAFETY: a fresh anonymous private mapping of two PAGE-sized runs,
+        // the second made inaccessible; unmapped on drop.
+        unsafe {
+            let base = libc::mmap(
+                core::ptr::null_mut(),
+                2 * Self::PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            let guard = (base as *mut u8).add(Self::PAGE);
+            assert_eq!(libc::mprotect(guard.cast(), Self::PAGE, libc::PROT_NONE), 0);
+            Guarded { base }
+        }
+    }
+
+    /// A copy of `src` ending exactly at the guard.
+    fn place<T: Copy>(&mut self, src: &[T]) -> &[T] {
+        let n = std::mem::size_of_val(src);
+        assert!(n <= Self::PAGE);
+        // SAFETY: the n bytes before the guard lie inside the writable half;
+        // the guard is page-aligned and n a multiple of size_of::<T>() (1 or
+        // 4 here), so the copy is aligned for T; `&mut self` ends earlier borrows.
+        unsafe {
+            let at = (self.base as *mut u8).add(Self::PAGE - n) as *mut T;
+            core::ptr::copy_nonoverlapping(src.as_ptr(), at, src.len());
+            core::slice::from_raw_parts(at, src.len())
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no slice into it outlives self.
+        assert_eq!(unsafe { libc::munmap(self.base, 2 * Self::PAGE) }, 0);
+    }
+}
+
+/// The compact-format kernels read nothing past their rows: `a` is passed
+/// exactly as long as the rows need and placed to end at a `PROT_NONE` page,
+/// so a read past it (a tail vector loaded whole on the last row, a group
+/// read past the last byte) faults. `u4_row_dots` / `u4_rows` at every width
+/// of the 4-bit tests, `i8_row_dots` at every int8 tail length and 128, 129,
+/// 200, times 1..=5 and 33 rows; results checked bitwise against the same
+/// call on an ordinary copy of `a`.
+#[cfg(target_os = "linux")]
+#[test]
+fn compact_kernels_read_nothing_past_a() {
+    let mut g = Guarded::new();
+    let mut rng = Rng(93);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    for rows in [1usize, 2, 3, 4, 5, 33] {
+        for &d in &U4_WIDTHS {
+            let src = u4_bytes(&mut rng, rows * d / 2);
+            let q = rng.vec(d, 1.0);
+            let w = rng.vec(rows * d / 32, 1.0);
+            let out0 = rng.vec(d, 1.0);
+            let a = g.place(&src);
+            for k in &all {
+                let (mut got, mut want) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+                (k.u4_row_dots)(a, &q, &mut got);
+                (k.u4_row_dots)(&src, &q, &mut want);
+                assert_eq!(bits(&got), bits(&want), "{:?} d {d} rows {rows}", k.level);
+                let (mut got, mut want) = (out0.clone(), out0.clone());
+                (k.u4_rows)(&w, a, &mut got);
+                (k.u4_rows)(&w, &src, &mut want);
+                assert_eq!(bits(&got), bits(&want), "{:?} dv {d} rows {rows}", k.level);
+            }
+        }
+        for d in (1..=17usize).chain([31, 33, 63, 64, 65, 128, 129, 200]) {
+            let src = i8_keys(&mut rng, rows * d);
+            let scale = rng.vec(rows, 1.0);
+            let q = rng.vec(d, 1.0);
+            let a = g.place(&src);
+            for k in &all {
+                let (mut got, mut want) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+                let mg = (k.i8_row_dots)(a, &scale, &q, &mut got);
+                let mw = (k.i8_row_dots)(&src, &scale, &q, &mut want);
+                assert_eq!(bits(&got), bits(&want), "{:?} d {d} rows {rows}", k.level);
+                assert_eq!(
+                    mg.to_bits(),
+                    mw.to_bits(),
+                    "{:?} d {d} rows {rows}",
+                    k.level
+                );
+            }
+        }
+    }
+}

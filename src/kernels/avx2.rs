@@ -36,9 +36,9 @@ pub(super) static KERNELS: Kernels = Kernels {
     row_dists,
     exp_shift,
     gemm,
-    u4_row_dots: super::portable::u4_row_dots,
-    u4_rows: super::portable::u4_rows,
-    i8_row_dots: super::portable::i8_row_dots,
+    u4_row_dots,
+    u4_rows,
+    i8_row_dots,
     rec_buckets: super::recovery_avx2::buckets,
     rec_signs: super::recovery_avx2::signs,
     rec_token_slots: super::recovery_avx2::token_slots,
@@ -738,6 +738,303 @@ unsafe fn hsum4(x: [__m256; KR]) -> __m128 {
         let t23 = _mm256_hadd_ps(x[2], x[3]);
         let t = _mm256_hadd_ps(t01, t23);
         _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1))
+    }
+}
+
+// ---- Compact token formats: 4-bit code rows and int8 key rows. These
+// three entry points are `pub(super)`: the AVX-512 table uses them too.
+
+/// `out[i] = sum_c q[c] code(a_i, c)` (see [`Kernels::u4_row_dots`]).
+pub(super) fn u4_row_dots(a: &[u8], q: &[f32], out: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 and AVX-512 tables, handed
+    // out by `Kernels::for_level` only when the CPU has AVX2 + FMA + F16C
+    // (the AVX-512 level requires them too).
+    unsafe { u4_row_dots_imp(a, q, out) }
+}
+
+/// `out[c] += sum_i w[i G + c / 32] code(a_i, c)` (see [`Kernels::u4_rows`]).
+pub(super) fn u4_rows(w: &[f32], a: &[u8], out: &mut [f32]) {
+    // SAFETY: as `u4_row_dots`.
+    unsafe { u4_rows_imp(w, a, out) }
+}
+
+/// `out[i] = scale[i] (f32(a_i) . q)` (see [`Kernels::i8_row_dots`]).
+pub(super) fn i8_row_dots(a: &[i8], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    // SAFETY: as `u4_row_dots`.
+    unsafe { i8_row_dots_imp(a, scale, q, out) }
+}
+
+/// Channels per 4-bit group (16 bytes).
+const U4G: usize = 32;
+
+/// The 32 codes of the 16-byte group at `p` as f32 (exact), channels
+/// `0..8, 8..16, 16..24, 24..32`: each 8-byte half zero-extended to int32
+/// (`vpmovzxbd` from memory), the low nibbles by `vpand` 15 (channels `t`),
+/// the high ones by `vpsrld` 4 (channels `t + 16`), then `vcvtdq2ps`.
+/// Reads exactly `p[..16]`.
+#[inline(always)]
+unsafe fn u4x32(p: *const u8) -> [__m256; 4] {
+    unsafe {
+        let m = _mm256_set1_epi32(15);
+        let b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+        let b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(8) as *const __m128i));
+        [
+            _mm256_cvtepi32_ps(_mm256_and_si256(b0, m)),
+            _mm256_cvtepi32_ps(_mm256_and_si256(b1, m)),
+            _mm256_cvtepi32_ps(_mm256_srli_epi32(b0, 4)),
+            _mm256_cvtepi32_ps(_mm256_srli_epi32(b1, 4)),
+        ]
+    }
+}
+
+/// Scores of 4-bit rows: four rows per pass ([`u4_block`]), the four sums
+/// reduced together (`hsum4`) and stored as one vector; leftover rows
+/// (`< 4`) take the same path with zero rows, so a row's result does not
+/// depend on its position.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn u4_row_dots_imp(a: &[u8], q: &[f32], out: &mut [f32]) {
+    let d = q.len();
+    let n = out.len();
+    assert!(d.is_multiple_of(U4G), "u4_row_dots: d not a multiple of 32");
+    assert!(a.len() >= n * (d / 2), "u4_row_dots: a too short");
+    let (ap, qp, op) = (a.as_ptr(), q.as_ptr(), out.as_mut_ptr());
+    // SAFETY: rows i < n span a[i d / 2 .. (i + 1) d / 2] <= a.len(), read
+    // in whole 16-byte groups; q is read at c < d; out written at i < n.
+    unsafe {
+        let mut i = 0;
+        while i + KR <= n {
+            _mm_storeu_ps(op.add(i), hsum4(u4_block::<KR>(ap, qp, d, i)));
+            i += KR;
+        }
+        if i < n {
+            let s = match n - i {
+                1 => u4_block::<1>(ap, qp, d, i),
+                2 => u4_block::<2>(ap, qp, d, i),
+                _ => u4_block::<3>(ap, qp, d, i),
+            };
+            let mut buf = [0.0f32; KR];
+            _mm_storeu_ps(buf.as_mut_ptr(), hsum4(s));
+            core::ptr::copy_nonoverlapping(buf.as_ptr(), op.add(i), n - i);
+        }
+    }
+}
+
+/// Lane vectors of `q . code(a_r)` for the `R <= 4` rows `i..i + R`
+/// (entries `R..4` zero): per group the four `q` vectors are loaded once
+/// for the `R` rows; two FMA chains per row (channels `0..16` and
+/// `16..32` of each group).
+#[inline(always)]
+unsafe fn u4_block<const R: usize>(
+    a: *const u8,
+    q: *const f32,
+    d: usize,
+    i: usize,
+) -> [__m256; KR] {
+    unsafe {
+        let rb = d / 2;
+        let z = _mm256_setzero_ps();
+        let (mut s0, mut s1) = ([z; R], [z; R]);
+        let p = a.add(i * rb);
+        let mut g = 0;
+        while g < d / U4G {
+            let qg = q.add(g * U4G);
+            let y = [ld(qg), ld(qg.add(W)), ld(qg.add(2 * W)), ld(qg.add(3 * W))];
+            for (r, (a0, a1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+                let x = u4x32(p.add(r * rb + g * U4G / 2));
+                *a0 = _mm256_fmadd_ps(x[0], y[0], *a0);
+                *a1 = _mm256_fmadd_ps(x[2], y[2], *a1);
+                *a0 = _mm256_fmadd_ps(x[1], y[1], *a0);
+                *a1 = _mm256_fmadd_ps(x[3], y[3], *a1);
+            }
+            g += 1;
+        }
+        let mut o = [z; KR];
+        for (o, (a0, a1)) in o.iter_mut().zip(s0.iter().zip(&s1)) {
+            *o = _mm256_add_ps(*a0, *a1);
+        }
+        o
+    }
+}
+
+/// Groups (of 32 columns, 4 ymm accumulators each) per `u4_rows` pass.
+const U4NG: usize = 2;
+
+/// Weighted sum of 4-bit rows: passes over up to two groups (64 columns,
+/// 8 ymm accumulators) while the rows stream by; per row and group one
+/// broadcast weight, [`u4x32`] and four FMAs (rows in order per column).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn u4_rows_imp(w: &[f32], a: &[u8], out: &mut [f32]) {
+    let dv = out.len();
+    assert!(dv.is_multiple_of(U4G), "u4_rows: dv not a multiple of 32");
+    let groups = dv / U4G;
+    let m = w.len() / groups.max(1);
+    let rb = dv / 2;
+    assert!(a.len() >= m * rb, "u4_rows: a too short");
+    let k = U4Rows {
+        w: w.as_ptr(),
+        a: a.as_ptr(),
+        out: out.as_mut_ptr(),
+        groups,
+        m,
+        rb,
+    };
+    let mut g = 0;
+    while g < groups {
+        let ng = (groups - g).min(U4NG);
+        // SAFETY: rows i < m span a[i rb .. (i + 1) rb] <= m rb <= a.len()
+        // and the pass reads groups g..g + ng < groups of them; w is read at
+        // i G + g' < m G <= w.len(); out at columns < dv.
+        unsafe {
+            match ng {
+                1 => u4_rows_pass::<1>(k, g),
+                _ => u4_rows_pass::<U4NG>(k, g),
+            }
+        }
+        g += ng;
+    }
+}
+
+/// Pointers and shape of one `u4_rows` call.
+#[derive(Clone, Copy)]
+struct U4Rows {
+    w: *const f32,
+    a: *const u8,
+    out: *mut f32,
+    /// Groups per row (`G = dv / 32`).
+    groups: usize,
+    /// Rows.
+    m: usize,
+    /// Bytes per row (`dv / 2`).
+    rb: usize,
+}
+
+/// Groups `g0..g0 + NG` of `u4_rows`: `4 NG` accumulators over every row,
+/// then added to `out`.
+#[inline(always)]
+unsafe fn u4_rows_pass<const NG: usize>(k: U4Rows, g0: usize) {
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 4]; NG];
+        let (mut row, mut wr) = (k.a.add(g0 * U4G / 2), k.w.add(g0));
+        for _ in 0..k.m {
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let wv = _mm256_set1_ps(*wr.add(h));
+                let x = u4x32(row.add(h * U4G / 2));
+                for (a, x) in acc.iter_mut().zip(x) {
+                    *a = _mm256_fmadd_ps(wv, x, *a);
+                }
+            }
+            row = row.add(k.rb);
+            wr = wr.add(k.groups);
+        }
+        for (h, acc) in acc.iter().enumerate() {
+            let o = k.out.add((g0 + h) * U4G);
+            for (v, a) in acc.iter().enumerate() {
+                st(o.add(v * W), _mm256_add_ps(ld(o.add(v * W)), *a));
+            }
+        }
+    }
+}
+
+/// `out[i] = scale[i] (f32(a_i) . q)` (see [`Kernels::i8_row_dots`]): as
+/// [`i16_row_dots_imp`] (four rows per pass, two FMA chains each over 16
+/// columns, the sums reduced together, times the four scales) with int8
+/// rows: one 8-byte load (`vmovq`), `vpmovsxbd` and `vcvtdq2ps` (exact) per
+/// 8 values. The last `d mod 8` columns are one vector against masked `q`
+/// lanes ([`tail_i8`]). Returns the largest result.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn i8_row_dots_imp(a: &[i8], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32 {
+    let d = q.len();
+    let n = out.len();
+    assert!(a.len() >= n * d, "i8_row_dots: a too short");
+    assert!(scale.len() >= n, "i8_row_dots: scale too short");
+    let full = d / W * W;
+    let (sp, op) = (scale.as_ptr(), out.as_mut_ptr());
+    // SAFETY: rows i < n span a[i d .. (i + 1) d] <= a.len(); scale and out
+    // are read / written at i < n <= len; masked lanes of q past d touch no
+    // memory; a row's tail reads 8 bytes only where they lie inside a
+    // (`tail_i8`).
+    unsafe {
+        let k = I8Rows {
+            a: a.as_ptr(),
+            len: a.len(),
+            d,
+            q: q.as_ptr(),
+            full,
+            mask: tail_mask(d - full),
+        };
+        scaled_rows_by_4!(k, n, sp, op, i8_block)
+    }
+}
+
+/// Pointers and shape of one `i8_row_dots` call.
+#[derive(Clone, Copy)]
+struct I8Rows {
+    a: *const i8,
+    /// `a.len()`.
+    len: usize,
+    /// Row length and stride.
+    d: usize,
+    q: *const f32,
+    /// `d` rounded down to a multiple of 8.
+    full: usize,
+    /// Lanes `< d - full` of the tail vector.
+    mask: __m256i,
+}
+
+/// The tail of the row at offset `off` (`a[off..off + d - full]`, 1..=7
+/// values) as 8 f32 lanes, meant for `q` lanes masked to zero past it (so
+/// lanes `>= d - full` do not count, whatever they hold): the 8 bytes at
+/// `off` read whole when they lie inside `a` (the extra lanes hold the next
+/// row's bytes, finite integers), else copied into a zeroed buffer.
+#[inline(always)]
+unsafe fn tail_i8(k: I8Rows, off: usize) -> __m256 {
+    unsafe {
+        if off + W <= k.len {
+            i8x8(k.a.add(off))
+        } else {
+            let mut t = [0i8; W];
+            core::ptr::copy_nonoverlapping(k.a.add(off), t.as_mut_ptr(), k.d - k.full);
+            i8x8(t.as_ptr())
+        }
+    }
+}
+
+/// Lane vectors of `f32(a_r) . q` for the `R <= 4` rows `i..i + R` (entries
+/// `R..4` zero): two FMA chains per row.
+#[inline(always)]
+unsafe fn i8_block<const R: usize>(k: I8Rows, i: usize) -> [__m256; KR] {
+    unsafe {
+        let z = _mm256_setzero_ps();
+        let (mut s0, mut s1) = ([z; R], [z; R]);
+        let p = k.a.add(i * k.d);
+        let mut c = 0;
+        while c + 2 * W <= k.full {
+            let (y0, y1) = (ld(k.q.add(c)), ld(k.q.add(c + W)));
+            for (r, (a0, a1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+                let row = p.add(r * k.d + c);
+                *a0 = _mm256_fmadd_ps(i8x8(row), y0, *a0);
+                *a1 = _mm256_fmadd_ps(i8x8(row.add(W)), y1, *a1);
+            }
+            c += 2 * W;
+        }
+        if c < k.full {
+            let y = ld(k.q.add(c));
+            for (r, a0) in s0.iter_mut().enumerate() {
+                *a0 = _mm256_fmadd_ps(i8x8(p.add(r * k.d + c)), y, *a0);
+            }
+        }
+        if k.full < k.d {
+            let y = _mm256_maskload_ps(k.q.add(k.full), k.mask);
+            for (r, a1) in s1.iter_mut().enumerate() {
+                let x = tail_i8(k, (i + r) * k.d + k.full);
+                *a1 = _mm256_fmadd_ps(x, y, *a1);
+            }
+        }
+        let mut o = [z; KR];
+        for (o, (a0, a1)) in o.iter_mut().zip(s0.iter().zip(&s1)) {
+            *o = _mm256_add_ps(*a0, *a1);
+        }
+        o
     }
 }
 

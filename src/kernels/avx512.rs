@@ -11,6 +11,11 @@
 /// on the Zen 4 development machine a 512-bit FMA runs at the rate of two
 /// 256-bit ones, so a zmm tile would not be faster there (docs/simd.md).
 use super::avx2::gemm;
+/// The compact-format kernels (4-bit code rows, int8 key rows) are the AVX2
+/// ones too: every CPU the AVX-512 level accepts has AVX2 + FMA + F16C, and
+/// no AVX-512 version has been run yet (the machine they were written on has
+/// no AVX-512; docs/simd.md).
+use super::avx2::{i8_row_dots, u4_row_dots, u4_rows};
 use super::{Kernels, Level};
 use crate::poly::FeatureMap;
 use core::arch::x86_64::*;
@@ -34,9 +39,9 @@ pub(super) static KERNELS: Kernels = Kernels {
     row_dists,
     exp_shift,
     gemm,
-    u4_row_dots: super::portable::u4_row_dots,
-    u4_rows: super::portable::u4_rows,
-    i8_row_dots: super::portable::i8_row_dots,
+    u4_row_dots,
+    u4_rows,
+    i8_row_dots,
     rec_buckets: super::recovery_avx512::buckets,
     rec_signs: super::recovery_avx512::signs,
     rec_token_slots: super::recovery_avx512::token_slots,

@@ -156,17 +156,20 @@ pub struct Kernels {
     /// 32), rows of `d / 2` bytes in the nibble layout of a 32-channel group
     /// (16 bytes: byte `t` holds channel `t` in its low and channel `t + 16`
     /// in its high nibble). The sum in f32 (FMA where the level has it).
-    /// Panics if `a` is shorter than `out.len() d / 2`.
+    /// Panics if `d` is not a multiple of 32 or `a` is shorter than
+    /// `out.len() d / 2`.
     pub u4_row_dots: fn(a: &[u8], q: &[f32], out: &mut [f32]),
     /// Weighted sum of 4-bit code rows with one weight per row and 32-channel
     /// group: `out[c] += sum_{i < m} w[i G + c / 32] code(a_i, c)`, `dv =
     /// out.len()` (a multiple of 32), `G = dv / 32`, `m = w.len() / G`;
     /// per column the sum runs over the rows in order in f32, then is added
-    /// to `out`. Panics if `a` is shorter than `m dv / 2`.
+    /// to `out`. Panics if `dv` is not a multiple of 32 or `a` is shorter
+    /// than `m dv / 2`.
     pub u4_rows: fn(w: &[f32], a: &[u8], out: &mut [f32]),
     /// Scores of int8 rows with a scale each: `out[i] = scale[i] (sum_c
     /// f32(a[i d + c]) q[c])`, `d = q.len()`, as [`Kernels::i16_row_dots`];
-    /// returns `max_i out[i]` (-inf when `out` is empty).
+    /// returns `max_i out[i]` (-inf when `out` is empty). Panics if `a` is
+    /// shorter than `out.len() d` or `scale` shorter than `out.len()`.
     #[allow(clippy::type_complexity)]
     pub i8_row_dots: fn(a: &[i8], scale: &[f32], q: &[f32], out: &mut [f32]) -> f32,
     /// Block product (batched prefill): `c[i ldc + j] += sum_p a[i rsa + p csa] b[p ldb + j]`
