@@ -48,9 +48,9 @@ heads_of() {
 tokens_sha_of() {
     case $1 in
     given) echo 7f6d4139e17655fd4ebd968c1398b8bff03d1b17ce271de5ac13603ef11818b5 ;;
-    dpkg) echo "DPKG_SHA" ;;
-    vim) echo "VIM_SHA" ;;
-    licences) echo "LICENCES_SHA" ;;
+    dpkg) echo d91cf7fc2ac4c0b21f73a5a5beed12462c1378b9b15dd4a6ce3dd9ae4e28ebb0 ;;
+    vim) echo 7400e05fc90ad9005b1ea2b01dede8a7f02a93da1b8435622575da493bf9d0a6 ;;
+    licences) echo 7f6d4139e17655fd4ebd968c1398b8bff03d1b17ce271de5ac13603ef11818b5 ;;
     esac
 }
 

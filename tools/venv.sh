@@ -9,7 +9,7 @@
 # $XDG_CACHE_HOME/attnsketch/venv). Rebuilt when a requirement file changes
 # (their sha256 is kept in the venv). ATTNSKETCH_PYTHON=/path/to/python skips
 # all of this and prints that interpreter instead (it must have the packages).
-# Needs python3 >= 3.10 with the venv module (installs python3-venv with
+# Needs python3 >= 3.11 (numpy 2.4) with the venv module (installs python3-venv with
 # apt-get when it is missing and we are root) and access to PyPI.
 # Messages go to stderr; stdout is only the path.
 set -euo pipefail
@@ -27,7 +27,7 @@ if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements-sha256" 2>/dev/nul
 fi
 {
     py=${PYTHON3:-python3}
-    command -v "$py" >/dev/null || { echo "tools/venv.sh: no $py on PATH (install python3 >= 3.10)"; exit 1; }
+    command -v "$py" >/dev/null || { echo "tools/venv.sh: no $py on PATH (install python3 >= 3.11)"; exit 1; }
     echo "== tools/venv.sh: creating $venv (pinned tools/requirements*.txt; ~100 MB from PyPI)"
     rm -rf "$venv"
     mkdir -p "$cache"
