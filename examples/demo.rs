@@ -109,7 +109,7 @@ impl Progress {
     fn tick(&mut self, what: &str, done: usize, total: usize) {
         let t = self.t0.elapsed().as_secs_f64();
         let every = if self.tty { 0.25 } else { 5.0 };
-        if t > 1.0 && t - self.last > every {
+        if done > 0 && t > 1.0 && t - self.last > every {
             self.last = t;
             if self.tty {
                 self.shown = true;
@@ -213,13 +213,16 @@ fn real(dir: PathBuf, budget_kib: Option<usize>, only: Option<String>) {
         };
         format!("{kf} keys, {vf} values")
     };
+    println!("attnsketch {} | {}", attnsketch::VERSION, common::stamp());
+    let from = if dir == fixture_dir() {
+        "the repository's fixture tests/fixtures/smollm2-2048 (SmolLM2-135M)".to_string()
+    } else {
+        dir.display().to_string()
+    };
     println!(
-        "attnsketch {} | kernels: {} | {} head(s) of {} tokens, d = {d}, from {}",
-        attnsketch::VERSION,
-        attnsketch::Level::detect().name(),
+        "{} real head(s) of {} tokens, d = {d}, from {from}",
         heads.len(),
-        n,
-        dir.display()
+        n
     );
     println!(
         "budget {} per head (as_config_for_budget): {} sinks + {} window/heavy slots ({}), {} tail groups",

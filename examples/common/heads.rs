@@ -57,8 +57,14 @@ pub fn set_ready(dir: &Path) -> bool {
     dir.join("complete").exists() || dir.join("index.json").exists()
 }
 
+/// The evaluation sets `scripts/data.sh` builds.
+pub const SETS: [&str; 4] = ["given", "dpkg", "vim", "licences"];
+
 /// One line saying how to get set `name`.
 pub fn how_to_get(name: &str) -> String {
+    if !SETS.contains(&name) {
+        return format!("unknown set '{name}' (sets: {})", SETS.join(", "));
+    }
     format!(
         "the '{name}' set is not in {}: build it with `bash scripts/data.sh {name}` \
          (~3-8 min on 2 cores, from Debian texts and PyPI)",
