@@ -41,8 +41,8 @@ fn check_polynomial(h: &Head) {
                 * h.scale as f64;
             let w = p.eval(x);
             den += w;
-            for cc in 0..d {
-                num[cc] += w * h.v[i * d + cc] as f64;
+            for (a, &b) in num.iter_mut().zip(&h.v[i * d..(i + 1) * d]) {
+                *a += w * b as f64;
             }
         }
         for cc in 0..d {

@@ -262,12 +262,12 @@ pub fn kivi8(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
     let mut col = vec![0.0f32; G];
     for g in 0..h.n / G {
         for c in 0..d {
-            for t in 0..G {
-                col[t] = h.k[(g * G + t) * d + c];
+            for (t, x) in col.iter_mut().enumerate() {
+                *x = h.k[(g * G + t) * d + c];
             }
             asym8(&mut col);
-            for t in 0..G {
-                kq[(g * G + t) * d + c] = col[t];
+            for (t, &x) in col.iter().enumerate() {
+                kq[(g * G + t) * d + c] = x;
             }
         }
     }
@@ -353,7 +353,7 @@ fn q8_0_row(x: &mut [f32]) {
 /// q8_0 cache after the Hadamard rotation (see the module doc).
 pub fn q8_0(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
     let d = h.d;
-    if !d.is_power_of_two() || d % 32 != 0 {
+    if !d.is_power_of_two() || !d.is_multiple_of(32) {
         return None;
     }
     let hm = hadamard(d);
