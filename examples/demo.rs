@@ -205,11 +205,18 @@ fn real(dir: PathBuf, budget_kib: Option<usize>, only: Option<String>) {
     let cfg = budget_config(d, heads[0].scale, budget);
     let slots = (cfg.sink_tokens + cfg.window_tokens + cfg.heavy_tokens) as usize;
     let fmt = |k: u32, v: u32| {
-        let kf = if k == AS_KEYS_I16 { "int16" } else { "f32" };
+        let kf = match k {
+            0 => "f32".to_string(),
+            1 => "int16".to_string(),
+            2 => "4-bit paged".to_string(),
+            x => format!("key_format {x}"),
+        };
         let vf = match v {
-            AS_VALUES_F16 => "binary16",
-            AS_VALUES_I8 => "int8",
-            _ => "f32",
+            0 => "f32".to_string(),
+            1 => "binary16".to_string(),
+            2 => "int8".to_string(),
+            3 => "4-bit".to_string(),
+            x => format!("value_format {x}"),
         };
         format!("{kf} keys, {vf} values")
     };
