@@ -1,5 +1,5 @@
-//! Accuracy at equal memory: streams every head of a directory in the
-//! `../shared/data` format causally and prints, per head and byte budget, the
+//! Accuracy at equal memory: streams every head of an evaluation set
+//! (`scripts/data.sh`; format in `tools/README.md`) causally and prints, per head and byte budget, the
 //! relative Frobenius error of the outputs against the stored exact `_o`, for
 //! attnsketch (through the C ABI) and for each peer (see `common/peers.rs`).
 //! Summaries per budget (median, worst) and over all cells (geometric mean,
@@ -7,25 +7,30 @@
 //! per head.
 //!
 //! ```text
-//! cargo run --release --example eval -- [--data DIR] [--budgets 256,512,1024,2048]
-//!                                        [--png docs/eval.png] [--step 16] [--rounded-peers]
+//! cargo run --release --example eval -- [--set given|dpkg|vim|licences | --data DIR]
+//!     [--budgets 256,512,1024,2048] [--png docs/eval.png] [--step 16]
+//!     [--rounded-peers] [--cache-peers]
 //! ```
+//! The default set is `given` in the cache (`bash scripts/data.sh given`
+//! builds it); `--data tests/fixtures/smollm2-2048` runs on the fixture.
 //! `--rounded-peers` adds StreamingLLM and H2O storing tokens in the formats
 //! our hybrid uses (int16 keys, binary16 values; `peers::rounded`).
+//! `--cache-peers` adds the quantized caches of the demo (StreamingLLM in
+//! binary16, KIVI-8, q8_0 after the Hadamard rotation).
 //! Rows: the second half of the stream, every `step`-th (default 16: 256 rows
 //! of an 8192-token head). Budgets are KiB per head.
 
 mod common;
 
 use common::peers::{self, PeerResult};
-use common::plot::{write_png, Panel, Series};
-use common::{read_heads, Head};
+use common::plot::{write_png_captioned, Panel, Series};
+use common::{how_to_get, read_heads, set_dir, set_ready, Head};
 use std::path::PathBuf;
 
 type Method = fn(&Head, usize, &[usize]) -> Option<PeerResult>;
 
 /// The methods, ours last (the best peer is the best of the others).
-fn methods(rounded_peers: bool) -> Vec<(&'static str, Method)> {
+fn methods(rounded_peers: bool, cache_peers: bool) -> Vec<(&'static str, Method)> {
     let mut m = vec![
         ("StreamingLLM", peers::streaming_llm as Method),
         ("H2O", peers::h2o as Method),
@@ -35,6 +40,11 @@ fn methods(rounded_peers: bool) -> Vec<(&'static str, Method)> {
     if rounded_peers {
         m.push(("SLLM-i16", peers::streaming_llm_i16 as Method));
         m.push(("H2O-i16", peers::h2o_i16 as Method));
+    }
+    if cache_peers {
+        m.push(("SLLM-f16", peers::streaming_llm_f16 as Method));
+        m.push(("KIVI-8", peers::kivi8 as Method));
+        m.push(("q8_0", peers::q8_0 as Method));
     }
     m.push(("attnsketch", peers::attnsketch as Method));
     m
@@ -53,14 +63,18 @@ struct Cell {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
+    let mut data = None::<PathBuf>;
+    let mut set = String::from("given");
+    let mut cache_peers = false;
     let mut budgets: Vec<usize> = vec![256, 512, 1024, 2048];
     let mut png = String::from("docs/eval.png");
     let mut step = 16usize;
     let mut rounded_peers = false;
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--data" => data = PathBuf::from(args.next().expect("--data DIR")),
+            "--data" => data = Some(PathBuf::from(args.next().expect("--data DIR"))),
+            "--set" => set = args.next().expect("--set NAME"),
+            "--cache-peers" => cache_peers = true,
             "--budgets" => {
                 budgets = args
                     .next()
@@ -78,11 +92,26 @@ fn main() {
             }
         }
     }
+    let data = data.unwrap_or_else(|| {
+        let dir = set_dir(&set);
+        if !set_ready(&dir) {
+            eprintln!("{}", how_to_get(&set));
+            std::process::exit(1);
+        }
+        dir
+    });
     let heads = read_heads(&data).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1)
     });
-    let ms = methods(rounded_peers);
+    let ms = methods(rounded_peers, cache_peers);
+    let stamp = common::stamp();
+    println!(
+        "{} | {} heads from {}\n",
+        stamp,
+        heads.len(),
+        data.display()
+    );
     // results[head][budget][method]
     let results: Vec<Vec<Vec<Cell>>> = std::thread::scope(|s| {
         let jobs: Vec<_> = heads
@@ -210,8 +239,16 @@ fn main() {
     if let Some(dir) = std::path::Path::new(&png).parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    match write_png(
+    let caption = format!(
+        "attnsketch {} vs peers at equal bytes, {} | measured {}",
+        attnsketch::VERSION,
+        data.file_name()
+            .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
+        stamp
+    );
+    match write_png_captioned(
         &png,
+        &caption,
         &panels,
         "state bytes per head (KiB)",
         "relative error",

@@ -3,10 +3,14 @@
 //!
 //! 1. Synthetic planted data in the bounded regime (d = 16, g = 4, s = 1/d,
 //!    entries in [-2, 2]): `k` keys equal to the query are planted among n.
-//! 2. The real heads of `../shared/data` (d = 64, 8192 tokens, s = 1/8),
-//!    causal: after absorbing token i, retrieve for q_i over tokens 0..=i.
+//! 2. The real heads of the cached "given" set (`bash scripts/data.sh given`;
+//!    d = 64, 8192 tokens, s = 1/8), causal: after absorbing token i,
+//!    retrieve for q_i over tokens 0..=i.
 //!
 //! Run: `cargo run --release --example retrieval_recall [data_dir] [degree]`.
+
+#[path = "common/heads.rs"]
+mod heads;
 
 use attnsketch::recovery::reference as rref;
 use attnsketch::{Config, Polynomial, Sketch};
@@ -160,15 +164,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = args
         .get(1)
-        .cloned()
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").into());
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| heads::set_dir("given"));
     let g: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     synthetic(2.0);
     synthetic(3.0);
-    let dir = std::path::Path::new(&dir);
     if dir.join("L00H1_q.f32").exists() {
-        real(dir, g);
+        real(&dir, g);
     } else {
-        println!("\n(no real heads at {})", dir.display());
+        println!(
+            "\n(no real heads at {}: {})",
+            dir.display(),
+            heads::how_to_get("given")
+        );
     }
 }

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite (README's second command; .ci/run calls it).
-# Rust unit + integration tests (incl. the generated-header check, the C and
-# C++ programs compiled with -Wall -Wextra -Werror against the .so, and the
-# real heads of ../shared/data), then formatting.
+# The real-data set the tests use ("given": 4 heads x 8192 tokens, built once
+# into ~/.cache/attnsketch by scripts/data.sh), Rust unit + integration tests
+# (incl. the generated-header check, the C and C++ programs compiled with
+# -Wall -Wextra -Werror against the .so, the real heads of the repository's
+# fixture and of the given set), then formatting, sanitizers, packaging, fuzzing.
+# ATTNSKETCH_REQUIRE_DATA= (empty) skips building the set; its tests then skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export ATTNSKETCH_REQUIRE_DATA=${ATTNSKETCH_REQUIRE_DATA:-1}
+export ATTNSKETCH_REQUIRE_DATA=${ATTNSKETCH_REQUIRE_DATA-1}
+if [ -n "$ATTNSKETCH_REQUIRE_DATA" ] && [ -z "${ATTNSKETCH_DATA:-}" ]; then
+  echo "== real heads: $(bash scripts/data.sh given)"
+fi
 # Issue 4: the whole Rust suite once per CPU level the machine supports.
 bash scripts/test-levels.sh --all-targets 2>&1
 cargo fmt --all -- --check

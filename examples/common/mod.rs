@@ -1,71 +1,16 @@
-//! Shared by the example programs: reading heads in the `../shared/data`
-//! format and a tiny deterministic RNG.
+//! Shared by the example programs: real heads (`heads`: the fixture and the
+//! cached evaluation sets), the peers, plots, exact references and a tiny
+//! deterministic RNG.
 #![allow(dead_code)]
+#![allow(unused_imports)]
 
+pub mod heads;
 pub mod peers;
 pub mod plot;
 
-use std::path::{Path, PathBuf};
-
-/// One attention head: Q, K, V and the exact causal output O, each n x d row-major.
-pub struct Head {
-    pub name: String,
-    pub n: usize,
-    pub d: usize,
-    pub scale: f32,
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    pub o: Vec<f32>,
-}
-
-fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
-    let b = std::fs::read(path)?;
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-/// Every head (`*.json` with a `files` entry) of a directory, sorted by name.
-pub fn read_heads(dir: &Path) -> Result<Vec<Head>, String> {
-    let mut jsons: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    jsons.sort();
-    let mut heads = Vec::new();
-    for j in jsons {
-        let text = std::fs::read_to_string(&j).map_err(|e| e.to_string())?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", j.display()))?;
-        let Some(files) = v.get("files") else {
-            continue;
-        };
-        let n = v["n"].as_u64().ok_or("n")? as usize;
-        let d = v["d"].as_u64().ok_or("d")? as usize;
-        let scale = v["scale"].as_f64().ok_or("scale")? as f32;
-        let get = |k: &str| -> Result<Vec<f32>, String> {
-            let f = files[k].as_str().ok_or(format!("files.{k}"))?;
-            let x = read_f32(&dir.join(f)).map_err(|e| format!("{f}: {e}"))?;
-            if x.len() != n * d {
-                return Err(format!("{f}: {} floats, want {}", x.len(), n * d));
-            }
-            Ok(x)
-        };
-        heads.push(Head {
-            name: j.file_stem().unwrap().to_string_lossy().into_owned(),
-            n,
-            d,
-            scale,
-            q: get("q")?,
-            k: get("k")?,
-            v: get("v")?,
-            o: get("o")?,
-        });
-    }
-    Ok(heads)
-}
+pub use heads::{
+    cache_dir, exact_outputs, fixture_dir, how_to_get, read_heads, set_dir, set_ready, Head,
+};
 
 /// SplitMix64 (the crate's deterministic generator).
 pub use attnsketch::rng::SplitMix64 as Rng;
@@ -131,4 +76,42 @@ pub fn exact_decode_f32(q: &[f32], k: &[f32], v: &[f32], n: usize, scale: f32, o
         }
     }
     out.iter_mut().for_each(|o| *o /= l);
+}
+
+/// "YYYY-MM-DD, <CPU model> (<n> logical CPUs), <kernel level> kernels, load
+/// <1-min load average>": when and where a figure was measured (printed with
+/// results, drawn on plots).
+pub fn stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = (secs / 86400) as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(
+            || std::env::consts::ARCH.to_string(),
+            |m| m.trim().to_string(),
+        );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The 1-minute load average: how busy the (often shared) machine was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(|x| format!(", load {x}")))
+        .unwrap_or_default();
+    format!(
+        "{year:04}-{month:02}-{day:02}, {model} ({cpus} logical CPUs), {} kernels{load}",
+        attnsketch::Level::detect().name()
+    )
 }

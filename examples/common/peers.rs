@@ -17,6 +17,23 @@
 //! - With `--rounded-peers`, StreamingLLM and H2O also run with the token
 //!   formats our hybrid uses (int16 keys with a row scale, binary16 values):
 //!   `(2 d + 4 + 2 dv)` bytes per token (+4 for H2O's score).
+//! - Cache formats at equal bytes (the demo's peers; `eval --cache-peers`), all
+//!   StreamingLLM's eviction (4 sinks + the most recent window), each token in
+//!   the format a quantized KV cache would store:
+//!   - `streaming_llm_f16`: binary16 keys and values (llama.cpp's default cache
+//!     type), `2 (d + dv)` bytes per token;
+//!   - `kivi8` (Liu et al. 2024, at 8 bits): keys quantized per channel over
+//!     aligned groups of 32 tokens, values per token over groups of 32
+//!     channels, asymmetric (min and step per group, both binary16), 256
+//!     levels; the newest incomplete key group is kept unquantized (f32, as
+//!     KIVI keeps a full-precision residual) but counted at the quantized
+//!     size, a little in the peer's favour: `d + dv + 4 (d + dv) / 32` bytes
+//!     per token (144 at d = dv = 64);
+//!   - `q8_0`: llama.cpp's q8_0 cache type after the Walsh-Hadamard rotation
+//!     llama.cpp applies to quantized caches (q, k, v rotated by the
+//!     orthonormal H; scores unchanged, the output rotated back): blocks of 32
+//!     with one binary16 scale `max|x| / 127`, `34 (d + dv) / 32` bytes per
+//!     token (136).
 //! - Performer FAVOR+ (Choromanski et al. 2021): m positive orthogonal random
 //!   features `exp(w.x - |x|^2/2)/sqrt(m)`, `x = s^(1/2) q` or `s^(1/2) k`,
 //!   `m (dv + 1) 4` bytes (W regenerated from a seed, not stored), streamed
@@ -193,6 +210,176 @@ pub fn streaming_llm_i16(h: &Head, budget: usize, rows: &[usize]) -> Option<Peer
 /// H2O with int16 keys and binary16 values (`rounded`), f32 scores.
 pub fn h2o_i16(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
     h2o_at(&rounded(h), 4 * h.d + 8, budget, rows)
+}
+
+/// `x` rounded to binary16 and back.
+fn f16r(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// StreamingLLM with binary16 keys and values.
+pub fn streaming_llm_f16(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    let r = Head {
+        name: h.name.clone(),
+        n: h.n,
+        d: h.d,
+        scale: h.scale,
+        q: h.q.clone(),
+        k: h.k.iter().map(|&x| f16r(x)).collect(),
+        v: h.v.iter().map(|&x| f16r(x)).collect(),
+        o: Vec::new(),
+    };
+    streaming_llm_at(&r, 2 * (h.d + h.d), budget, rows)
+}
+
+/// KIVI-style asymmetric 8-bit round trip of `x` (binary16 min and step,
+/// levels 0..=255).
+fn asym8(x: &mut [f32]) {
+    let lo = x.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+    let hi = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let (lo, step) = (f16r(lo), f16r((hi - lo) / 255.0));
+    for e in x.iter_mut() {
+        *e = if step > 0.0 {
+            lo + ((*e - lo) / step).round().clamp(0.0, 255.0) * step
+        } else {
+            lo
+        };
+    }
+}
+
+/// KIVI at 8 bits (see the module doc): 4 sinks + the newest window.
+pub fn kivi8(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    const G: usize = 32;
+    let d = h.d;
+    let per = 2 * d + 4 * (2 * d) / G;
+    let cap = budget / per;
+    if cap <= 4 {
+        return None;
+    }
+    let w = cap - 4;
+    // Keys: per channel over each complete group of 32 tokens.
+    let mut kq = h.k.clone();
+    let mut col = vec![0.0f32; G];
+    for g in 0..h.n / G {
+        for c in 0..d {
+            for (t, x) in col.iter_mut().enumerate() {
+                *x = h.k[(g * G + t) * d + c];
+            }
+            asym8(&mut col);
+            for (t, &x) in col.iter().enumerate() {
+                kq[(g * G + t) * d + c] = x;
+            }
+        }
+    }
+    // Values: per token over groups of 32 channels.
+    let mut vq = h.v.clone();
+    for row in vq.chunks_exact_mut(d) {
+        for grp in row.chunks_mut(G) {
+            asym8(grp);
+        }
+    }
+    let mut out = vec![0.0; rows.len() * d];
+    for (r, &j) in rows.iter().enumerate() {
+        // Tokens of the group holding j stay unquantized until it is complete.
+        let done = if j % G == G - 1 { j + 1 } else { j - j % G };
+        let lo = (j + 1).saturating_sub(w).max(4.min(j + 1));
+        let idx: Vec<usize> = (0..4.min(j + 1)).chain(lo..=j).collect();
+        let qj = &h.q[j * d..(j + 1) * d];
+        let s: Vec<f64> = idx
+            .iter()
+            .map(|&i| {
+                let k = if i < done { &kq } else { &h.k };
+                dot(qj, &k[i * d..(i + 1) * d]) as f64 * h.scale as f64
+            })
+            .collect();
+        let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let o = &mut out[r * d..(r + 1) * d];
+        let mut den = 0.0;
+        for (&i, &x) in idx.iter().zip(&s) {
+            let wgt = (x - mx).exp();
+            den += wgt;
+            for (a, &b) in o.iter_mut().zip(&vq[i * d..(i + 1) * d]) {
+                *a += wgt * b as f64;
+            }
+        }
+        o.iter_mut().for_each(|a| *a /= den);
+    }
+    Some(PeerResult {
+        out,
+        bytes: cap * per,
+    })
+}
+
+/// Orthonormal Walsh-Hadamard matrix of order d (a power of two), row-major.
+fn hadamard(d: usize) -> Vec<f32> {
+    let s = 1.0 / (d as f32).sqrt();
+    (0..d * d)
+        .map(|e| {
+            let (r, c) = (e / d, e % d);
+            if (r & c).count_ones() % 2 == 0 {
+                s
+            } else {
+                -s
+            }
+        })
+        .collect()
+}
+
+/// Rows of `x` (n x d) times the symmetric `hm`.
+fn rotate(x: &[f32], hm: &[f32], d: usize) -> Vec<f32> {
+    x.chunks_exact(d)
+        .flat_map(|r| {
+            (0..d)
+                .map(|c| dot(r, &hm[c * d..(c + 1) * d]))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// llama.cpp's q8_0 round trip of a row: blocks of 32, scale max|x| / 127
+/// stored binary16, `round(x / scale)`.
+fn q8_0_row(x: &mut [f32]) {
+    for b in x.chunks_mut(32) {
+        let amax = b.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+        let dsc = amax / 127.0;
+        let id = if dsc > 0.0 { 1.0 / dsc } else { 0.0 };
+        let d16 = f16r(dsc);
+        for v in b.iter_mut() {
+            *v = (*v * id).round() * d16;
+        }
+    }
+}
+
+/// q8_0 cache after the Hadamard rotation (see the module doc).
+pub fn q8_0(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    let d = h.d;
+    if !d.is_power_of_two() || !d.is_multiple_of(32) {
+        return None;
+    }
+    let hm = hadamard(d);
+    let mut k = rotate(&h.k, &hm, d);
+    let mut v = rotate(&h.v, &hm, d);
+    k.chunks_exact_mut(d).for_each(q8_0_row);
+    v.chunks_exact_mut(d).for_each(q8_0_row);
+    let r = Head {
+        name: h.name.clone(),
+        n: h.n,
+        d,
+        scale: h.scale,
+        q: rotate(&h.q, &hm, d),
+        k,
+        v,
+        o: Vec::new(),
+    };
+    let mut res = streaming_llm_at(&r, 34 * (2 * d) / 32, budget, rows)?;
+    let mut o = vec![0.0f64; d];
+    for row in res.out.chunks_exact_mut(d) {
+        for (c, oc) in o.iter_mut().enumerate() {
+            *oc = (0..d).map(|e| row[e] * hm[e * d + c] as f64).sum();
+        }
+        row.copy_from_slice(&o);
+    }
+    Some(res)
 }
 
 pub fn taylor2(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {

@@ -34,7 +34,7 @@ fn load_font() -> bool {
     false
 }
 
-const COLORS: [RGBColor; 8] = [
+const COLORS: [RGBColor; 12] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -43,15 +43,51 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
+    RGBColor(188, 189, 34),
+    RGBColor(127, 127, 127),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 152, 150),
 ];
+
+/// attnsketch's own lines are black and thicker; peers take the palette.
+fn style(name: &str, i: usize) -> (RGBColor, u32) {
+    if name.starts_with("attnsketch") {
+        (BLACK, 3)
+    } else {
+        (COLORS[i % COLORS.len()], 2)
+    }
+}
 
 /// Panels in a grid, log-log axes, legend per panel.
 pub fn write_png(path: &str, panels: &[Panel], xlabel: &str, ylabel: &str) -> Result<(), String> {
+    write_png_captioned(path, "", panels, xlabel, ylabel)
+}
+
+/// `write_png` with a line of text at the bottom (when and where it was measured).
+pub fn write_png_captioned(
+    path: &str,
+    caption: &str,
+    panels: &[Panel],
+    xlabel: &str,
+    ylabel: &str,
+) -> Result<(), String> {
     let text = load_font();
     let cols = 2.min(panels.len()).max(1);
     let rows = panels.len().div_ceil(cols);
-    let root = BitMapBackend::new(path, (560 * cols as u32, 420 * rows as u32)).into_drawing_area();
+    let foot = if caption.is_empty() { 0 } else { 28 };
+    let root =
+        BitMapBackend::new(path, (560 * cols as u32, 420 * rows as u32 + foot)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (root, bottom) = root.split_vertically(420 * rows as u32);
+    if text && foot > 0 {
+        bottom
+            .draw_text(
+                caption,
+                &("sans-serif", 14).into_font().color(&BLACK),
+                (12, 6),
+            )
+            .map_err(|e| e.to_string())?;
+    }
     let areas = root.split_evenly((rows, cols));
     for (panel, area) in panels.iter().zip(areas) {
         let pts = panel
@@ -100,7 +136,7 @@ pub fn write_png(path: &str, panels: &[Panel], xlabel: &str, ylabel: &str) -> Re
                 .map_err(|e| e.to_string())?;
         }
         for (i, s) in panel.series.iter().enumerate() {
-            let c = COLORS[i % COLORS.len()];
+            let (c, w) = style(&s.name, i);
             let p: Vec<(f64, f64)> = s
                 .points
                 .iter()
@@ -108,11 +144,11 @@ pub fn write_png(path: &str, panels: &[Panel], xlabel: &str, ylabel: &str) -> Re
                 .filter(|p| p.1 > 0.0 && p.1.is_finite())
                 .collect();
             let series = chart
-                .draw_series(LineSeries::new(p.clone(), c.stroke_width(2)))
+                .draw_series(LineSeries::new(p.clone(), c.stroke_width(w)))
                 .map_err(|e| e.to_string())?;
             if text {
                 series.label(s.name.clone()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(w))
                 });
             }
             chart

@@ -6,7 +6,8 @@
 #   prescale: int8 values row-scaled vs divided first by the channel rms of
 #             the first 256 tokens (the idea for outlier value channels)
 # Usage: python3 rounding_floor.py formats|prescale DATA_DIR...
-# (needs numpy; e.g. /work/venv-extract/bin/python, see README "Hybrid").
+# (needs numpy: "$(bash tools/venv.sh)" scripts/probes/rounding_floor.py formats
+#  ~/.cache/attnsketch/data/given ...; sets from scripts/data.sh; docs/hybrid.md).
 import glob, os, sys
 import numpy as np
 

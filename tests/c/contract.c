@@ -1,5 +1,5 @@
 /*
- * Black-box checks of the C ABI contract (../shared/C-API.md) through the
+ * Black-box checks of the C ABI contract (docs/c-api-contract.md) through the
  * shared library: refusals change nothing, twins are bit-identical, batched
  * and per-token pushes agree, memory does not grow, bad configs are refused.
  * Exits non-zero on the first failed check.
