@@ -112,10 +112,10 @@ pub struct Paged {
 }
 
 /// Scratch floats besides scores, group weights and the numerator: one
-/// decoded page (`PAGE max(d, dv)`), a scaled query (`d`) and the value
-/// weights of a page (`PAGE dv / 32`).
+/// decoded page (`PAGE max(d, dv)`), a scaled query (`d`), the value
+/// weights of a page (`PAGE dv / 32`) and a page's decoded parameters.
 fn fb_len(d: usize, dv: usize) -> usize {
-    PAGE * d.max(dv) + d + PAGE * dv / QG
+    PAGE * d.max(dv) + d + PAGE * dv / QG + (2 * d).max(2 * PAGE * dv / QG)
 }
 
 impl Paged {
@@ -366,7 +366,8 @@ impl Paged {
         let ho = oo + self.no;
         let total = ho + self.nh;
         let (dec, rest) = fb.split_at_mut(PAGE * d.max(dv));
-        let (qs, wv) = rest.split_at_mut(d);
+        let (qs, rest) = rest.split_at_mut(d);
+        let (wv, pl) = rest.split_at_mut(PAGE * gv);
         // Scores q.k (unscaled, f32).
         let mut xmax = f32::NEG_INFINITY;
         if ns > 0 {
@@ -374,16 +375,18 @@ impl Paged {
         }
         for i in 0..self.np {
             let r = self.ring(i);
-            let (lo, st) = (&self.klo[r * d..(r + 1) * d], &self.kst[r * d..(r + 1) * d]);
-            let mut bias = 0.0f32;
-            for c in 0..d {
-                bias += q[c] * f16::from_bits(lo[c]).to_f32();
-                qs[c] = q[c] * f16::from_bits(st[c]).to_f32();
+            let (lo, st) = pl[..2 * d].split_at_mut(d);
+            (kern.f16_to_f32)(&self.klo[r * d..(r + 1) * d], lo);
+            (kern.f16_to_f32)(&self.kst[r * d..(r + 1) * d], st);
+            let mut bias = [0.0f32];
+            (kern.row_dots)(lo, q, &mut bias);
+            for ((o, &a), &b) in qs.iter_mut().zip(q).zip(st.iter()) {
+                *o = a * b;
             }
             let xs = &mut x[po + i * PAGE..po + (i + 1) * PAGE];
             (kern.u4_row_dots)(&self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2], qs, xs);
             for v in xs.iter_mut() {
-                *v += bias;
+                *v += bias[0];
                 xmax = xmax.max(*v);
             }
         }
@@ -431,7 +434,7 @@ impl Paged {
                     &self.vlo[r * PAGE * gv..(r + 1) * PAGE * gv],
                     &self.vst[r * PAGE * gv..(r + 1) * PAGE * gv],
                 );
-                self.u4_values(kern, w, &self.vc[r * PAGE * dv / 2..], lo, st, wv, out);
+                self.u4_values(kern, w, &self.vc[r * PAGE * dv / 2..], lo, st, wv, pl, out);
             }
             if self.no > 0 {
                 (kern.f16_rows)(&x[oo..ho], &self.ov[..self.no * dv], out);
@@ -447,6 +450,7 @@ impl Paged {
                     &self.hvlo[h0 * gv..(h0 + n) * gv],
                     &self.hvst[h0 * gv..(h0 + n) * gv],
                     wv,
+                    pl,
                     out,
                 );
                 h0 += n;
@@ -462,7 +466,8 @@ impl Paged {
     }
 
     /// `out += sum_t w_t v_t` over 4-bit value rows (see the module doc):
-    /// `codes` from the first row, `lo`/`st` n rows x G groups; `wv` scratch.
+    /// `codes` from the first row, `lo`/`st` n rows x G groups; `wv` and
+    /// `pl` scratch (`n G` and `2 n G` floats).
     #[allow(clippy::too_many_arguments)]
     fn u4_values(
         &self,
@@ -472,32 +477,25 @@ impl Paged {
         lo: &[u16],
         st: &[u16],
         wv: &mut [f32],
+        pl: &mut [f32],
         out: &mut [f32],
     ) {
         let gv = self.dv / QG;
         let n = w.len();
+        let (lf, sf) = pl[..2 * n * gv].split_at_mut(n * gv);
+        (kern.f16_to_f32)(&lo[..n * gv], lf);
+        (kern.f16_to_f32)(&st[..n * gv], sf);
         let mut bias = [0.0f32; 128];
-        let bias = &mut bias[..gv.min(128)];
-        let big = gv > 128;
         for t in 0..n {
             for g in 0..gv {
-                let l = f16::from_bits(lo[t * gv + g]).to_f32();
-                wv[t * gv + g] = w[t] * f16::from_bits(st[t * gv + g]).to_f32();
-                if big {
-                    for o in &mut out[g * QG..(g + 1) * QG] {
-                        *o += w[t] * l;
-                    }
-                } else {
-                    bias[g] += w[t] * l;
-                }
+                wv[t * gv + g] = w[t] * sf[t * gv + g];
+                bias[g] += w[t] * lf[t * gv + g];
             }
         }
         (kern.u4_rows)(&wv[..n * gv], &codes[..n * self.dv / 2], out);
-        if !big {
-            for (g, &b) in bias.iter().enumerate() {
-                for o in &mut out[g * QG..(g + 1) * QG] {
-                    *o += b;
-                }
+        for (g, &b) in bias[..gv].iter().enumerate() {
+            for o in &mut out[g * QG..(g + 1) * QG] {
+                *o += b;
             }
         }
     }
