@@ -52,22 +52,25 @@ def human(b):
     return f"{b >> 20} MiB" if b % (1 << 20) == 0 else f"{b >> 10} KiB"
 
 
-def load_model(name, path=None):
+def load_model(name, path=None, llama_numerics=False):
     if name == "smollm2":
         from smollm2 import SmolLM2
         return SmolLM2(path)
     if name == "gemma3":
         from gemma3 import Gemma3
-        return Gemma3(path)
+        return Gemma3(path, llama_numerics=llama_numerics)
     raise SystemExit(f"unknown model {name}")
 
 
 def read_text(paths):
+    """The text llama-perplexity scores for `-f FILE` (files joined with a
+    blank line): one trailing newline dropped, backslash escapes processed."""
+    from gemma3 import llama_cli_text
     parts = []
     for p in paths:
-        with open(p, encoding="utf-8") as f:
+        with open(p, encoding="utf-8", newline="") as f:
             parts.append(f.read())
-    return "\n\n".join(parts)
+    return llama_cli_text("\n\n".join(parts))
 
 
 def chunks_of(M, ids, ctx, n_chunks):
@@ -214,6 +217,8 @@ def main():
     ap.add_argument("--ctx", type=int, default=8192, help="tokens per chunk (llama-perplexity -c)")
     ap.add_argument("--chunks", type=int, default=1)
     ap.add_argument("--lib", help="libattnsketch.so (default target/release)")
+    ap.add_argument("--llama-numerics", action="store_true",
+                    help="Gemma 3: round like llama.cpp's CPU backend (8-bit matmul inputs, binary16 q/k/v)")
     ap.add_argument("--out", default="e2e-results.jsonl")
     ap.add_argument("--table", help="print the table of a results file instead of running")
     ap.add_argument("--plot", help="with --table: write a PNG plot")
@@ -230,7 +235,7 @@ def main():
         from aslib import AsLib
         lib = AsLib(a.lib)
     methods = [Method(m, lib) for m in a.methods]
-    M = load_model(a.model, a.gguf)
+    M = load_model(a.model, a.gguf, a.llama_numerics)
     paths = [p for p in a.text.split(",") if p]
     ids = M.tokenize(read_text(paths))
     chunks = chunks_of(M, ids, a.ctx, a.chunks)
