@@ -112,10 +112,11 @@ pub struct Paged {
 }
 
 /// Scratch floats besides scores, group weights and the numerator: one
-/// decoded page (`PAGE max(d, dv)`), a scaled query (`d`), the value
-/// weights of a page (`PAGE dv / 32`) and a page's decoded parameters.
-fn fb_len(d: usize, dv: usize) -> usize {
-    PAGE * d.max(dv) + d + PAGE * dv / QG + (2 * d).max(2 * PAGE * dv / QG)
+/// decoded page (`PAGE max(d, dv)`), every page's key parameters, scaled
+/// query and bias (`3 P d`), and the value weights and parameters of the
+/// window or the heavy rows (`3 max(32 P, H) dv / 32`).
+fn fb_len(d: usize, dv: usize, pages: usize, heavy: usize) -> usize {
+    PAGE * d.max(dv) + 3 * pages * d + 3 * (pages * PAGE).max(heavy) * (dv / QG)
 }
 
 impl Paged {
@@ -157,7 +158,7 @@ impl Paged {
     /// Caller scratch (f32) of a recorded step: scores of every slot and a
     /// page buffer (`4 (S + 32 P + 32 + H) + 4 fb` bytes per thread).
     pub fn scratch_len(&self) -> usize {
-        self.capacity() + fb_len(self.d, self.dv)
+        self.capacity() + fb_len(self.d, self.dv, self.pages, self.hcap)
     }
 
     /// An empty state.
@@ -341,7 +342,7 @@ impl Paged {
             self.capacity(),
             self.lw.len(),
             self.dv,
-            fb_len(self.d, self.dv),
+            fb_len(self.d, self.dv, self.pages, self.hcap),
         )
     }
 
@@ -366,28 +367,39 @@ impl Paged {
         let ho = oo + self.no;
         let total = ho + self.nh;
         let (dec, rest) = fb.split_at_mut(PAGE * d.max(dv));
-        let (qs, rest) = rest.split_at_mut(d);
-        let (wv, pl) = rest.split_at_mut(PAGE * gv);
+        let (pk, pv) = rest.split_at_mut(3 * self.pages * d);
         // Scores q.k (unscaled, f32).
         let mut xmax = f32::NEG_INFINITY;
         if ns > 0 {
             xmax = xmax.max((kern.row_dots)(&self.sk[..ns * d], q, &mut x[..ns]));
         }
-        for i in 0..self.np {
-            let r = self.ring(i);
-            let (lo, st) = pl[..2 * d].split_at_mut(d);
-            (kern.f16_to_f32)(&self.klo[r * d..(r + 1) * d], lo);
-            (kern.f16_to_f32)(&self.kst[r * d..(r + 1) * d], st);
-            let mut bias = [0.0f32];
-            (kern.row_dots)(lo, q, &mut bias);
-            for ((o, &a), &b) in qs.iter_mut().zip(q).zip(st.iter()) {
-                *o = a * b;
+        if self.np > 0 {
+            // Every live page's (lo, step) at once (two ring segments, oldest
+            // first); per page q.k_t = q.lo + (q * step).code_t.
+            let np = self.np;
+            let (lo, rest) = pk.split_at_mut(np * d);
+            let (qs, bias) = rest.split_at_mut(np * d);
+            for (a, b) in self.segments() {
+                let (r0, r1) = (a * d, b * d);
+                let at = self.logical(a) * d;
+                (kern.f16_to_f32)(&self.klo[r0..r1], &mut lo[at..at + r1 - r0]);
+                (kern.f16_to_f32)(&self.kst[r0..r1], &mut qs[at..at + r1 - r0]);
             }
-            let xs = &mut x[po + i * PAGE..po + (i + 1) * PAGE];
-            (kern.u4_row_dots)(&self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2], qs, xs);
-            for v in xs.iter_mut() {
-                *v += bias[0];
-                xmax = xmax.max(*v);
+            (kern.row_dots)(lo, q, &mut bias[..np]);
+            for row in qs.chunks_exact_mut(d) {
+                for (o, &a) in row.iter_mut().zip(q) {
+                    *o *= a;
+                }
+            }
+            for i in 0..np {
+                let r = self.ring(i);
+                let xs = &mut x[po + i * PAGE..po + (i + 1) * PAGE];
+                let codes = &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2];
+                (kern.u4_row_dots)(codes, &qs[i * d..(i + 1) * d], xs);
+                for v in xs.iter_mut() {
+                    *v += bias[i];
+                    xmax = xmax.max(*v);
+                }
             }
         }
         if self.no > 0 {
@@ -426,34 +438,37 @@ impl Paged {
                     *o += w * vv;
                 }
             }
-            // Pages: per-token 4-bit value rows.
-            for i in 0..self.np {
-                let r = self.ring(i);
-                let w = &x[po + i * PAGE..po + (i + 1) * PAGE];
-                let (lo, st) = (
-                    &self.vlo[r * PAGE * gv..(r + 1) * PAGE * gv],
-                    &self.vst[r * PAGE * gv..(r + 1) * PAGE * gv],
+            // Pages: 4-bit value rows, one call per ring segment.
+            for (a, b) in self.segments() {
+                let (r0, r1) = (a * PAGE, b * PAGE);
+                let w = &x[po + self.logical(a) * PAGE..][..r1 - r0];
+                let (lo, st) = (&self.vlo[r0 * gv..r1 * gv], &self.vst[r0 * gv..r1 * gv]);
+                Self::u4_values(
+                    kern,
+                    gv,
+                    w,
+                    &self.vc[r0 * dv / 2..r1 * dv / 2],
+                    lo,
+                    st,
+                    pv,
+                    out,
                 );
-                self.u4_values(kern, w, &self.vc[r * PAGE * dv / 2..], lo, st, wv, pl, out);
             }
             if self.no > 0 {
                 (kern.f16_rows)(&x[oo..ho], &self.ov[..self.no * dv], out);
             }
-            // Heavy slots in chunks of a page.
-            let mut h0 = 0;
-            while h0 < self.nh {
-                let n = (self.nh - h0).min(PAGE);
-                self.u4_values(
+            if self.nh > 0 {
+                let nh = self.nh;
+                Self::u4_values(
                     kern,
-                    &x[ho + h0..ho + h0 + n],
-                    &self.hvc[h0 * dv / 2..],
-                    &self.hvlo[h0 * gv..(h0 + n) * gv],
-                    &self.hvst[h0 * gv..(h0 + n) * gv],
-                    wv,
-                    pl,
+                    gv,
+                    &x[ho..total],
+                    &self.hvc[..nh * dv / 2],
+                    &self.hvlo[..nh * gv],
+                    &self.hvst[..nh * gv],
+                    pv,
                     out,
                 );
-                h0 += n;
             }
         }
         let inv = 1.0 / den;
@@ -465,34 +480,47 @@ impl Paged {
         (c, den)
     }
 
-    /// `out += sum_t w_t v_t` over 4-bit value rows (see the module doc):
-    /// `codes` from the first row, `lo`/`st` n rows x G groups; `wv` and
-    /// `pl` scratch (`n G` and `2 n G` floats).
+    /// The live pages as ring-index ranges `[a, b)` in logical order (at
+    /// most two: from the oldest to the ring's end, then from its start).
+    fn segments(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (h, np, p) = (self.head, self.np, self.pages);
+        let first = (h, (h + np).min(p));
+        let second = (0, (h + np).saturating_sub(p));
+        [first, second].into_iter().filter(|&(a, b)| b > a)
+    }
+
+    /// Logical index (0 = oldest) of the live page at ring index r.
+    fn logical(&self, r: usize) -> usize {
+        (r + self.pages - self.head) % self.pages.max(1)
+    }
+
+    /// `out += sum_t w_t v_t` over n 4-bit value rows (see the module doc):
+    /// weights `w` (n), `codes` (n dv / 2 bytes), `lo`/`st` (n x G groups);
+    /// `pv` scratch of `3 n G` floats.
     #[allow(clippy::too_many_arguments)]
     fn u4_values(
-        &self,
         kern: &Kernels,
+        gv: usize,
         w: &[f32],
         codes: &[u8],
         lo: &[u16],
         st: &[u16],
-        wv: &mut [f32],
-        pl: &mut [f32],
+        pv: &mut [f32],
         out: &mut [f32],
     ) {
-        let gv = self.dv / QG;
         let n = w.len();
-        let (lf, sf) = pl[..2 * n * gv].split_at_mut(n * gv);
+        let (wv, rest) = pv[..3 * n * gv].split_at_mut(n * gv);
+        let (lf, sf) = rest.split_at_mut(n * gv);
         (kern.f16_to_f32)(&lo[..n * gv], lf);
         (kern.f16_to_f32)(&st[..n * gv], sf);
         let mut bias = [0.0f32; 128];
-        for t in 0..n {
+        for (t, &wt) in w.iter().enumerate() {
             for g in 0..gv {
-                wv[t * gv + g] = w[t] * sf[t * gv + g];
-                bias[g] += w[t] * lf[t * gv + g];
+                wv[t * gv + g] = wt * sf[t * gv + g];
+                bias[g] += wt * lf[t * gv + g];
             }
         }
-        (kern.u4_rows)(&wv[..n * gv], &codes[..n * self.dv / 2], out);
+        (kern.u4_rows)(wv, codes, out);
         for (g, &b) in bias[..gv].iter().enumerate() {
             for o in &mut out[g * QG..(g + 1) * QG] {
                 *o += b;
