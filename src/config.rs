@@ -176,7 +176,7 @@ impl Config {
         c.tail_groups = PAGED_GROUPS;
         // A heavy slot: int8 key and scale, 4-bit value row and parameters,
         // accumulated attention and position (`sketch::paged`).
-        let slot = d + 4 + dv / 2 + dv / 8 + 12;
+        let slot = d + 4 + dv / 2 + 4 * (dv / crate::sketch::paged::quant::value_group(dv)) + 12;
         c.heavy_tokens = (bytes as f64 * PAGED_HEAVY_SHARE / slot as f64) as u32;
         let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
         let set = |c: &mut Config, pages: usize| c.window_tokens = (pages * PAGE) as u32;

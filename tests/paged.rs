@@ -47,10 +47,11 @@ fn stored_tokens(
             let vr: Vec<f32> = (0..d)
                 .map(|c| half::f16::from_f32(v[(r0 + t) * d + c]).to_f32())
                 .collect();
+            let vg = quant::value_group(d);
             let (mut vc, mut vl, mut vst) =
-                (vec![0u8; d / 2], vec![0u16; d / 32], vec![0u16; d / 32]);
-            quant::encode_row(&vr, &mut vc, &mut vl, &mut vst);
-            quant::decode_row(&vc, &vl, &vst, &mut row);
+                (vec![0u8; d / 2], vec![0u16; d / vg], vec![0u16; d / vg]);
+            quant::encode_row(&vr, vg, &mut vc, &mut vl, &mut vst);
+            quant::decode_row(&vc, vg, &vl, &vst, &mut row);
             for c in 0..d {
                 vs[(r0 + t) * d + c] = row[c] as f64;
             }

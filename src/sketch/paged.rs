@@ -117,6 +117,7 @@ pub struct Paged {
 /// window or the heavy rows (`3 max(32 P, H) dv / 32`).
 fn fb_len(d: usize, dv: usize, pages: usize, heavy: usize) -> usize {
     PAGE * d.max(dv) + 3 * pages * d + 3 * (pages * PAGE).max(heavy) * (dv / QG)
+    // per-32 weights + 2 x per-group params (<= dv / 32)
 }
 
 impl Paged {
@@ -144,7 +145,7 @@ impl Paged {
     pub fn heap_bytes_for(cfg: &Config) -> usize {
         let (s, p, h, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        let gv = dv / QG;
+        let gv = dv / quant::value_group(dv);
         s * (d + dv) * 4
             + PAGE * (d + dv) * 2
             + p * (PAGE * d / 2 + 4 * d + PAGE * dv / 2 + PAGE * gv * 4)
@@ -165,7 +166,7 @@ impl Paged {
     pub fn new(cfg: &Config) -> Result<Self> {
         let (s, p, h, g) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        let gv = dv / QG;
+        let gv = dv / quant::value_group(dv);
         Ok(Paged {
             d,
             dv,
@@ -361,7 +362,7 @@ impl Paged {
         fb: &mut [f32],
     ) -> (f64, f64) {
         let (d, dv) = (self.d, self.dv);
-        let gv = dv / QG;
+        let gv = dv / quant::value_group(dv);
         let ns = self.ns();
         let (po, oo) = (ns, ns + self.np * PAGE);
         let ho = oo + self.no;
@@ -445,7 +446,7 @@ impl Paged {
                 let (lo, st) = (&self.vlo[r0 * gv..r1 * gv], &self.vst[r0 * gv..r1 * gv]);
                 Self::u4_values(
                     kern,
-                    gv,
+                    dv,
                     w,
                     &self.vc[r0 * dv / 2..r1 * dv / 2],
                     lo,
@@ -461,7 +462,7 @@ impl Paged {
                 let nh = self.nh;
                 Self::u4_values(
                     kern,
-                    gv,
+                    dv,
                     &x[ho..total],
                     &self.hvc[..nh * dv / 2],
                     &self.hvlo[..nh * gv],
@@ -495,12 +496,13 @@ impl Paged {
     }
 
     /// `out += sum_t w_t v_t` over n 4-bit value rows (see the module doc):
-    /// weights `w` (n), `codes` (n dv / 2 bytes), `lo`/`st` (n x G groups);
-    /// `pv` scratch of `3 n G` floats.
+    /// weights `w` (n), `codes` (n dv / 2 bytes), `lo`/`st` (n x dv / vg
+    /// groups); `pv` scratch of `3 n dv / 32` floats. The kernel takes one
+    /// weight per 32 channels: a 64-channel group's weight goes to both.
     #[allow(clippy::too_many_arguments)]
     fn u4_values(
         kern: &Kernels,
-        gv: usize,
+        dv: usize,
         w: &[f32],
         codes: &[u8],
         lo: &[u16],
@@ -509,20 +511,24 @@ impl Paged {
         out: &mut [f32],
     ) {
         let n = w.len();
-        let (wv, rest) = pv[..3 * n * gv].split_at_mut(n * gv);
-        let (lf, sf) = rest.split_at_mut(n * gv);
-        (kern.f16_to_f32)(&lo[..n * gv], lf);
-        (kern.f16_to_f32)(&st[..n * gv], sf);
+        let (vg, g32) = (quant::value_group(dv), dv / QG);
+        let gv = dv / vg;
+        let (wv, rest) = pv[..3 * n * g32].split_at_mut(n * g32);
+        let (lf, sf) = rest.split_at_mut(n * g32);
+        (kern.f16_to_f32)(&lo[..n * gv], &mut lf[..n * gv]);
+        (kern.f16_to_f32)(&st[..n * gv], &mut sf[..n * gv]);
         let mut bias = [0.0f32; 128];
+        let per = vg / QG;
         for (t, &wt) in w.iter().enumerate() {
             for g in 0..gv {
-                wv[t * gv + g] = wt * sf[t * gv + g];
+                let ws = wt * sf[t * gv + g];
+                wv[t * g32 + g * per..t * g32 + (g + 1) * per].fill(ws);
                 bias[g] += wt * lf[t * gv + g];
             }
         }
         (kern.u4_rows)(wv, codes, out);
         for (g, &b) in bias[..gv].iter().enumerate() {
-            for o in &mut out[g * QG..(g + 1) * QG] {
+            for o in &mut out[g * vg..(g + 1) * vg] {
                 *o += b;
             }
         }
@@ -594,7 +600,7 @@ impl Paged {
     /// tokens leave directly).
     fn close_page(&mut self, kern: &Kernels, fb: &mut [f32]) {
         let (d, dv) = (self.d, self.dv);
-        let gv = dv / QG;
+        let (vg, gv) = (quant::value_group(dv), dv / quant::value_group(dv));
         if self.pages == 0 {
             let p0 = self.j - PAGE as u64;
             for t in 0..PAGE {
@@ -607,7 +613,7 @@ impl Paged {
                     *o = f16::from_bits(h).to_f32();
                 }
                 let (mut c, mut lo, mut st) = ([0u8; 2048], [0u16; 128], [0u16; 128]);
-                quant::encode_row(v, &mut c[..dv / 2], &mut lo[..gv], &mut st[..gv]);
+                quant::encode_row(v, vg, &mut c[..dv / 2], &mut lo[..gv], &mut st[..gv]);
                 // The open page's accumulators (no ring).
                 let acc = self.wacc.get(t).copied().unwrap_or(0.0);
                 self.leave(
@@ -641,6 +647,7 @@ impl Paged {
             let row = r * PAGE + t;
             quant::encode_row(
                 &dec[t * dv..(t + 1) * dv],
+                vg,
                 &mut self.vc[row * dv / 2..(row + 1) * dv / 2],
                 &mut self.vlo[row * gv..(row + 1) * gv],
                 &mut self.vst[row * gv..(row + 1) * gv],
@@ -669,7 +676,7 @@ impl Paged {
     /// The oldest window page leaves: each token to a heavy slot or the tail.
     fn retire_oldest(&mut self, kern: &Kernels, fb: &mut [f32]) {
         let (d, dv) = (self.d, self.dv);
-        let gv = dv / QG;
+        let gv = dv / quant::value_group(dv);
         let r = self.head;
         let p0 = self.page_pos(0);
         let (k, _) = fb.split_at_mut(d);
@@ -716,7 +723,7 @@ impl Paged {
         p: u64,
     ) {
         let (d, dv) = (self.d, self.dv);
-        let gv = dv / QG;
+        let (vg, gv) = (quant::value_group(dv), dv / quant::value_group(dv));
         let mut v = [0.0f32; 4096];
         let slot = if self.nh < self.hcap {
             self.nh += 1;
@@ -737,6 +744,7 @@ impl Paged {
                 }
                 quant::decode_row(
                     &self.hvc[e * dv / 2..(e + 1) * dv / 2],
+                    vg,
                     &self.hvlo[e * gv..(e + 1) * gv],
                     &self.hvst[e * gv..(e + 1) * gv],
                     &mut v[..dv],
@@ -759,7 +767,7 @@ impl Paged {
                 self.hpos[h] = p;
             }
             None => {
-                quant::decode_row(vc, vlo, vst, &mut v[..dv]);
+                quant::decode_row(vc, vg, vlo, vst, &mut v[..dv]);
                 self.tail.add(kern, k, &v[..dv]);
             }
         }

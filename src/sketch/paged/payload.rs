@@ -33,7 +33,7 @@ impl Layout {
     fn new(cfg: &Config) -> Self {
         let (s, p, h, _) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
-        let gv = dv / quant::G;
+        let gv = dv / quant::value_group(dv);
         let sizes = [
             s * d * 4,
             s * dv * 4,
@@ -154,7 +154,7 @@ impl Paged {
     fn read(&mut self, cfg: &Config, p: &[u8]) -> bool {
         let lay = Layout::new(cfg);
         let (d, dv) = (self.d, self.dv);
-        let gv = dv / quant::G;
+        let gv = dv / quant::value_group(dv);
         let u = |i: usize| u64::from_le_bytes(p[i * 8..i * 8 + 8].try_into().unwrap());
         let (j, no, np, head, nh) = (u(0), u(1), u(2), u(3), u(4));
         let (s, pages, hcap) = (self.sinks as u64, self.pages as u64, self.hcap as u64);

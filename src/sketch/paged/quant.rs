@@ -19,8 +19,21 @@
 
 use half::f16;
 
-/// Channels (or tokens) per 4-bit group.
+/// Channels per nibble group of the code layout, and tokens per key group.
 pub const G: usize = 32;
+
+/// Channels per value group (one `(lo, step)` each): 64 when `dv` is a
+/// multiple of 64, else 32. Measured end to end (SmolLM2, 4096 tokens of
+/// dpkg's triggers spec, every token kept): 64-channel value groups
+/// +0.17% perplexity, 32-channel +0.25% (noise level), for 4 bytes less per
+/// token at dv = 64; 64-token key groups instead of 32: +0.73%.
+pub fn value_group(dv: usize) -> usize {
+    if dv.is_multiple_of(64) {
+        64
+    } else {
+        G
+    }
+}
 /// Largest code.
 const CMAX: f32 = 15.0;
 /// Largest magnitude a 4-bit group can hold (binary16 range, with room for
@@ -124,11 +137,11 @@ pub fn encode_page_keys(
     }
 }
 
-/// Encodes one value row per 32-channel group: `codes` (dv / 2 bytes),
-/// `lo` and `step` (dv / 32 each).
-pub fn encode_row(v: &[f32], codes: &mut [u8], lo: &mut [u16], step: &mut [u16]) {
+/// Encodes one value row per group of `vg` channels: `codes` (dv / 2
+/// bytes), `lo` and `step` (dv / vg each).
+pub fn encode_row(v: &[f32], vg: usize, codes: &mut [u8], lo: &mut [u16], step: &mut [u16]) {
     codes[..v.len() / 2].fill(0);
-    for (g, x) in v.chunks_exact(G).enumerate() {
+    for (g, x) in v.chunks_exact(vg).enumerate() {
         let mn = x.iter().fold(f32::INFINITY, |a, &b| a.min(b));
         let mx = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let (l, s) = params(mn, mx);
@@ -137,15 +150,15 @@ pub fn encode_row(v: &[f32], codes: &mut [u8], lo: &mut [u16], step: &mut [u16])
         let (lf, sf) = (l.to_f32(), s.to_f32());
         let inv = if sf > 0.0 { 1.0 / sf } else { 0.0 };
         for (t, &xi) in x.iter().enumerate() {
-            put(codes, g * G + t, code(xi, lf, inv));
+            put(codes, g * vg + t, code(xi, lf, inv));
         }
     }
 }
 
 /// Decodes a value row (see [`encode_row`]) into `out`.
-pub fn decode_row(codes: &[u8], lo: &[u16], step: &[u16], out: &mut [f32]) {
+pub fn decode_row(codes: &[u8], vg: usize, lo: &[u16], step: &[u16], out: &mut [f32]) {
     for (c, o) in out.iter_mut().enumerate() {
-        let g = c / G;
+        let g = c / vg;
         *o = f16::from_bits(lo[g]).to_f32()
             + f16::from_bits(step[g]).to_f32() * get(codes, c) as f32;
     }
@@ -216,13 +229,16 @@ mod tests {
             }
         }
         let v: Vec<f32> = (0..d).map(|_| next()).collect();
-        let (mut c2, mut l2, mut s2) = (vec![0u8; d / 2], vec![0u16; d / 32], vec![0u16; d / 32]);
-        encode_row(&v, &mut c2, &mut l2, &mut s2);
-        let mut back = vec![0.0f32; d];
-        decode_row(&c2, &l2, &s2, &mut back);
-        for c in 0..d {
-            let step = f16::from_bits(s2[c / 32]).to_f32();
-            assert!((back[c] - v[c]).abs() <= 0.5 * step * 1.0001 + 1e-6);
+        for vg in [32usize, 64] {
+            let (mut c2, mut l2, mut s2) =
+                (vec![0u8; d / 2], vec![0u16; d / vg], vec![0u16; d / vg]);
+            encode_row(&v, vg, &mut c2, &mut l2, &mut s2);
+            let mut back = vec![0.0f32; d];
+            decode_row(&c2, vg, &l2, &s2, &mut back);
+            for c in 0..d {
+                let step = f16::from_bits(s2[c / vg]).to_f32();
+                assert!((back[c] - v[c]).abs() <= 0.5 * step * 1.0001 + 1e-6);
+            }
         }
     }
 }
