@@ -35,6 +35,16 @@
 #define AS_KEYS_I16 1
 
 /*
+ `key_format` of the paged hybrid (with `AS_VALUES_U4`; head and value
+ dims multiples of 32, `window_tokens` a multiple of 32): the window's keys
+ 4-bit per channel in pages of 32 tokens (KIVI-style `lo + step * code`,
+ binary16 `lo`/`step` per channel and page), heavy hitters' keys int8 with
+ a row scale; the newest < 32 tokens binary16, sinks f32. Inputs up to
+ 16384 in magnitude (`AS_ERR_RANGE` beyond).
+ */
+#define AS_KEYS_U4 2
+
+/*
  `value_format`: f32 values.
  */
 #define AS_VALUES_F32 0
@@ -50,6 +60,14 @@
  sinks and the newest tokens.
  */
 #define AS_VALUES_I8 2
+
+/*
+ `value_format` of the paged hybrid (with `AS_KEYS_U4`): values 4-bit per
+ token, binary16 `lo`/`step` per 64 channels (per 32 when the value dim
+ is not a multiple of 64); heavy hitters' and the newest < 32 tokens'
+ values the same way, sinks f32.
+ */
+#define AS_VALUES_U4 3
 
 /*
  Attention mode of a handle.
@@ -168,7 +186,8 @@ typedef struct as_config {
    from the rounding ~1e-5, measured on real heads) or `AS_VALUES_I8`
    (int8 rows with an f32 scale each, `max|v| / 127`, the same exact
    residuals: 68 bytes per value at dv = 64; rounding error 1e-4..7e-3).
-   Presets choose binary16 or, at small budgets, int8.
+   `AS_VALUES_U4` (3) selects the paged hybrid together with
+   `AS_KEYS_U4`. Presets choose the paged formats when the dims allow.
    */
   uint32_t value_format;
   /*
@@ -181,8 +200,9 @@ typedef struct as_config {
    default; also when absent) or `AS_KEYS_I16` (int16 rows with an f32
    scale each, `max|k| / 32767`, exact for the sinks and the newest
    tokens: 132 instead of 256 bytes per key at d = 64; relative output
-   error from the rounding 2e-6..3e-5, measured on real heads). Presets
-   choose it.
+   error from the rounding 2e-6..3e-5, measured on real heads), or
+   `AS_KEYS_U4` (2, with `AS_VALUES_U4`: the paged hybrid, 4-bit
+   tokens). Presets choose `AS_KEYS_U4` when the dims allow, else int16.
    */
   uint32_t key_format;
 } as_config;
@@ -325,15 +345,19 @@ as_status as_config_init(struct as_config *cfg, uint32_t head_dim);
 /*
  Fills `cfg` with the most accurate configuration the library knows whose
  `as_state_bytes` is at most `bytes`, for the caller's `head_dim`,
- `value_dim`, `scale` and `mode` (call `as_config_init` first). Today:
- 4 attention sinks, an adaptive recent window / heavy-hitter split, a
- 32-group moment tail that absorbs every evicted token, int16 keys
- (`AS_KEYS_I16`) and binary16 values (`AS_VALUES_F16`), or int8 values
- (`AS_VALUES_I8`) when binary16 ones would leave fewer than 4096 exact
- tokens; keys or values are f32 when the caller's `struct_size` predates
- their field (see README, "Hybrid"). Budgets too small for that get fewer tail groups, then the
- plain degree-0 sketch (uniform attention: the running mean of the
- values); below that `AS_ERR_INVALID_ARG`.
+ `value_dim`, `scale` and `mode` (call `as_config_init` first). Today,
+ when both dims are multiples of 32 and the caller's struct has
+ `key_format`: the paged hybrid (`AS_KEYS_U4`/`AS_VALUES_U4`): 4 f32
+ sinks, about 10% of the bytes in int8-key heavy-hitter slots, an 8-group
+ moment tail that absorbs every evicted token, and the longest window of
+ whole 32-token pages of 4-bit tokens that fits (docs/paged.md).
+ Otherwise the slot hybrid: a 32-group tail, int16 keys (`AS_KEYS_I16`)
+ and binary16 values (`AS_VALUES_F16`), or int8 values (`AS_VALUES_I8`)
+ when binary16 ones would leave fewer than 4096 exact tokens; keys or
+ values are f32 when the caller's `struct_size` predates their field.
+ Budgets too small for that get fewer tail groups, then the plain
+ degree-0 sketch (uniform attention: the running mean of the values);
+ below that `AS_ERR_INVALID_ARG`.
  Writes `cfg` only on success.
  */
 as_status as_config_for_budget(struct as_config *cfg, size_t bytes);

@@ -211,18 +211,20 @@ static void test_misc(void) {
     CHECK(strcmp(ATTNSKETCH_VERSION_STRING, want) == 0);
 }
 
-/* Budget presets: rounded values for a caller that has the field (int8 at
-   1 MiB, d = 64, where binary16 would hold fewer than 4096 exact tokens;
-   binary16 at 2 MiB), f32 for one whose struct_size predates it (the field
-   is then neither read nor written); all stay within the budget, and the
-   smaller formats buy more exact tokens. */
+/* Budget presets: the paged 4-bit formats for a caller that has both
+   format fields (d = 64), f32 values for one whose struct_size predates
+   value_format (the field is then neither read nor written), int8 values
+   and f32 keys for one whose struct ends at value_format; all stay within
+   the budget, and the smaller formats buy more exact tokens. */
 static void test_budget_value_format(void) {
     size_t budget = 1u << 20;
     as_config c;
     OK(as_config_init(&c, 64));
     OK(as_config_for_budget(&c, budget));
-    CHECK(c.value_format == AS_VALUES_I8);
-    CHECK(c.key_format == AS_KEYS_I16);
+    CHECK(c.value_format == AS_VALUES_U4);
+    CHECK(c.key_format == AS_KEYS_U4);
+    CHECK(c.window_tokens % 32 == 0 && c.window_tokens > 0);
+    CHECK(c.sink_tokens + c.window_tokens + c.heavy_tokens >= 8192);
     as_sketch *h = NULL;
     OK(as_create(&c, &h));
     CHECK(as_state_bytes(h) <= budget);
@@ -231,8 +233,8 @@ static void test_budget_value_format(void) {
     as_config big;
     OK(as_config_init(&big, 64));
     OK(as_config_for_budget(&big, 2 * budget));
-    CHECK(big.value_format == AS_VALUES_F16);
-    CHECK(big.sink_tokens + big.window_tokens + big.heavy_tokens >= 4096);
+    CHECK(big.value_format == AS_VALUES_U4 && big.key_format == AS_KEYS_U4);
+    CHECK(big.window_tokens > c.window_tokens * 3 / 2);
     OK(as_create(&big, &h));
     CHECK(as_state_bytes(h) <= 2 * budget);
     as_free(h);
@@ -265,6 +267,54 @@ static void test_budget_value_format(void) {
     CHECK(c.window_tokens + c.heavy_tokens > (mid.window_tokens + mid.heavy_tokens) * 5 / 4);
 }
 
+/* The paged formats: both or neither, dims and window in whole 32s; an
+   input beyond the 4-bit range is refused with AS_ERR_RANGE and changes
+   nothing (the serialized state is byte-identical). */
+static void test_paged_contract(void) {
+    as_config c;
+    OK(as_config_init(&c, 64));
+    OK(as_config_for_budget(&c, 64u << 10));
+    CHECK(c.key_format == AS_KEYS_U4 && c.value_format == AS_VALUES_U4);
+    as_sketch *h = (as_sketch *)0x1;
+    as_config bad = c;
+    bad.value_format = AS_VALUES_F16;
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    bad = c;
+    bad.window_tokens += 1;
+    CHECK(as_create(&bad, &h) == AS_ERR_INVALID_ARG);
+    as_config odd;
+    OK(as_config_init(&odd, 48));
+    odd.key_format = AS_KEYS_U4;
+    odd.value_format = AS_VALUES_U4;
+    odd.sink_tokens = 4;
+    odd.window_tokens = 64;
+    CHECK(as_create(&odd, &h) == AS_ERR_INVALID_ARG);
+    CHECK(h == (as_sketch *)0x1);
+
+    OK(as_create(&c, &h));
+    float q[64], k[64], v[64], out[64];
+    for (int t = 0; t < 100; t++) {
+        fill(q, 64), fill(k, 64), fill(v, 64);
+        OK(as_push_token(h, q, k, v, out));
+    }
+    size_t n = 0;
+    OK(as_serialize(h, NULL, 0, &n));
+    unsigned char *a = malloc(n), *b = malloc(n);
+    CHECK(a && b);
+    OK(as_serialize(h, a, n, &n));
+    k[5] = 20000.0f;
+    CHECK(as_push_token(h, q, k, v, out) == AS_ERR_RANGE);
+    k[5] = 0.5f;
+    v[63] = -1e6f;
+    CHECK(as_push_token(h, q, k, v, out) == AS_ERR_RANGE);
+    size_t n2 = 0;
+    OK(as_serialize(h, b, n, &n2));
+    CHECK(n2 == n && memcmp(a, b, n) == 0);
+    CHECK(as_token_count(h) == 100);
+    free(a), free(b);
+    as_free(h);
+}
+
 int main(void) {
     test_config_refusals();
     test_refusals_change_nothing();
@@ -272,6 +322,7 @@ int main(void) {
     test_memory_flat_and_noncausal();
     test_misc();
     test_budget_value_format();
+    test_paged_contract();
     printf("contract: all checks passed\n");
     return 0;
 }
