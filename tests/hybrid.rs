@@ -84,24 +84,38 @@ fn evicted_tokens_are_folded_not_dropped() {
 /// and 8 MiB binary16), and int8 then holds more slots.
 #[test]
 fn presets_pick_int8_values_below_the_slot_threshold() {
+    // The slot hybrid's value choice: dims that are not multiples of 32
+    // (d = 16, 48) get it with int16 keys; a caller whose struct ends at
+    // `value_format` (no `key_format`) gets it with f32 keys at any dims.
+    // Dims that are multiples of 32 with both fields get the paged formats.
     use attnsketch::config::INT8_BELOW;
-    for &d in &[16u32, 64, 128] {
+    for &d in &[16u32, 48, 64, 128] {
         for &kib in &[128usize, 256, 512, 1024, 2048, 8192] {
             let bytes = kib * 1024;
-            let mut c = Config::new(d);
-            c.for_budget(bytes).unwrap();
-            let mut c16 = Config::new(d);
-            c16.for_budget_formats(bytes, 1, 1).unwrap();
-            if c16.exact_slots() < INT8_BELOW {
-                assert_eq!(c.value_format, 2, "d={d} {kib} KiB");
-                assert!(c.exact_slots() > c16.exact_slots(), "d={d} {kib} KiB");
-                assert!(Sketch::bytes_for(&c) <= bytes);
-            } else {
-                assert_eq!(c, c16, "d={d} {kib} KiB");
+            let mut full = Config::new(d);
+            full.for_budget(bytes).unwrap();
+            if d % 32 == 0 {
+                assert_eq!((full.key_format, full.value_format), (2, 3), "d={d} {kib} KiB");
+                assert!(Sketch::bytes_for(&full) <= bytes);
             }
-            if d == 64 {
-                let want = if kib <= 1024 { 2 } else { 1 };
-                assert_eq!(c.value_format, want, "d=64 {kib} KiB");
+            for keys in [false, true] {
+                if keys && d % 32 == 0 {
+                    continue;
+                }
+                let mut c = Config::new(d);
+                c.for_budget_with(bytes, keys, true).unwrap();
+                let mut c16 = Config::new(d);
+                c16.for_budget_formats(bytes, u32::from(keys), 1).unwrap();
+                if c16.exact_slots() < INT8_BELOW {
+                    assert_eq!(c.value_format, 2, "d={d} {kib} KiB keys {keys}");
+                    assert!(c.exact_slots() > c16.exact_slots(), "d={d} {kib} KiB");
+                    assert!(Sketch::bytes_for(&c) <= bytes);
+                } else {
+                    assert_eq!(c, c16, "d={d} {kib} KiB keys {keys}");
+                }
+                if keys {
+                    assert_eq!(c, full, "d={d} {kib} KiB");
+                }
             }
             // A caller who cannot see value_format gets f32 values.
             let mut old = Config::new(d);
@@ -109,6 +123,13 @@ fn presets_pick_int8_values_below_the_slot_threshold() {
             assert_eq!(old.value_format, 0);
         }
     }
+    // Both branches of the threshold are reached (d = 16, int16 keys).
+    let pick = |kib: usize| {
+        let mut c = Config::new(16);
+        c.for_budget(kib * 1024).unwrap();
+        c.value_format
+    };
+    assert_eq!((pick(128), pick(8192)), (2, 1));
 }
 
 #[test]

@@ -6,14 +6,15 @@
 //! f32 sink keys [S d] | f32 sink values [S dv]
 //! u16 open keys [32 d] | u16 open values [32 dv]                (binary16)
 //! u8 key codes [P 32 d/2] | u16 key lo [P d] | u16 key step [P d]
-//! u8 value codes [P 32 dv/2] | u16 value lo [P 32 dv/32] | u16 value step [...]
-//! f32 window acc [P 32 + 32]
+//! u8 value codes [P 32 dv/2] | u16 value lo [P 32 gv] | u16 value step [...]
+//! f32 window acc [P 32 + 32]   (only when H > 0)
 //! i8 heavy keys [H d] | f32 heavy scales [H] | u8 heavy value codes [H dv/2]
-//! u16 heavy value lo [H dv/32] | u16 heavy value step [H dv/32] | f32 heavy acc [H] | u64 heavy pos [H]
+//! u16 heavy value lo [H gv] | u16 heavy value step [H gv] | f32 heavy acc [H] | u64 heavy pos [H]
 //! tail (`tail::Tail::write`)
 //! ```
 //!
-//! Whole arrays are stored; what is not live must be zero (canonical), so
+//! (`gv = dv / quant::value_group(dv)`: 1 group per 64 channels, per 32
+//! when dv % 64 != 0.) Whole arrays are stored; what is not live must be zero (canonical), so
 //! the size derives from the config alone and one state has one encoding.
 
 use super::{quant, shape, tail::Tail, Paged, PAGE};
