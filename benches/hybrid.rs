@@ -137,7 +137,7 @@ fn main() {
             let (pre, f16, f32t) = (t(0), t(1), t(2));
             let cap = |f| caps.iter().find(|c| c.0 == kib && c.1 == f).unwrap().2;
             let vf = caps.iter().find(|c| c.0 == kib && c.1 == 0).unwrap().3;
-            let vname = ["f32", "binary16", "int8"][vf as usize];
+            let vname = ["f32", "binary16", "int8", "4-bit paged"][vf as usize];
             let mut line = String::new();
             let mut cross = None;
             for &n in ns {
