@@ -240,20 +240,23 @@ fn real(dir: PathBuf, budget_kib: Option<usize>, only: Option<String>) {
         cfg.tail_groups
     );
     let rows: Vec<usize> = (n / 2..n).collect();
-    let ps: [(&str, Peer, usize); 3] = [
+    let ps: [(&str, Peer, usize); 4] = [
         ("StreamingLLM", peers::streaming_llm_f16, 4 * d),
         ("KIVI-8", peers::kivi8, 2 * d + d / 4),
+        ("KIVI-4", peers::kivi4, d + d / 4),
         ("q8_0", peers::q8_0, 34 * 2 * d / 32),
     ];
     println!(
         "peers at the same bytes: StreamingLLM 4 sinks + {} newest tokens (binary16, {} B/token); \
-         KIVI-8 4 + {} ({} B/token); q8_0 4 + {} ({} B/token)",
+         KIVI-8 4 + {} ({} B/token); KIVI-4 4 + {} ({} B/token); q8_0 4 + {} ({} B/token)",
         budget / ps[0].2 - 4,
         ps[0].2,
         budget / ps[1].2 - 4,
         ps[1].2,
         budget / ps[2].2 - 4,
-        ps[2].2
+        ps[2].2,
+        budget / ps[3].2 - 4,
+        ps[3].2
     );
     println!(
         "\nerror vs exact attention (relative, rows {}..{}; lower is better)",
@@ -261,13 +264,13 @@ fn real(dir: PathBuf, budget_kib: Option<usize>, only: Option<String>) {
         n - 1
     );
     println!(
-        "{:<8} {:>10} {:>12} {:>13} {:>9} {:>9}",
-        "head", "max score", "attnsketch", "StreamingLLM", "KIVI-8", "q8_0"
+        "{:<8} {:>10} {:>12} {:>13} {:>9} {:>9} {:>9}",
+        "head", "max score", "attnsketch", "StreamingLLM", "KIVI-8", "KIVI-4", "q8_0"
     );
     let mut prog = Progress::new();
     let mut push_t = Vec::new();
     let mut state = 0;
-    let mut cols: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let mut cols: Vec<Vec<f64>> = vec![Vec::new(); 5];
     for h in &heads {
         let (out, bytes, t) = stream(h, &cfg, &mut prog);
         push_t.push(t);
@@ -296,8 +299,8 @@ fn real(dir: PathBuf, budget_kib: Option<usize>, only: Option<String>) {
         }
         prog.done();
         println!(
-            "{:<8} {:>10.1} {:>12.4} {:>13.4} {:>9.4} {:>9.4}",
-            h.name, maxs, errs[0], errs[1], errs[2], errs[3]
+            "{:<8} {:>10.1} {:>12.4} {:>13.4} {:>9.4} {:>9.4} {:>9.4}",
+            h.name, maxs, errs[0], errs[1], errs[2], errs[3], errs[4]
         );
         for (c, e) in cols.iter_mut().zip(errs) {
             c.push(e);
@@ -306,8 +309,8 @@ fn real(dir: PathBuf, budget_kib: Option<usize>, only: Option<String>) {
     if heads.len() > 1 {
         let m: Vec<f64> = cols.into_iter().map(median).collect();
         println!(
-            "{:<8} {:>10} {:>12.4} {:>13.4} {:>9.4} {:>9.4}",
-            "median", "", m[0], m[1], m[2], m[3]
+            "{:<8} {:>10} {:>12.4} {:>13.4} {:>9.4} {:>9.4} {:>9.4}",
+            "median", "", m[0], m[1], m[2], m[3], m[4]
         );
     }
     prog.done();

@@ -44,6 +44,7 @@ fn methods(rounded_peers: bool, cache_peers: bool) -> Vec<(&'static str, Method)
     if cache_peers {
         m.push(("SLLM-f16", peers::streaming_llm_f16 as Method));
         m.push(("KIVI-8", peers::kivi8 as Method));
+        m.push(("KIVI-4", peers::kivi4 as Method));
         m.push(("q8_0", peers::q8_0 as Method));
     }
     m.push(("attnsketch", peers::attnsketch as Method));

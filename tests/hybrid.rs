@@ -95,7 +95,11 @@ fn presets_pick_int8_values_below_the_slot_threshold() {
             let mut full = Config::new(d);
             full.for_budget(bytes).unwrap();
             if d % 32 == 0 {
-                assert_eq!((full.key_format, full.value_format), (2, 3), "d={d} {kib} KiB");
+                assert_eq!(
+                    (full.key_format, full.value_format),
+                    (2, 3),
+                    "d={d} {kib} KiB"
+                );
                 assert!(Sketch::bytes_for(&full) <= bytes);
             }
             for keys in [false, true] {

@@ -169,6 +169,7 @@ def table(rows, plot=None):
                          key=lambda m: (m != "ours", m))
         lines.append("| method | " + " | ".join(human(b) for b in budgets) + " |")
         lines.append("|---|" + "---|" * len(budgets))
+        best = {}
         for m in methods:
             cells = []
             for b in budgets:
@@ -178,8 +179,18 @@ def table(rows, plot=None):
                     cells.append("")
                     continue
                 p = hit[-1]["ppl"]
+                if m != "ours" and not m.startswith("paged:"):
+                    if b not in best or p < best[b][0]:
+                        best[b] = (p, m)
                 cells.append(f"{p:.3f}" + (f" ({100 * (p / base - 1):+.1f}%)" if base else ""))
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        if base and best:
+            ours = {r["budget"]: r["ppl"] for r in rs if r["method"].split("@")[0] == "ours"}
+            lines.append("| best peer | " + " | ".join(
+                f"{best[b][1]}" if b in best else "" for b in budgets) + " |")
+            lines.append("| ours' increase / best peer's | " + " | ".join(
+                f"{(ours[b] / base - 1) / (best[b][0] / base - 1):.2f}"
+                if b in best and b in ours and best[b][0] > base else "" for b in budgets) + " |")
     print("\n".join(lines))
     if plot:
         import matplotlib

@@ -232,15 +232,16 @@ pub fn streaming_llm_f16(h: &Head, budget: usize, rows: &[usize]) -> Option<Peer
     streaming_llm_at(&r, 2 * (h.d + h.d), budget, rows)
 }
 
-/// KIVI-style asymmetric 8-bit round trip of `x` (binary16 min and step,
-/// levels 0..=255).
-fn asym8(x: &mut [f32]) {
+/// KIVI-style asymmetric round trip of `x` at `bits` bits (binary16 min and
+/// step, levels 0..=2^bits - 1).
+fn asym(x: &mut [f32], bits: u32) {
+    let top = ((1u32 << bits) - 1) as f32;
     let lo = x.iter().fold(f32::INFINITY, |a, &b| a.min(b));
     let hi = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let (lo, step) = (f16r(lo), f16r((hi - lo) / 255.0));
+    let (lo, step) = (f16r(lo), f16r((hi - lo) / top));
     for e in x.iter_mut() {
         *e = if step > 0.0 {
-            lo + ((*e - lo) / step).round().clamp(0.0, 255.0) * step
+            lo + ((*e - lo) / step).round().clamp(0.0, top) * step
         } else {
             lo
         };
@@ -249,9 +250,21 @@ fn asym8(x: &mut [f32]) {
 
 /// KIVI at 8 bits (see the module doc): 4 sinks + the newest window.
 pub fn kivi8(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    kivi(h, budget, rows, 8)
+}
+
+/// KIVI at 4 bits, as `kivi8` with 16 levels: `(d + dv) / 2 + 4 (d + dv) /
+/// 32` bytes per token (80 at d = dv = 64). End to end the strongest peer
+/// we know at equal bytes (docs/results.md).
+pub fn kivi4(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
+    kivi(h, budget, rows, 4)
+}
+
+/// KIVI at `bits` bits: 4 sinks + the newest window.
+fn kivi(h: &Head, budget: usize, rows: &[usize], bits: u32) -> Option<PeerResult> {
     const G: usize = 32;
     let d = h.d;
-    let per = 2 * d + 4 * (2 * d) / G;
+    let per = (2 * d * bits as usize) / 8 + 4 * (2 * d) / G;
     let cap = budget / per;
     if cap <= 4 {
         return None;
@@ -265,7 +278,7 @@ pub fn kivi8(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
             for (t, x) in col.iter_mut().enumerate() {
                 *x = h.k[(g * G + t) * d + c];
             }
-            asym8(&mut col);
+            asym(&mut col, bits);
             for (t, &x) in col.iter().enumerate() {
                 kq[(g * G + t) * d + c] = x;
             }
@@ -275,7 +288,7 @@ pub fn kivi8(h: &Head, budget: usize, rows: &[usize]) -> Option<PeerResult> {
     let mut vq = h.v.clone();
     for row in vq.chunks_exact_mut(d) {
         for grp in row.chunks_mut(G) {
-            asym8(grp);
+            asym(grp, bits);
         }
     }
     let mut out = vec![0.0; rows.len() * d];
