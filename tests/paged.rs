@@ -71,7 +71,15 @@ fn stored_tokens(
 /// format's, which is reported, not asserted.
 #[test]
 fn exact_over_stored_tokens_while_everything_fits() {
-    let (d, n, sinks) = (64usize, 4 + 5 * PAGE + 7, 4usize);
+    // d = dv = 32, 96: one value group per 32 channels (1 and 3 groups);
+    // 64, 128: per 64 channels (1 and 2 groups).
+    for d in [32usize, 64, 96, 128] {
+        exact_over_stored_tokens_at(d);
+    }
+}
+
+fn exact_over_stored_tokens_at(d: usize) {
+    let (n, sinks) = (4 + 5 * PAGE + 7, 4usize);
     let c = paged_cfg(d as u32, sinks as u32, 8 * PAGE as u32, 16, 8);
     let mut rng = Rng(31);
     let (q, k, v) = (
@@ -90,7 +98,7 @@ fn exact_over_stored_tokens_while_everything_fits() {
         h.query(&q[j * d..(j + 1) * d], &mut o1).unwrap();
         let want1 = attend64(&q[j * d..(j + 1) * d], &ks, &vs, n, d, c.scale as f64);
         let e = reference::rel_err(&to64(&o1), &want1);
-        assert!(e < 2e-5, "{level:?}: rel err {e}");
+        assert!(e < 2e-5, "{level:?} d = {d}: rel err {e}");
         assert_eq!(h.hybrid().unwrap().tail_tokens(), 0);
         assert_eq!(h.hybrid().unwrap().exact_len(), n);
     }

@@ -401,10 +401,15 @@ impl Paged {
                 let xs = &mut x[po + i * PAGE..po + (i + 1) * PAGE];
                 let codes = &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2];
                 (kern.u4_row_dots)(codes, &qs[i * d..(i + 1) * d], xs);
-                for v in xs.iter_mut() {
-                    *v += bias[i];
-                    xmax = xmax.max(*v);
+                // 8 running maxima (vectorizes; PAGE is a multiple of 8).
+                let mut m = [f32::NEG_INFINITY; 8];
+                for c in xs.chunks_exact_mut(8) {
+                    for (v, mi) in c.iter_mut().zip(m.iter_mut()) {
+                        *v += bias[i];
+                        *mi = if *v > *mi { *v } else { *mi };
+                    }
                 }
+                xmax = m.iter().fold(xmax, |a, &b| a.max(b));
             }
         }
         if self.no > 0 {
@@ -523,11 +528,37 @@ impl Paged {
         (kern.f16_to_f32)(&st[..n * gv], &mut sf[..n * gv]);
         let mut bias = [0.0f32; 128];
         let per = vg / QG;
-        for (t, &wt) in w.iter().enumerate() {
-            for g in 0..gv {
-                let ws = wt * sf[t * gv + g];
-                wv[t * g32 + g * per..t * g32 + (g + 1) * per].fill(ws);
-                bias[g] += wt * lf[t * gv + g];
+        let (lf, sf) = (&lf[..n * gv], &sf[..n * gv]);
+        if gv == 1 {
+            // One group per row (dv = 64, the common case): a flat loop the
+            // compiler vectorizes; the bias by 8 partial sums.
+            for ((row, &wt), &st) in wv[..n * g32].chunks_exact_mut(g32).zip(w).zip(sf) {
+                row.fill(wt * st);
+            }
+            let mut acc = [0.0f32; 8];
+            let (wc, lc) = (w.chunks_exact(8), lf.chunks_exact(8));
+            let (wr, lr) = (wc.remainder(), lc.remainder());
+            for (a, b) in wc.zip(lc) {
+                for i in 0..8 {
+                    acc[i] += a[i] * b[i];
+                }
+            }
+            bias[0] = acc.iter().sum::<f32>() + wr.iter().zip(lr).map(|(a, b)| a * b).sum::<f32>();
+        } else {
+            for (((row, &wt), sr), lr) in wv[..n * g32]
+                .chunks_exact_mut(g32)
+                .zip(w)
+                .zip(sf.chunks_exact(gv))
+                .zip(lf.chunks_exact(gv))
+            {
+                for ((chunk, &st), (b, &l)) in row
+                    .chunks_exact_mut(per)
+                    .zip(sr)
+                    .zip(bias.iter_mut().zip(lr))
+                {
+                    chunk.fill(wt * st);
+                    *b += wt * l;
+                }
             }
         }
         (kern.u4_rows)(wv, codes, out);

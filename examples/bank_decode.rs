@@ -1,0 +1,45 @@
+//! Decode cost of one SmolLM2-shaped layer bank (9 query heads over 3 kv
+//! heads, d = 64) with the budget preset, once its window is full: for
+//! callgrind instruction counts or perf profiles of the per-token path.
+//! `cargo run --release --example bank_decode -- [budget KiB] [prefill] [decode]`
+use attnsketch::{Bank, Config};
+use std::time::Instant;
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let kib: usize = a.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let pre: usize = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(8192);
+    let n: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(512);
+    let (nq, nkv, d) = (9usize, 3usize, 64usize);
+    let mut cfg = Config::new(d as u32);
+    cfg.for_budget(kib << 10).unwrap();
+    let mut b = Bank::new(&cfg, nq as u32, nkv as u32).unwrap();
+    b.set_threads(1).unwrap();
+    let tok = |j: usize, h: usize, w: usize, f: f32| -> Vec<f32> {
+        (0..h * w)
+            .map(|i| ((i * 7 + j * 13) as f32 * f).sin() * (1.0 + (i % w) as f32 / w as f32))
+            .collect()
+    };
+    let mut out = vec![0.0f32; nq * d];
+    let mut run = |from: usize, to: usize, b: &mut Bank| {
+        for j in from..to {
+            b.push_token(
+                &tok(j, nq, d, 0.37),
+                &tok(j, nkv, d, 0.71),
+                &tok(j, nkv, d, 0.29),
+                &mut out,
+            )
+            .unwrap();
+        }
+    };
+    run(0, pre, &mut b);
+    let t = Instant::now();
+    run(pre, pre + n, &mut b);
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "{kib} KiB per kv head ({} window, {} heavy): {us:.1} us per token for {nkv} kv heads x {} queries ({:.1} per kv head)",
+        cfg.window_tokens,
+        cfg.heavy_tokens,
+        nq / nkv,
+        us / nkv as f64
+    );
+}
