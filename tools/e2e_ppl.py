@@ -231,13 +231,16 @@ def main():
     ap.add_argument("--llama-numerics", action="store_true",
                     help="Gemma 3: round like llama.cpp's CPU backend (8-bit matmul inputs, binary16 q/k/v)")
     ap.add_argument("--out", default="e2e-results.jsonl")
-    ap.add_argument("--table", help="print the table of a results file instead of running")
+    ap.add_argument("--table", help="print the table of results file(s) (comma-separated) instead of running")
     ap.add_argument("--plot", help="with --table: write a PNG plot")
     ap.add_argument("methods", nargs="*")
     a = ap.parse_args()
     if a.table:
-        with open(a.table) as f:
-            table([json.loads(l) for l in f if l.strip()], a.plot)
+        rows = []
+        for path in a.table.split(","):
+            with open(path) as f:
+                rows += [json.loads(line) for line in f if line.strip()]
+        table(rows, a.plot)
         return
     if not a.text or not a.methods:
         ap.error("--text and at least one method are needed")

@@ -73,6 +73,9 @@ def main():
     ap.add_argument("--groups", required=True, help="layer:kv_group list, e.g. 3:0,15:2")
     ap.add_argument("--budgets", default="128K,256K,512K,1M")
     ap.add_argument("--peers", default=",".join(DEFAULT_PEERS))
+    ap.add_argument("--ours", default="ours",
+                    help="research: ';'-separated variants of ours, e.g. 'ours;paged:hf=0.5,g=8' "
+                         "(the first is compared with the peers)")
     ap.add_argument("--lib")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/attnsketch/qkv"))
     ap.add_argument("--stride", type=int, default=16, help="score every stride-th row of n/2..n-1")
@@ -85,7 +88,9 @@ def main():
     cap = capture(a.text, a.n, {L for L, _ in groups}, a.cache)
     rows = np.arange(a.n // 2, a.n, a.stride)
     print(f"text {os.path.basename(a.text)}, n {a.n}, rows n/2..n step {a.stride}, lib {lib.version}")
-    print("group  budget   ours      " + " ".join(f"{p:>12s}" for p in plist) + "   best peer  ours/best")
+    variants = [v for v in a.ours.split(";") if v]
+    print("group  budget " + " ".join(f"{v[:16]:>16s}" for v in variants) + " "
+          + " ".join(f"{p:>12s}" for p in plist) + "   best peer  ours/best")
     for L, g in groups:
         q, k, v = cap[L]
         nq, nkv, d = q.shape[1], k.shape[1], q.shape[2]
@@ -95,9 +100,16 @@ def main():
         scale = 1.0 / np.sqrt(d)
         ref = exact64(qs, kk, vv, scale, rows)
         for B in budgets:
-            cfg = lib.config(d, scale=scale, budget=B)
-            ours, _ = lib.bank_layer(cfg, qs, kk[:, None], vv[:, None])
-            e_ours = rel(ours[rows], ref)
+            mine = []
+            for var in variants:
+                if var == "ours":
+                    cfg = lib.config(d, scale=scale, budget=B)
+                else:
+                    kw = dict(x.split("=") for x in var.split(":", 1)[1].split(","))
+                    cfg = lib.paged_config(d, B, float(kw.get("hf", 0.1)), int(kw.get("g", 8)), scale=scale)
+                ours, _ = lib.bank_layer(cfg, qs, kk[:, None], vv[:, None])
+                mine.append(rel(ours[rows], ref))
+            e_ours = mine[0]
             errs = []
             for p in plist:
                 kind, fmt = p.split(":")
@@ -106,7 +118,8 @@ def main():
                 errs.append(rel(o[rows], ref))
             best = min(errs)
             flag = "" if e_ours <= best or (e_ours < 1e-3 and best < 1e-3) else "  LOSS"
-            print(f"{L:2d}:{g}  {human(B):>8s} {e_ours:8.5f}  " + " ".join(f"{e:12.5f}" for e in errs)
+            print(f"{L:2d}:{g}  {human(B):>8s} " + " ".join(f"{e:16.5f}" for e in mine) + " "
+                  + " ".join(f"{e:12.5f}" for e in errs)
                   + f"   {best:9.5f}  {e_ours / best:6.2f}{flag}", flush=True)
 
 
