@@ -139,7 +139,9 @@ def run(M, chunks, method, cache):
     tot, acc, cnt = 0.0, 0.0, 0
     def attn(L, q, k, v, s):
         o = method(L, q, k, v, s)
-        return M.exact_attention(q, k, v, s) if o is None else o
+        if o is None:  # exact: the model's own attention (SmolLM2 and Gemma 3 name it differently)
+            return M.exact_attention(q, k, v, s) if hasattr(M, "exact_attention") else M.attention(q, k, v, s)
+        return o
     for ci, ch in enumerate(chunks):
         ctx = len(ch)
         first = ctx // 2
@@ -202,7 +204,8 @@ def table(rows, plot=None):
             base = ex[-1]["ppl"] if ex else None
             if not base:
                 continue
-            for m in sorted({r["method"].split("@")[0] for r in rs if r["budget"]}):
+            for m in sorted({r["method"].split("@")[0] for r in rs
+                             if r["budget"] and not r["method"].startswith("paged:")}):  # research rows: table only
                 pts = sorted((r["budget"], 100 * (r["ppl"] / base - 1)) for r in rs
                              if r["budget"] and r["method"].split("@")[0] == m)
                 xs, ys = zip(*pts)
@@ -210,6 +213,11 @@ def table(rows, plot=None):
                         lw=2.5 if m == "ours" else 1)
             ax.set_xscale("log", base=2)
             ax.set_yscale("symlog", linthresh=1)
+            ys_all = [100 * (r["ppl"] / base - 1) for r in rs if r["budget"]]
+            ax.set_ylim(min(0.0, min(ys_all)) - 0.05, max(ys_all) * 1.3)
+            ticks = [t for t in (-1, 0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200)
+                     if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+            ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
             ax.set_xlabel("bytes per kv head (KiB)")
             ax.set_ylabel("perplexity change vs exact (%)")
             ax.set_title(f"{key[0]}, {key[1]}, {key[2]} tokens")
