@@ -103,7 +103,7 @@ class AsLib:
         whole-page window that fits."""
         cfg = self.config(head_dim, scale=scale, sink_tokens=sinks, tail_groups=groups,
                           key_format=2, value_format=3)
-        vg = 64 if head_dim % 64 == 0 else 32
+        vg = 32  # sketch::paged::quant::value_group
         per_heavy = head_dim + 4 + head_dim // 2 + 4 * (head_dim // vg) + 4 + 8 + 4
         cfg.heavy_tokens = int(heavy_frac * budget / per_heavy)
         lo, hi = 0, budget // 32

@@ -7,8 +7,8 @@
 //! open page  the newest < 32 tokens, binary16 (KIVI's full-precision residual)
 //! window     a ring of P pages of 32 consecutive tokens: keys 4-bit per channel over
 //!            the page (lo, step per channel), values 4-bit per token (lo, step per
-//!            group of 64 channels, 32 when dv % 64 != 0: `quant::value_group`);
-//!            a closing open page becomes the newest page
+//!            32 channels: `quant::value_group`); a closing open page becomes the
+//!            newest page
 //! heavy      H slots: int8 keys (row scale) and the token's 4-bit value row
 //! tail       moment groups of every token that left (`tail`)
 //! ```
@@ -34,8 +34,8 @@
 //!
 //! Memory (`heap_bytes_for`), with `gv = dv / value_group(dv)` value groups:
 //! per window token `d/2 + 4d/32 + dv/2 + 4 gv` bytes of codes and
-//! parameters, plus 4 for `acc` when H > 0 (76 + 4 at d = dv = 64); per
-//! heavy slot `d + dv/2 + 4 gv + 16` (116); the open page `64 (d + dv)`
+//! parameters, plus 4 for `acc` when H > 0 (80 + 4 at d = dv = 64); per
+//! heavy slot `d + dv/2 + 4 gv + 16` (120); the open page `64 (d + dv)`
 //! (8 KiB); sinks `4 S (d + dv)`; the tail `(G + 1)(16 + 4 (2d + dv)) + 8 dv`.
 //! The per-slot score scratch (4 bytes per slot) is the caller thread's.
 

@@ -13,8 +13,7 @@
 //! tail (`tail::Tail::write`)
 //! ```
 //!
-//! (`gv = dv / quant::value_group(dv)`: 1 group per 64 channels, per 32
-//! when dv % 64 != 0.) Whole arrays are stored; what is not live must be zero (canonical), so
+//! (`gv = dv / quant::value_group(dv)`: one group per 32 channels.) Whole arrays are stored; what is not live must be zero (canonical), so
 //! the size derives from the config alone and one state has one encoding.
 
 use super::{quant, shape, tail::Tail, Paged, PAGE};
