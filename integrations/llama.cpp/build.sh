@@ -59,6 +59,11 @@ need_venv() {
         "$venv/bin/pip" install -q scikit-build-core cmake
     export PATH="$venv/bin:$PATH"
 }
+# a build dir remembers its cmake; another one would reconfigure and rebuild everything
+cmake_bin=$(sed -n 's/^CMAKE_COMMAND:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
+if [ -n "$cmake_bin" ] && [ -x "$cmake_bin" ]; then
+    export PATH="$(dirname "$cmake_bin"):$PATH"
+fi
 command -v cmake >/dev/null || need_venv
 
 # 1. The pinned source

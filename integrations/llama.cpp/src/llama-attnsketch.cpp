@@ -167,23 +167,23 @@ static void check(as_status s, const char * what) {
     }
 }
 
-// bytes of one head with this config (as_state_bytes), 0 if invalid
-static size_t head_bytes(const as_config & cfg) {
-    as_sketch * h = nullptr;
-    if (as_create(&cfg, &h) != AS_OK) {
+// bytes of one kv head's bank (group query heads) with this config, 0 if invalid
+static size_t bank_bytes(const as_config & cfg, uint32_t group) {
+    as_bank * b = nullptr;
+    if (as_bank_create(&cfg, group, 1, &b) != AS_OK) {
         return 0;
     }
-    const size_t n = as_state_bytes(h);
-    as_free(h);
+    const size_t n = as_bank_state_bytes(b);
+    as_bank_free(b);
     return n;
 }
 
 // The head config of a layer of dimension d / dv from the environment:
 //   ATTNSKETCH_BUDGET  bytes per kv head -> as_config_for_budget (ATTNSKETCH_POLICY=sllm: 4 sinks and
-//                      the largest recent window that fits, no heavy slots, one tail group)
+//                      the largest recent window whose bank fits, no heavy slots, one tail group)
 //   ATTNSKETCH_SINKS / _WINDOW / _HEAVY / _TAIL  explicit exact slots and tail groups instead
 //   ATTNSKETCH_FORMAT  auto | f32 (with BUDGET); f32 | KEYS/VALUES such as i16/f16 (explicit slots)
-static as_config config_from_env(uint32_t d, uint32_t dv) {
+static as_config config_from_env(uint32_t d, uint32_t dv, uint32_t group) {
     as_config cfg;
     check(as_config_init(&cfg, d), "as_config_init");
     cfg.value_dim = dv;
@@ -224,13 +224,13 @@ static as_config config_from_env(uint32_t d, uint32_t dv) {
             c.degree       = 2;
             uint32_t lo = 1, hi = 1u << 22;
             c.window_tokens = lo;
-            if (head_bytes(c) == 0 || head_bytes(c) > bytes) {
+            if (bank_bytes(c, group) == 0 || bank_bytes(c, group) > bytes) {
                 throw std::runtime_error("attnsketch: ATTNSKETCH_BUDGET too small for ATTNSKETCH_POLICY=sllm");
             }
             while (lo < hi) {
                 const uint32_t mid = lo + (hi - lo + 1) / 2;
                 c.window_tokens = mid;
-                const size_t n = head_bytes(c);
+                const size_t n = bank_bytes(c, group);
                 if (n != 0 && n <= bytes) {
                     lo = mid;
                 } else {
@@ -341,7 +341,7 @@ std::shared_ptr<llama_attnsketch> llama_attnsketch::from_env(
             throw std::runtime_error(format("attnsketch: layer %u: %u query heads over %u kv heads", il, L->n_head, L->n_kv));
         }
         L->group = L->n_head / L->n_kv;
-        L->cfg   = config_from_env(L->d, L->dv);
+        L->cfg   = config_from_env(L->d, L->dv, L->group);
         check(L->create_banks(), "as_bank_create");
         L->kv_cache_bytes = (size_t) n_ctx * (ggml_row_size(type_k, hparams.n_embd_k_gqa(il)) +
                                               ggml_row_size(type_v, hparams.n_embd_v_gqa(il)));
