@@ -148,18 +148,26 @@ static std::vector<bool> parse_layers(const char * s, uint32_t n_layer) {
 static uint32_t parse_keys(const std::string & s) {
     if (s == "f32") return AS_KEYS_F32;
     if (s == "i16") return AS_KEYS_I16;
-    throw std::runtime_error("attnsketch: ATTNSKETCH_FORMAT: keys must be f32 or i16");
+    if (s == "u4")  return AS_KEYS_U4;
+    throw std::runtime_error("attnsketch: ATTNSKETCH_FORMAT: keys must be f32, i16 or u4");
 }
 
 static uint32_t parse_values(const std::string & s) {
     if (s == "f32") return AS_VALUES_F32;
     if (s == "f16") return AS_VALUES_F16;
     if (s == "i8")  return AS_VALUES_I8;
-    throw std::runtime_error("attnsketch: ATTNSKETCH_FORMAT: values must be f32, f16 or i8");
+    if (s == "u4")  return AS_VALUES_U4;
+    throw std::runtime_error("attnsketch: ATTNSKETCH_FORMAT: values must be f32, f16, i8 or u4");
 }
 
-static const char * keys_name(uint32_t f)   { return f == AS_KEYS_I16 ? "i16" : "f32"; }
-static const char * values_name(uint32_t f) { return f == AS_VALUES_F16 ? "f16" : f == AS_VALUES_I8 ? "i8" : "f32"; }
+static const char * keys_name(uint32_t f) {
+    return f == AS_KEYS_U4 ? "u4" : f == AS_KEYS_I16 ? "i16" : "f32";
+}
+static const char * values_name(uint32_t f) {
+    return f == AS_VALUES_U4 ? "u4" : f == AS_VALUES_F16 ? "f16" : f == AS_VALUES_I8 ? "i8" : "f32";
+}
+// the paged hybrid (4-bit pages of 32 tokens) or the slot hybrid
+static const char * layout_name(const as_config & c) { return c.key_format == AS_KEYS_U4 ? "paged" : "slots"; }
 
 static void check(as_status s, const char * what) {
     if (s != AS_OK) {
@@ -179,10 +187,12 @@ static size_t bank_bytes(const as_config & cfg, uint32_t group) {
 }
 
 // The head config of a layer of dimension d / dv from the environment:
-//   ATTNSKETCH_BUDGET  bytes per kv head -> as_config_for_budget (ATTNSKETCH_POLICY=sllm: 4 sinks and
-//                      the largest recent window whose bank fits, no heavy slots, one tail group)
+//   ATTNSKETCH_BUDGET  bytes per kv head -> as_config_for_budget (ATTNSKETCH_POLICY=sllm: the same
+//                      formats, 4 sinks and the largest recent window (whole pages when paged) whose
+//                      bank fits the bytes of the hybrid's bank (at least the budget), no heavy
+//                      slots, one tail group: the smallest tail the library accepts)
 //   ATTNSKETCH_SINKS / _WINDOW / _HEAVY / _TAIL  explicit exact slots and tail groups instead
-//   ATTNSKETCH_FORMAT  auto | f32 (with BUDGET); f32 | KEYS/VALUES such as i16/f16 (explicit slots)
+//   ATTNSKETCH_FORMAT  auto | f32 (with BUDGET); f32 | KEYS/VALUES such as i16/f16, u4/u4 (explicit slots)
 static as_config config_from_env(uint32_t d, uint32_t dv, uint32_t group) {
     as_config cfg;
     check(as_config_init(&cfg, d), "as_config_init");
@@ -216,28 +226,32 @@ static as_config config_from_env(uint32_t d, uint32_t dv, uint32_t group) {
         }
         if (p == "sllm") {
             // StreamingLLM-shaped: 4 sinks + the newest W tokens (fixed split), the formats the preset chose;
-            // the library always folds evicted tokens into a tail, here the smallest one (1 group)
+            // the library always folds evicted tokens into a tail, here the smallest one (1 group; 0 would
+            // mean the default). The bytes: those of the hybrid's bank, never less than the budget.
+            const size_t limit = std::max(bytes, bank_bytes(cfg, group));
             as_config c = cfg;
             c.sink_tokens  = 4;
             c.heavy_tokens = 0;
             c.tail_groups  = 1;
             c.degree       = 2;
-            uint32_t lo = 1, hi = 1u << 22;
-            c.window_tokens = lo;
-            if (bank_bytes(c, group) == 0 || bank_bytes(c, group) > bytes) {
+            const uint32_t step = c.key_format == AS_KEYS_U4 ? 32 : 1;  // the paged window: whole pages
+            // every format spends at least 4 bits per key and value channel of a window token
+            uint32_t lo = 1, hi = (uint32_t) std::min<size_t>(limit / ((d + dv) / 2) / step + 1, 1u << 20);
+            c.window_tokens = lo * step;
+            if (bank_bytes(c, group) == 0 || bank_bytes(c, group) > limit) {
                 throw std::runtime_error("attnsketch: ATTNSKETCH_BUDGET too small for ATTNSKETCH_POLICY=sllm");
             }
             while (lo < hi) {
                 const uint32_t mid = lo + (hi - lo + 1) / 2;
-                c.window_tokens = mid;
+                c.window_tokens = mid * step;
                 const size_t n = bank_bytes(c, group);
-                if (n != 0 && n <= bytes) {
+                if (n != 0 && n <= limit) {
                     lo = mid;
                 } else {
                     hi = mid - 1;
                 }
             }
-            c.window_tokens = lo;
+            c.window_tokens = lo * step;
             cfg = c;
         }
     } else {
@@ -341,7 +355,14 @@ std::shared_ptr<llama_attnsketch> llama_attnsketch::from_env(
             throw std::runtime_error(format("attnsketch: layer %u: %u query heads over %u kv heads", il, L->n_head, L->n_kv));
         }
         L->group = L->n_head / L->n_kv;
-        L->cfg   = config_from_env(L->d, L->dv, L->group);
+        // layers of the same shape get the same config (the sllm search creates banks: do it once)
+        const llama_attnsketch_layer * same = nullptr;
+        for (const auto & P : res->layers) {
+            if (P && P->d == L->d && P->dv == L->dv && P->group == L->group) {
+                same = P.get();
+            }
+        }
+        L->cfg   = same ? same->cfg : config_from_env(L->d, L->dv, L->group);
         check(L->create_banks(), "as_bank_create");
         L->kv_cache_bytes = (size_t) n_ctx * (ggml_row_size(type_k, hparams.n_embd_k_gqa(il)) +
                                               ggml_row_size(type_v, hparams.n_embd_v_gqa(il)));
@@ -350,9 +371,9 @@ std::shared_ptr<llama_attnsketch> llama_attnsketch::from_env(
         if (n_on == 0 || std::getenv("ATTNSKETCH_VERBOSE")) {
             const as_config & c = L->cfg;
             LLAMA_LOG_INFO("attnsketch: layer %2u: %u q / %u kv heads, d = %u; per kv head: %u sinks, window %u, heavy %u, "
-                           "tail %u groups, keys %s, values %s, %s (budget %s)\n",
+                           "tail %u groups, keys %s, values %s, %s, %s (budget %s)\n",
                     il, L->n_head, L->n_kv, L->d, c.sink_tokens, c.window_tokens, c.heavy_tokens,
-                    c.tail_groups, keys_name(c.key_format), values_name(c.value_format),
+                    c.tail_groups, keys_name(c.key_format), values_name(c.value_format), layout_name(c),
                     mib(L->state_bytes() / L->n_kv).c_str(),
                     env("ATTNSKETCH_BUDGET") ? env("ATTNSKETCH_BUDGET") : "explicit");
         }
