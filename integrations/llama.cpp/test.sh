@@ -108,9 +108,9 @@ fi
 # llama-perplexity wants 2 x 4096 tokens: the text, then Apache-2.0 (7638 + 2531 tokens for GPL-3)
 text4k=$log/text-4k.txt
 cat "$text" "$(dirname "$text")/Apache-2.0" > "$text4k"
-clean_env "$ppl_bin" "${pargs[@]}" -c 4096 -b 4096 --chunks 1 > "$log/ppl4k-off.log" 2>&1 || true
+clean_env "$ppl_bin" "${pargs[@]}" -f "$text4k" -c 4096 -b 4096 --chunks 1 > "$log/ppl4k-off.log" 2>&1 || true
 clean_env ATTNSKETCH_BUDGET=256K \
-    "$ppl_bin" "${pargs[@]}" -c 4096 -b 4096 --chunks 1 > "$log/ppl4k-256k.log" 2>&1 || true
+    "$ppl_bin" "${pargs[@]}" -f "$text4k" -c 4096 -b 4096 --chunks 1 > "$log/ppl4k-256k.log" 2>&1 || true
 p2_off=$(ppl "$log/ppl4k-off.log"); p2_256=$(ppl "$log/ppl4k-256k.log")
 cap=$(sed -n 's/.*per kv head: \([0-9]*\) sinks, window \([0-9]*\), heavy \([0-9]*\),.*/\1 \2 \3/p' "$log/ppl4k-256k.log" | head -1 | awk '{print $1 + $2 + $3}')
 if python3 -c "import math,sys; sys.exit(0 if math.isfinite(float(sys.argv[1])) else 1)" "${p2_256:-nan}" 2>/dev/null &&
