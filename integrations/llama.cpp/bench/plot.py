@@ -67,8 +67,9 @@ def quality(rows, out, md):
         dates = sorted({r["date"][:10] for rs in texts.values() for r in rs})
         md.append(f"\n({', '.join(dates)}; {texts[next(iter(texts))][0]['machine']}; chunks {texts[next(iter(texts))][0]['chunks']}; "
                   "exact = f16 cache, flash attention on; q8_0/q4_0 = llama.cpp's quantized caches (with its Hadamard "
-                  "rotation), flash attention on; attnsketch:B = as_config_for_budget(B) per kv head; sllm:B = the "
-                  "library as StreamingLLM at the same bytes: 4 sinks + recent window, preset formats, 1 tail group)\n")
+                  "rotation), flash attention on; attnsketch:B = as_config_for_budget(B) per kv head (the paged preset: 4-bit "
+                  "pages, int8-key heavy slots, 8-group tail); sllm:B = the library as StreamingLLM at the same bytes: "
+                  "4 sinks + recent window of whole pages, the preset's 4-bit formats, no heavy slots, 1 tail group)\n")
         try:
             import matplotlib
             matplotlib.use("Agg")
@@ -112,7 +113,8 @@ def speed(rows, out, md):
         md.append(f"\n### Speed: {model} (tokens/s; ratio to exact at the same depth and threads)\n")
         md.append("| test | depth | threads | " + " | ".join(configs) + " | load |")
         md.append("|---|---|---|" + "---|" * len(configs) + "---|")
-        keys = sorted({(r["test"], int(r["depth"]), int(r["threads"])) for r in rs}, key=lambda k: (k[0] != "tg", k[2], k[1]))
+        keys = sorted({(r["test"], int(r["depth"]), int(r["threads"])) for r in rs},
+                      key=lambda k: (not k[0].startswith("tg"), k[2], len(k[0]), k[0], k[1]))
         by = {(r["config"], r["test"], int(r["depth"]), int(r["threads"])): r for r in rs}
         for k in keys:
             ex = by.get(("exact",) + k)
@@ -126,7 +128,7 @@ def speed(rows, out, md):
                 loads += [r["load_before"], r["load_after"]]
                 ratio = f" ({v / float(ex['tokens_per_s']):.2f}x)" if ex and c != "exact" else ""
                 cells.append(f"{v:.1f} ± {float(r['stddev']):.1f}{ratio}")
-            test = "tg32" if k[0] == "tg" else "pp512"
+            test = {"tg": "tg32", "pp": "pp512"}.get(k[0], k[0])  # older rows: tg / pp
             md.append(f"| {test} | {k[1]} | {k[2]} | " + " | ".join(cells) + f" | {min(loads)}-{max(loads)} |")
         md.append(f"\n({rs[0]['date'][:10]}; {rs[0]['machine']}; llama-bench; load = 1-minute load average "
                   "before/after each run on this shared machine)\n")
@@ -136,12 +138,12 @@ def speed(rows, out, md):
             import matplotlib.pyplot as plt
         except ImportError:
             continue
-        threads = sorted({int(r["threads"]) for r in rs if r["test"] == "tg"})
+        threads = sorted({int(r["threads"]) for r in rs if r["test"].startswith("tg")})
         fig, axes = plt.subplots(1, max(1, len(threads)), figsize=(5.5 * max(1, len(threads)), 4), squeeze=False)
         for ax, th in zip(axes[0], threads):
             for c in configs:
                 pts = sorted((int(r["depth"]), float(r["tokens_per_s"])) for r in rs
-                             if r["config"] == c and r["test"] == "tg" and int(r["threads"]) == th)
+                             if r["config"] == c and r["test"].startswith("tg") and int(r["threads"]) == th)
                 if pts:
                     ax.plot(*zip(*pts), "o-", label=c)
             ax.set_xlabel("depth (tokens in the context)")
