@@ -22,4 +22,9 @@ bash scripts/c-tests.sh
 # pkg-config and a C++ program through CMake find_package link the result.
 bash scripts/package-test.sh
 FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash scripts/fuzz.sh
+# Issue 19: the library inside llama.cpp (pinned sdist + patch, SmolLM2; ~20 min on 2 cores
+# from scratch). ATTNSKETCH_SKIP_LLAMA=1 skips it.
+if [ -z "${ATTNSKETCH_SKIP_LLAMA:-}" ]; then
+  bash integrations/llama.cpp/test.sh
+fi
 echo "scripts/test.sh: all passed"
