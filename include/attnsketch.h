@@ -63,9 +63,8 @@
 
 /*
  `value_format` of the paged hybrid (with `AS_KEYS_U4`): values 4-bit per
- token, binary16 `lo`/`step` per 64 channels (per 32 when the value dim
- is not a multiple of 64); heavy hitters' and the newest < 32 tokens'
- values the same way, sinks f32.
+ token, binary16 `lo`/`step` per 32 channels (heavy hitters too); the
+ newest <= 32 tokens binary16, sinks f32.
  */
 #define AS_VALUES_U4 3
 
