@@ -179,22 +179,9 @@ impl Config {
         let slot = d + 4 + dv / 2 + 4 * (dv / crate::sketch::paged::quant::value_group(dv)) + 12;
         c.heavy_tokens = (bytes as f64 * PAGED_HEAVY_SHARE / slot as f64) as u32;
         let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
-        let set = |c: &mut Config, pages: usize| c.window_tokens = (pages * PAGE) as u32;
-        let (mut lo, mut hi) = (0usize, bytes / (PAGE * (d + dv) / 2).max(1) + 1);
-        set(&mut c, lo);
-        if !fits(&c) {
-            return Err(Error::InvalidArg);
-        }
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            set(&mut c, mid);
-            if fits(&c) {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        set(&mut c, lo);
+        let set = |c: &mut Config, pages: u32| c.window_tokens = pages * PAGE as u32;
+        let hi = (bytes / (PAGE * (d + dv) / 2).max(1) + 1) as u32;
+        largest_fitting(&mut c, 0, hi, set, fits).ok_or(Error::InvalidArg)?;
         *self = c;
         Ok(())
     }
@@ -234,21 +221,9 @@ impl Config {
                 c.window_tokens = dynamic - band;
                 c.heavy_tokens = band;
             };
-            let (mut lo, mut hi) = (2 * band, 1u32 << 24);
-            set(&mut c, lo);
-            if !fits(&c) {
+            if largest_fitting(&mut c, 2 * band, 1 << 24, set, fits).is_none() {
                 continue;
             }
-            while lo < hi {
-                let mid = lo + (hi - lo).div_ceil(2);
-                set(&mut c, mid);
-                if fits(&c) {
-                    lo = mid;
-                } else {
-                    hi = mid - 1;
-                }
-            }
-            set(&mut c, lo);
             c.degree = 2;
             *self = c;
             return Ok(());
@@ -347,4 +322,31 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Sets `c` by `set(c, n)` for the largest `n` in `lo..=hi` with `fits(c)`
+/// (which must be monotone: true up to some n, false beyond) by bisection;
+/// `None`, with `c` set at `lo`, when even `lo` does not fit.
+fn largest_fitting(
+    c: &mut Config,
+    mut lo: u32,
+    mut hi: u32,
+    set: impl Fn(&mut Config, u32),
+    fits: impl Fn(&Config) -> bool,
+) -> Option<u32> {
+    set(c, lo);
+    if !fits(c) {
+        return None;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        set(c, mid);
+        if fits(c) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    set(c, lo);
+    Some(lo)
 }
