@@ -19,16 +19,20 @@ fn paged_cfg(d: u32, sinks: u32, window: u32, heavy: u32, groups: u32) -> Config
 
 /// What the state stores for each token while everything fits: sinks exact,
 /// the open page in binary16, closed pages 4-bit (keys per channel over the
-/// page, values per token per 32 channels).
+/// page, values per token per 32 channels), of which the newest
+/// `min(np, P - np)` are refined by their fine planes (P ring pages).
 fn stored_tokens(
     k: &[f32],
     v: &[f32],
     d: usize,
     n: usize,
     sinks: usize,
+    ring: usize,
 ) -> (Vec<f64>, Vec<f64>, usize) {
     let (mut ks, mut vs) = (to64(k), to64(v));
     let full_pages = (n - sinks) / PAGE;
+    let fine_from = full_pages - full_pages.min(ring - full_pages);
+    let f16 = |b: u16| half::f16::from_bits(b).to_f32();
     let h = |x: f32| half::f16::from_f32(x).to_f32() as f64;
     for p in 0..full_pages {
         let r0 = sinks + p * PAGE;
@@ -38,11 +42,19 @@ fn stored_tokens(
         let mut codes = vec![0u8; PAGE * d / 2];
         let (mut lo, mut st) = (vec![0u16; d], vec![0u16; d]);
         quant::encode_page_keys(&rows, d, &mut codes, &mut lo, &mut st);
+        let fine = p >= fine_from;
+        let mut kf = vec![0u8; PAGE * d / 2];
+        quant::encode_page_keys_fine(&rows, d, &codes, &lo, &st, &mut kf);
         let mut row = vec![0.0f32; d];
         for t in 0..PAGE {
             quant::decode_page_key(&codes, t, &lo, &st, &mut row);
             for c in 0..d {
-                ks[(r0 + t) * d + c] = row[c] as f64;
+                let e = quant::get(&kf[t * d / 2..(t + 1) * d / 2], c);
+                ks[(r0 + t) * d + c] = if fine {
+                    quant::refine(row[c], f16(st[c]), e) as f64
+                } else {
+                    row[c] as f64
+                };
             }
             let vr: Vec<f32> = (0..d)
                 .map(|c| half::f16::from_f32(v[(r0 + t) * d + c]).to_f32())
@@ -52,8 +64,14 @@ fn stored_tokens(
                 (vec![0u8; d / 2], vec![0u16; d / vg], vec![0u16; d / vg]);
             quant::encode_row(&vr, vg, &mut vc, &mut vl, &mut vst);
             quant::decode_row(&vc, vg, &vl, &vst, &mut row);
+            let mut vf = vec![0u8; d / 2];
+            quant::encode_row_fine(&vr, vg, &vc, &vl, &vst, &mut vf);
             for c in 0..d {
-                vs[(r0 + t) * d + c] = row[c] as f64;
+                vs[(r0 + t) * d + c] = if fine {
+                    quant::refine(row[c], f16(vst[c / vg]), quant::get(&vf, c)) as f64
+                } else {
+                    row[c] as f64
+                };
             }
         }
     }
@@ -79,8 +97,15 @@ fn exact_over_stored_tokens_while_everything_fits() {
 }
 
 fn exact_over_stored_tokens_at(d: usize) {
+    // 5 live pages of 8 (the newest 3 refined) and of 12 (all refined).
+    for ring in [8usize, 12] {
+        exact_over_stored_tokens_in(d, ring);
+    }
+}
+
+fn exact_over_stored_tokens_in(d: usize, ring: usize) {
     let (n, sinks) = (4 + 5 * PAGE + 7, 4usize);
-    let c = paged_cfg(d as u32, sinks as u32, 8 * PAGE as u32, 16, 8);
+    let c = paged_cfg(d as u32, sinks as u32, (ring * PAGE) as u32, 16, 8);
     let mut rng = Rng(31);
     let (q, k, v) = (
         rng.vec(n * d, 1.5),
@@ -91,7 +116,7 @@ fn exact_over_stored_tokens_at(d: usize) {
         let mut h = Sketch::with_level(&c, level).unwrap();
         let _ = push_each(&mut h, &q, &k, &v, d, d);
         // The last query over the stored form of all tokens.
-        let (ks, vs, pages) = stored_tokens(&k, &v, d, n, sinks);
+        let (ks, vs, pages) = stored_tokens(&k, &v, d, n, sinks, ring);
         assert_eq!(pages, 5);
         let j = n - 1;
         let mut o1 = vec![0.0f32; d];
@@ -102,6 +127,43 @@ fn exact_over_stored_tokens_at(d: usize) {
         assert_eq!(h.hybrid().unwrap().tail_tokens(), 0);
         assert_eq!(h.hybrid().unwrap().exact_len(), n);
     }
+}
+
+/// While the ring fills, free page slots hold fine planes that refine the
+/// newest pages to about 8 bits: with every page refined the output is
+/// several times closer to exact attention than with 4-bit pages alone
+/// (the stored form without planes, computed by the reference), and once
+/// the ring is full no plane is left (the state equals 4-bit pages).
+#[test]
+fn fine_planes_refine_while_the_ring_fills() {
+    let d = 64usize;
+    let (n, sinks) = (4 + 5 * PAGE + 7, 4usize);
+    let mut rng = Rng(77);
+    let (q, k, v) = (
+        rng.vec(n * d, 1.5),
+        rng.vec(n * d, 1.5),
+        rng.vec(n * d, 1.0),
+    );
+    let s = (d as f64).powf(-0.5);
+    let j = n - 1;
+    let qj = &q[j * d..(j + 1) * d];
+    let exact = attend64(qj, &to64(&k), &to64(&v), n, d, s);
+    let (k4, v4, _) = stored_tokens(&k, &v, d, n, sinks, 5);
+    let coarse = reference::rel_err(&attend64(qj, &k4, &v4, n, d, s), &exact);
+    let c = paged_cfg(d as u32, sinks as u32, 10 * PAGE as u32, 0, 4);
+    let mut h = Sketch::new(&c).unwrap();
+    let _ = push_each(&mut h, &q, &k, &v, d, d);
+    let mut o = vec![0.0f32; d];
+    h.query(qj, &mut o).unwrap();
+    let fine = reference::rel_err(&to64(&o), &exact);
+    assert!(fine < coarse / 4.0, "refined {fine} vs 4-bit {coarse}");
+    // A ring of 5 pages is full: 4-bit only, within f32 of that reference.
+    let c5 = paged_cfg(d as u32, sinks as u32, 5 * PAGE as u32, 0, 4);
+    let mut h5 = Sketch::new(&c5).unwrap();
+    let _ = push_each(&mut h5, &q, &k, &v, d, d);
+    h5.query(qj, &mut o).unwrap();
+    let e5 = reference::rel_err(&to64(&o), &attend64(qj, &k4, &v4, n, d, s));
+    assert!(e5 < 2e-5, "full ring: {e5}");
 }
 
 /// Softmax attention of one query over n stored rows, f64.
@@ -191,10 +253,18 @@ fn heavy_slots_keep_what_a_later_query_head_attends() {
 /// flipped or truncated buffers are refused.
 #[test]
 fn serialize_round_trip_continues_identically() {
+    // A full ring; a filling ring with every page refined (6 of 16 pages
+    // live) and with the newest refined (12 of 16), planes moving after.
+    for (pages, at) in [(3usize, 500usize), (16, 200), (16, 400)] {
+        round_trip_at(pages, at);
+    }
+}
+
+fn round_trip_at(pages: usize, at: usize) {
     let d = 64usize;
-    let c = paged_cfg(d as u32, 4, 3 * PAGE as u32, 20, 6);
+    let c = paged_cfg(d as u32, 4, (pages * PAGE) as u32, 20, 6);
     let mut rng = Rng(12);
-    let n = 700;
+    let n = at + 200;
     let (q, k, v) = (
         rng.vec(n * d, 1.0),
         rng.vec(n * d, 1.0),
@@ -203,20 +273,20 @@ fn serialize_round_trip_continues_identically() {
     let mut a = Sketch::new(&c).unwrap();
     let mut out = vec![0.0f32; n * d];
     a.push_tokens(
-        500,
-        &q[..500 * d],
-        &k[..500 * d],
-        &v[..500 * d],
-        &mut out[..500 * d],
+        at,
+        &q[..at * d],
+        &k[..at * d],
+        &v[..at * d],
+        &mut out[..at * d],
     )
     .unwrap();
     let buf = a.serialize().unwrap();
     let mut b = Sketch::deserialize(&buf).unwrap();
     assert_eq!(b.serialize().unwrap(), buf);
     let (mut oa, mut ob) = (vec![0.0f32; 200 * d], vec![0.0f32; 200 * d]);
-    a.push_tokens(200, &q[500 * d..], &k[500 * d..], &v[500 * d..], &mut oa)
+    a.push_tokens(200, &q[at * d..], &k[at * d..], &v[at * d..], &mut oa)
         .unwrap();
-    b.push_tokens(200, &q[500 * d..], &k[500 * d..], &v[500 * d..], &mut ob)
+    b.push_tokens(200, &q[at * d..], &k[at * d..], &v[at * d..], &mut ob)
         .unwrap();
     assert_eq!(bits(&oa), bits(&ob));
     assert!(Sketch::deserialize(&buf[..buf.len() - 1]).is_err());
@@ -253,4 +323,55 @@ fn configs_and_ranges_are_checked() {
         Err(attnsketch::Error::Range)
     );
     assert_eq!(h.serialize().unwrap(), before);
+}
+
+/// A format-6 paged head (written by commit 6d970b0, before fine planes:
+/// d = dv = 32, sinks 2, window 8 pages, heavy 4, 3 tail groups, 150 causal
+/// tokens of an LCG seeded 3, see `docs/format.md`) still loads, answers as
+/// that build did, re-serializes as the current format, and goes on (its
+/// next pages get planes).
+#[test]
+fn paged_format_6_still_loads() {
+    let buf = include_bytes!("data/paged_v6.bin");
+    let want: Vec<f32> = include_bytes!("data/paged_v6_queries.f32")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(u32::from_le_bytes(buf[8..12].try_into().unwrap()), 6);
+    let mut h = Sketch::deserialize(buf).unwrap();
+    assert_eq!(h.token_count(), 150);
+    let d = 32usize;
+    let mut s2 = 5u64;
+    let mut o = vec![0.0f32; d];
+    for w in want.chunks_exact(d) {
+        let q: Vec<f32> = (0..d)
+            .map(|_| {
+                s2 = s2
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                1.5 * (((s2 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+            })
+            .collect();
+        h.query(&q, &mut o).unwrap();
+        for (a, b) in o.iter().zip(w) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+    let now = h.serialize().unwrap();
+    assert_eq!(u32::from_le_bytes(now[8..12].try_into().unwrap()), 7);
+    assert_eq!(Sketch::deserialize(&now).unwrap().serialize().unwrap(), now);
+    let mut rng = Rng(9);
+    let (q, k, v) = (
+        rng.vec(64 * d, 1.5),
+        rng.vec(64 * d, 1.5),
+        rng.vec(64 * d, 1.0),
+    );
+    let mut out = vec![0.0f32; 64 * d];
+    h.push_tokens(64, &q, &k, &v, &mut out).unwrap();
+    assert!(out.iter().all(|x| x.is_finite()));
+    let again = h.serialize().unwrap();
+    assert_eq!(
+        Sketch::deserialize(&again).unwrap().serialize().unwrap(),
+        again
+    );
 }

@@ -169,7 +169,7 @@ impl Hybrid {
     /// Payload bytes of `cfg` in format `version`.
     pub fn payload_len(cfg: &Config, version: u32) -> usize {
         if Paged::wanted(cfg) {
-            Paged::payload_len(cfg)
+            Paged::payload_len(cfg, version)
         } else {
             Slots::payload_len(cfg, version)
         }
@@ -183,7 +183,7 @@ impl Hybrid {
     /// Checks a payload against `cfg` without loading it.
     pub fn check_payload(cfg: &Config, p: &[u8], version: u32) -> Result<()> {
         if Paged::wanted(cfg) {
-            Paged::check_payload(cfg, p)
+            Paged::check_payload(cfg, p, version)
         } else {
             Slots::check_payload(cfg, p, version)
         }
@@ -198,7 +198,7 @@ impl Hybrid {
     pub fn load_payload(&mut self, p: &[u8], version: u32) {
         match self {
             Hybrid::Slots(h) => h.load_payload(p, version),
-            Hybrid::Paged(h) => h.load_payload(p),
+            Hybrid::Paged(h) => h.load_payload(p, version),
         }
     }
 }

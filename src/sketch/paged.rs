@@ -24,6 +24,17 @@
 //! acc_i <- (1 - DECAY) acc_i + sum over the group of the normalised weights of token i
 //! ```
 //!
+//! **Fine planes.** While the ring fills, its free page slots are memory
+//! the state already owns: each holds the fine plane of one of the newest
+//! `min(np, P - np)` pages (np live of P): per element a second nibble `e`
+//! on the grid `step / 16` around the coarse code, `x ~ lo + step c +
+//! (step / 16)(e - 8)`, within `step / 32` (about 8 bits). Scores add
+//! `sum_c (q_c step_c / 16) e_tc - (1/2) sum_c q_c step_c`, values the rows
+//! with group parameters `(-step / 2, step / 16)`, through the same kernels.
+//! A page's plane is dropped (the oldest first) when its slot is needed, so
+//! a state whose stream outgrows the ring is exactly the 4-bit one: the
+//! planes use the budget's unused bytes, they never cost tokens.
+//!
 //! When the open page fills it is encoded into a window page; when the ring
 //! is full its oldest page leaves first: each of its tokens takes a heavy
 //! slot if its accumulated attention beats the lowest heavy slot's (that one
@@ -36,7 +47,8 @@
 //! per window token `d/2 + 4d/32 + dv/2 + 4 gv` bytes of codes and
 //! parameters, plus 4 for `acc` when H > 0 (80 + 4 at d = dv = 64); per
 //! heavy slot `d + dv/2 + 4 gv + 16` (120); the open page `64 (d + dv)`
-//! (8 KiB); sinks `4 S (d + dv)`; the tail `(G + 1)(16 + 4 (2d + dv)) + 8 dv`.
+//! (8 KiB); sinks `4 S (d + dv)`; the tail `(G + 1)(16 + 4 (2d + dv)) + 8 dv`;
+//! 8 per page for the plane tables.
 //! The per-slot score scratch (4 bytes per slot) is the caller thread's.
 
 mod payload;
@@ -96,6 +108,11 @@ pub struct Paged {
     /// Accumulated attention of window tokens: ring page r at `r PAGE`, the
     /// open page at `pages PAGE`.
     wacc: Vec<f32>,
+    /// Fine planes (see the module doc): per ring slot of a live page, 1 +
+    /// the free ring slot holding its plane (0: none); per free ring slot,
+    /// 1 + the ring slot of the page whose plane it holds (0: none).
+    fine: Vec<u32>,
+    hosted: Vec<u32>,
     /// Heavy slots.
     hcap: usize,
     nh: usize,
@@ -154,6 +171,7 @@ impl Paged {
             + PAGE * (d + dv) * 2
             + p * (PAGE * d / 2 + 4 * d + PAGE * dv / 2 + PAGE * gv * 4)
             + if h > 0 { (p * PAGE + PAGE) * 4 } else { 0 }
+            + p * 8
             + h * (d + 4 + dv / 2 + gv * 4 + 4 + 8)
             + Tail::bytes_for(g, d, dv)
             + (g + 1) * 8
@@ -191,6 +209,8 @@ impl Paged {
             vlo: try_vec(p * PAGE * gv, 0)?,
             vst: try_vec(p * PAGE * gv, 0)?,
             wacc: try_vec(if h > 0 { p * PAGE + PAGE } else { 0 }, 0.0)?,
+            fine: try_vec(p, 0)?,
+            hosted: try_vec(p, 0)?,
             hcap: h,
             nh: 0,
             hk: try_vec(h * d, 0)?,
@@ -222,6 +242,7 @@ impl Paged {
                 * 2
             + (self.hvlo.capacity() + self.hvst.capacity()) * 2
             + self.wacc.capacity() * 4
+            + (self.fine.capacity() + self.hosted.capacity()) * 4
             + self.hpos.capacity() * 8
             + self.tail.heap_bytes()
             + (self.lw.capacity() + self.num.capacity()) * 8
@@ -296,13 +317,21 @@ impl Paged {
             let p0 = self.page_pos(i);
             if p >= p0 && p < p0 + PAGE as u64 {
                 let r = self.ring(i);
+                let t = (p - p0) as usize;
                 quant::decode_page_key(
                     &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2],
-                    (p - p0) as usize,
+                    t,
                     &self.klo[r * d..(r + 1) * d],
                     &self.kst[r * d..(r + 1) * d],
                     &mut k,
                 );
+                if let Some(h) = self.plane(r) {
+                    let row = &self.kc[(h * PAGE + t) * d / 2..(h * PAGE + t + 1) * d / 2];
+                    for (c, o) in k.iter_mut().enumerate() {
+                        let st = f16::from_bits(self.kst[r * d + c]).to_f32();
+                        *o = quant::refine(*o, st, quant::get(row, c));
+                    }
+                }
                 return Some(k);
             }
         }
@@ -400,7 +429,22 @@ impl Paged {
                 let r = self.ring(i);
                 let xs = &mut x[po + i * PAGE..po + (i + 1) * PAGE];
                 let codes = &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2];
-                (kern.u4_row_dots)(codes, &qs[i * d..(i + 1) * d], xs);
+                let qi = &qs[i * d..(i + 1) * d];
+                (kern.u4_row_dots)(codes, qi, xs);
+                if let Some(h) = self.plane(r) {
+                    // Fine plane: + sum_c (q_c step_c / 16)(e_tc - 8).
+                    let (q16, t) = dec.split_at_mut(d);
+                    let mut off = 0.0f32;
+                    for (o, &a) in q16.iter_mut().zip(qi) {
+                        *o = a * (1.0 / 16.0);
+                        off += *o;
+                    }
+                    let fine = &self.kc[h * PAGE * d / 2..(h + 1) * PAGE * d / 2];
+                    (kern.u4_row_dots)(fine, q16, &mut t[..PAGE]);
+                    for (v, &f) in xs.iter_mut().zip(&t[..PAGE]) {
+                        *v += f - 8.0 * off;
+                    }
+                }
                 // 8 running maxima (vectorizes; PAGE is a multiple of 8).
                 let mut m = [f32::NEG_INFINITY; 8];
                 for c in xs.chunks_exact_mut(8) {
@@ -460,9 +504,26 @@ impl Paged {
                     &self.vc[r0 * dv / 2..r1 * dv / 2],
                     lo,
                     st,
+                    false,
                     pv,
                     out,
                 );
+                for r in a..b {
+                    if let Some(h) = self.plane(r) {
+                        let (t0, t1) = (r * PAGE, (r + 1) * PAGE);
+                        Self::u4_values(
+                            kern,
+                            dv,
+                            &x[po + self.logical(r) * PAGE..][..PAGE],
+                            &self.vc[h * PAGE * dv / 2..(h + 1) * PAGE * dv / 2],
+                            &self.vlo[t0 * gv..t1 * gv],
+                            &self.vst[t0 * gv..t1 * gv],
+                            true,
+                            pv,
+                            out,
+                        );
+                    }
+                }
             }
             if self.no > 0 {
                 (kern.f16_rows)(&x[oo..ho], &self.ov[..self.no * dv], out);
@@ -476,6 +537,7 @@ impl Paged {
                     &self.hvc[..nh * dv / 2],
                     &self.hvlo[..nh * gv],
                     &self.hvst[..nh * gv],
+                    false,
                     pv,
                     out,
                 );
@@ -508,6 +570,9 @@ impl Paged {
     /// weights `w` (n), `codes` (n dv / 2 bytes), `lo`/`st` (n x dv / vg
     /// groups); `pv` scratch of `3 n dv / 32` floats. The kernel takes one
     /// weight per 32 channels: a 64-channel group's weight goes to both.
+    /// With `fine`, `codes` is a fine plane of rows with those parameters:
+    /// `out += sum_t w_t (step_t / 16)(e_t - 8)`, i.e. group parameters
+    /// `(-step / 2, step / 16)`.
     #[allow(clippy::too_many_arguments)]
     fn u4_values(
         kern: &Kernels,
@@ -516,6 +581,7 @@ impl Paged {
         codes: &[u8],
         lo: &[u16],
         st: &[u16],
+        fine: bool,
         pv: &mut [f32],
         out: &mut [f32],
     ) {
@@ -526,6 +592,12 @@ impl Paged {
         let (lf, sf) = rest.split_at_mut(n * g32);
         (kern.f16_to_f32)(&lo[..n * gv], &mut lf[..n * gv]);
         (kern.f16_to_f32)(&st[..n * gv], &mut sf[..n * gv]);
+        if fine {
+            for (l, s) in lf[..n * gv].iter_mut().zip(&mut sf[..n * gv]) {
+                *l = -0.5 * *s;
+                *s *= 1.0 / 16.0;
+            }
+        }
         let mut bias = [0.0f32; 128];
         let per = vg / QG;
         let (lf, sf) = (&lf[..n * gv], &sf[..n * gv]);
@@ -668,25 +740,61 @@ impl Paged {
             self.retire_oldest(kern, fb);
         }
         let r = (self.head + self.np) % self.pages;
+        let host = self.arrange_planes(r);
         let dec = &mut fb[..PAGE * d.max(dv)];
         (kern.f16_to_f32)(&self.ok[..PAGE * d], &mut dec[..PAGE * d]);
+        let kb = PAGE * d / 2;
         quant::encode_page_keys(
             &dec[..PAGE * d],
             d,
-            &mut self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2],
+            &mut self.kc[r * kb..(r + 1) * kb],
             &mut self.klo[r * d..(r + 1) * d],
             &mut self.kst[r * d..(r + 1) * d],
         );
+        if let Some(h) = host {
+            let (lo, hi) = self.kc.split_at_mut(r.max(h) * kb);
+            let (coarse, fine) = if r < h {
+                (&lo[r * kb..(r + 1) * kb], &mut hi[..kb])
+            } else {
+                (&hi[..kb], &mut lo[h * kb..(h + 1) * kb])
+            };
+            quant::encode_page_keys_fine(
+                &dec[..PAGE * d],
+                d,
+                coarse,
+                &self.klo[r * d..(r + 1) * d],
+                &self.kst[r * d..(r + 1) * d],
+                fine,
+            );
+        }
         (kern.f16_to_f32)(&self.ov[..PAGE * dv], &mut dec[..PAGE * dv]);
         for t in 0..PAGE {
             let row = r * PAGE + t;
+            let v = &dec[t * dv..(t + 1) * dv];
             quant::encode_row(
-                &dec[t * dv..(t + 1) * dv],
+                v,
                 vg,
                 &mut self.vc[row * dv / 2..(row + 1) * dv / 2],
                 &mut self.vlo[row * gv..(row + 1) * gv],
                 &mut self.vst[row * gv..(row + 1) * gv],
             );
+            if let Some(h) = host {
+                let frow = h * PAGE + t;
+                let (lo, hi) = self.vc.split_at_mut(row.max(frow) * dv / 2);
+                let (coarse, fine) = if row < frow {
+                    (&lo[row * dv / 2..(row + 1) * dv / 2], &mut hi[..dv / 2])
+                } else {
+                    (&hi[..dv / 2], &mut lo[frow * dv / 2..(frow + 1) * dv / 2])
+                };
+                quant::encode_row_fine(
+                    v,
+                    vg,
+                    coarse,
+                    &self.vlo[row * gv..(row + 1) * gv],
+                    &self.vst[row * gv..(row + 1) * gv],
+                    fine,
+                );
+            }
         }
         let pages = self.pages;
         if self.hcap > 0 {
@@ -695,6 +803,52 @@ impl Paged {
         }
         self.np += 1;
         self.clear_open();
+    }
+
+    /// The ring slot holding the fine plane of the live page at ring slot r.
+    fn plane(&self, r: usize) -> Option<usize> {
+        match self.fine[r] {
+            0 => None,
+            h => Some(h as usize - 1),
+        }
+    }
+
+    /// Before a new page takes the free ring slot `r`: the planes move so
+    /// that the newest `min(np + 1, P - np - 1)` pages, the new one
+    /// included, have one, each in a free slot; returns the new page's
+    /// (dropped planes' slots are zeroed; at most one plane is copied).
+    fn arrange_planes(&mut self, r: usize) -> Option<usize> {
+        let (p, np1) = (self.pages, self.np + 1);
+        let want = np1.min(p - np1);
+        let (kb, vb) = (PAGE * self.d / 2, PAGE * self.dv / 2);
+        let displaced = self.hosted[r].checked_sub(1).map(|x| x as usize);
+        self.hosted[r] = 0;
+        self.fine[r] = 0;
+        for i in 0..(np1 - want).min(self.np) {
+            let x = self.ring(i);
+            if let Some(h) = self.plane(x) {
+                self.fine[x] = 0;
+                self.hosted[h] = 0;
+                self.kc[h * kb..(h + 1) * kb].fill(0);
+                self.vc[h * vb..(h + 1) * vb].fill(0);
+            }
+        }
+        let head = self.head;
+        let mut free = (np1..p).map(|i| (head + i) % p);
+        if let Some(x) = displaced.filter(|&x| self.fine[x] != 0) {
+            let s = free.find(|&s| self.hosted[s] == 0)?;
+            self.kc.copy_within(r * kb..(r + 1) * kb, s * kb);
+            self.vc.copy_within(r * vb..(r + 1) * vb, s * vb);
+            self.fine[x] = s as u32 + 1;
+            self.hosted[s] = x as u32 + 1;
+        }
+        if want == 0 {
+            return None;
+        }
+        let s = free.find(|&s| self.hosted[s] == 0)?;
+        self.fine[r] = s as u32 + 1;
+        self.hosted[s] = r as u32 + 1;
+        Some(s)
     }
 
     /// Empties the open page (zeroed: one encoding per state).

@@ -10,6 +10,8 @@
 //! f32 window acc [P 32 + 32]   (only when H > 0)
 //! i8 heavy keys [H d] | f32 heavy scales [H] | u8 heavy value codes [H dv/2]
 //! u16 heavy value lo [H gv] | u16 heavy value step [H gv] | f32 heavy acc [H] | u64 heavy pos [H]
+//! u32 fine planes [P]     (version >= 7: per live page 1 + the free ring slot
+//!                          holding its fine plane, else 0)
 //! tail (`tail::Tail::write`)
 //! ```
 //!
@@ -26,11 +28,11 @@ const FIXED: usize = 40;
 
 /// Byte ranges of the payload's arrays, in order.
 struct Layout {
-    parts: [(usize, usize); 18],
+    parts: [(usize, usize); 19],
 }
 
 impl Layout {
-    fn new(cfg: &Config) -> Self {
+    fn new(cfg: &Config, version: u32) -> Self {
         let (s, p, h, _) = shape(cfg);
         let (d, dv) = (cfg.head_dim as usize, cfg.value_dim as usize);
         let gv = dv / quant::value_group(dv);
@@ -53,8 +55,9 @@ impl Layout {
             h * gv * 2,
             h * 4,
             h * 8,
+            if version >= 7 { p * 4 } else { 0 },
         ];
-        let mut parts = [(0, 0); 18];
+        let mut parts = [(0, 0); 19];
         let mut at = FIXED;
         for (i, &n) in sizes.iter().enumerate() {
             parts[i] = (at, at + n);
@@ -63,7 +66,7 @@ impl Layout {
         Layout { parts }
     }
     fn end(&self) -> usize {
-        self.parts[17].1
+        self.parts[18].1
     }
 }
 
@@ -77,9 +80,10 @@ fn f32s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
 
 impl Paged {
     /// Payload bytes for a paged config.
-    pub fn payload_len(cfg: &Config) -> usize {
+    pub fn payload_len(cfg: &Config, version: u32) -> usize {
         let (_, _, _, g) = shape(cfg);
-        Layout::new(cfg).end() + Tail::payload_len(g, cfg.head_dim as usize, cfg.value_dim as usize)
+        Layout::new(cfg, version).end()
+            + Tail::payload_len(g, cfg.head_dim as usize, cfg.value_dim as usize)
     }
 
     /// Appends the payload (little-endian).
@@ -116,6 +120,7 @@ impl Paged {
         }
         self.hacc.iter().for_each(|x| put(&x.to_le_bytes()));
         self.hpos.iter().for_each(|x| put(&x.to_le_bytes()));
+        self.fine.iter().for_each(|x| put(&x.to_le_bytes()));
         self.tail.write(put);
     }
 
@@ -123,18 +128,18 @@ impl Paged {
     /// counters consistent (every token seen is a sink, in a live page, the
     /// open page, a heavy slot or the tail), finite parameters in range,
     /// unused parts zero.
-    pub fn check_payload(cfg: &Config, p: &[u8]) -> Result<()> {
+    pub fn check_payload(cfg: &Config, p: &[u8], version: u32) -> Result<()> {
         let mut st = Paged::new(cfg)?;
-        if p.len() != Self::payload_len(cfg) || !st.read(cfg, p) {
+        if p.len() != Self::payload_len(cfg, version) || !st.read(cfg, p, version) {
             return Err(Error::Corrupt);
         }
         Ok(())
     }
 
     /// Loads a payload [`check_payload`](Self::check_payload) accepted.
-    pub fn load_payload(&mut self, p: &[u8]) {
+    pub fn load_payload(&mut self, p: &[u8], version: u32) {
         let cfg = self.cfg_shape();
-        let ok = self.read(&cfg, p);
+        let ok = self.read(&cfg, p, version);
         debug_assert!(ok);
     }
 
@@ -151,8 +156,8 @@ impl Paged {
 
     /// Reads and checks a payload into this (fresh) state; `false` when it
     /// is not a canonical state of `cfg`.
-    fn read(&mut self, cfg: &Config, p: &[u8]) -> bool {
-        let lay = Layout::new(cfg);
+    fn read(&mut self, cfg: &Config, p: &[u8], version: u32) -> bool {
+        let lay = Layout::new(cfg, version);
         let (d, dv) = (self.d, self.dv);
         let gv = dv / quant::value_group(dv);
         let u = |i: usize| u64::from_le_bytes(p[i * 8..i * 8 + 8].try_into().unwrap());
@@ -223,8 +228,25 @@ impl Paged {
         {
             return false;
         }
+        // Fine planes: a live page's plane sits in a free slot no other
+        // page uses; free slots' entries are zero.
+        self.fine.fill(0);
+        self.hosted.fill(0);
+        for (r, c) in part(18).chunks_exact(4).enumerate() {
+            let f = u32::from_le_bytes(c.try_into().unwrap());
+            if f == 0 {
+                continue;
+            }
+            let h = f as usize - 1;
+            if !live_page(r) || h >= self.pages || live_page(h) || self.hosted[h] != 0 {
+                return false;
+            }
+            self.fine[r] = f;
+            self.hosted[h] = r as u32 + 1;
+        }
         for r in 0..self.pages {
             if !live_page(r)
+                && self.hosted[r] == 0
                 && (self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2]
                     .iter()
                     .any(|&b| b != 0)

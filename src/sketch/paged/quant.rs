@@ -171,6 +171,73 @@ pub fn decode_page_key(codes: &[u8], r: usize, lo: &[u16], step: &[u16], out: &m
     }
 }
 
+/// Fine code of `x` against its coarse code `c` in group `(lo, step)`: the
+/// rounding residual `r = x - lo - step c` (at most `step / 2`) on a grid of
+/// `step / 16`, `e = clamp(round(16 r / step), -8, 7) + 8`, so
+/// `x ~ lo + step c + (step / 16)(e - 8)` within `step / 32`.
+#[inline]
+fn fine_nibble(x: f32, lo: f32, step: f32, c: u8) -> u8 {
+    if step > 0.0 {
+        (((x - lo - step * c as f32) * (16.0 / step))
+            .round()
+            .clamp(-8.0, 7.0)
+            + 8.0) as u8
+    } else {
+        8
+    }
+}
+
+/// Fine plane of `n` key rows encoded by [`encode_page_keys`] (`coarse`,
+/// `lo`, `step`): `fine` gets n rows of `d / 2` bytes of `e` (nibble layout).
+pub fn encode_page_keys_fine(
+    rows: &[f32],
+    d: usize,
+    coarse: &[u8],
+    lo: &[u16],
+    step: &[u16],
+    fine: &mut [u8],
+) {
+    let n = rows.len() / d;
+    fine[..n * d / 2].fill(0);
+    for c in 0..d {
+        let (lf, sf) = (
+            f16::from_bits(lo[c]).to_f32(),
+            f16::from_bits(step[c]).to_f32(),
+        );
+        for r in 0..n {
+            let row = &coarse[r * d / 2..(r + 1) * d / 2];
+            let e = fine_nibble(rows[r * d + c], lf, sf, get(row, c));
+            put(&mut fine[r * d / 2..(r + 1) * d / 2], c, e);
+        }
+    }
+}
+
+/// Fine plane of one value row encoded by [`encode_row`].
+pub fn encode_row_fine(
+    v: &[f32],
+    vg: usize,
+    coarse: &[u8],
+    lo: &[u16],
+    step: &[u16],
+    fine: &mut [u8],
+) {
+    fine[..v.len() / 2].fill(0);
+    for (c, &x) in v.iter().enumerate() {
+        let g = c / vg;
+        let (lf, sf) = (
+            f16::from_bits(lo[g]).to_f32(),
+            f16::from_bits(step[g]).to_f32(),
+        );
+        put(fine, c, fine_nibble(x, lf, sf, get(coarse, c)));
+    }
+}
+
+/// `x` refined by fine code `e` of a coarse decode `base = lo + step c`.
+#[inline]
+pub fn refine(base: f32, step: f32, e: u8) -> f32 {
+    base + step * (1.0 / 16.0) * (e as f32 - 8.0)
+}
+
 /// Encodes an int8 row: returns the scale `s = max |k| / 127` (0 for a zero row).
 pub fn encode_i8(k: &[f32], n: &mut [i8]) -> f32 {
     let amax = k.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
