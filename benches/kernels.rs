@@ -8,6 +8,10 @@
 //! difference of two counts divided by the difference of calls is the
 //! cost of one call. `kernels interleave [rounds]` times every `compact`
 //! case in interleaved rounds (medians, ratios to portable side by side).
+//! `kernels multi [rounds]` does the same for the multi-query 4-bit kernels
+//! (m single calls against one multi call, 32 * 96 rows, (d, m) = (64, 3),
+//! (64, 4), (256, 4)); `kernels count-multi <case> <level> <d> <m> <calls>`
+//! is its callgrind counterpart.
 use attnsketch::baseline::ExactDecoder;
 use attnsketch::kernels::Kernels;
 use attnsketch::{Config, FeatureMap, Level, Sketch};
@@ -371,17 +375,197 @@ fn interleave(args: &[String]) {
     }
 }
 
+/// Rows of the multi-query cases: a 96-page window (`n = 32 * 96`).
+const MROWS: usize = 32 * 96;
+
+/// The multi-query cases: `(d, m)` of a GQA group (SmolLM2 G = 3, Gemma 3
+/// G = 4) at d = 64 and Gemma 3's global d = 256.
+const MULTI: [(usize, usize); 3] = [(64, 3), (64, 4), (256, 4)];
+
+/// Inputs of one multi-query case: `MROWS` 4-bit rows of `d / 2` bytes, `m`
+/// queries (`m x d`), `m` weight sets (`m x MROWS G`), `m x max(d, MROWS)`
+/// outputs.
+struct Multi {
+    d: usize,
+    m: usize,
+    u4: Vec<u8>,
+    q: Vec<f32>,
+    w: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Multi {
+    fn new(d: usize, m: usize) -> Multi {
+        Multi {
+            d,
+            m,
+            u4: vecf(MROWS * d / 2, 46)
+                .iter()
+                .map(|&x| ((x + 0.5) * 256.0) as u8)
+                .collect(),
+            q: vecf(m * d, 47),
+            w: vecf(m * MROWS * d / 32, 48),
+            out: vec![0.0; m * MROWS.max(d)],
+        }
+    }
+
+    /// One call of `case`: `dots_single` (m `u4_row_dots` calls),
+    /// `dots_multi` (one `u4_row_dots_multi`), `rows_single`, `rows_multi`.
+    fn run(&mut self, case: &str, k: &Kernels) {
+        let (d, m, n) = (self.d, self.m, MROWS);
+        let wn = n * d / 32;
+        let a = black_box(&self.u4[..]);
+        match case {
+            "dots_single" => {
+                for i in 0..m {
+                    (k.u4_row_dots)(
+                        a,
+                        &self.q[i * d..(i + 1) * d],
+                        &mut self.out[i * n..(i + 1) * n],
+                    );
+                }
+            }
+            "dots_multi" => (k.u4_row_dots_multi)(a, &self.q, d, &mut self.out[..m * n]),
+            "rows_single" => {
+                for i in 0..m {
+                    (k.u4_rows)(
+                        &self.w[i * wn..(i + 1) * wn],
+                        a,
+                        &mut self.out[i * d..(i + 1) * d],
+                    );
+                }
+            }
+            "rows_multi" => (k.u4_rows_multi)(&self.w, a, d, &mut self.out[..m * d]),
+            _ => panic!("unknown multi case {case}"),
+        }
+        black_box(&self.out);
+    }
+}
+
+const MULTI_CASES: [&str; 4] = ["dots_single", "dots_multi", "rows_single", "rows_multi"];
+
+/// m single-query 4-bit calls against one multi-query call over the same
+/// `32 * 96` rows, per level (`u4_multi/<case>_d<d>_m<m>/<level>`).
+fn u4_multi(c: &mut Criterion) {
+    let mut g = c.benchmark_group("u4_multi");
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20)
+        .throughput(Throughput::Elements(MROWS as u64));
+    for (d, m) in MULTI {
+        let mut data = Multi::new(d, m);
+        for case in MULTI_CASES {
+            for k in levels() {
+                let id = BenchmarkId::new(format!("{case}_d{d}_m{m}"), k.level.name());
+                g.bench_function(id, |b| b.iter(|| data.run(case, k)));
+            }
+        }
+    }
+    g.finish();
+}
+
+/// `multi [rounds]`: the multi-query cases in interleaved rounds (~0.5 ms
+/// each); prints the median (and min) us per call and, per level, the
+/// ratio of the m single calls' median to the multi call's.
+fn multi(args: &[String]) {
+    let rounds: usize = args.first().map_or(31, |r| r.parse().expect("rounds"));
+    let mut cases = Vec::new();
+    for (d, m) in MULTI {
+        for k in levels() {
+            for case in MULTI_CASES {
+                cases.push((Multi::new(d, m), case, k, Vec::new()));
+            }
+        }
+    }
+    let calls: Vec<usize> = cases
+        .iter_mut()
+        .map(|(data, case, k, _)| {
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let t0 = std::time::Instant::now();
+                data.run(case, k);
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            ((5e-4 / best) as usize).clamp(1, 1000)
+        })
+        .collect();
+    for _ in 0..rounds {
+        for ((data, case, k, samples), &n) in cases.iter_mut().zip(&calls) {
+            let t0 = std::time::Instant::now();
+            for _ in 0..n {
+                data.run(case, k);
+            }
+            samples.push(t0.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+    println!("{rounds} interleaved rounds, {MROWS} rows; us/call median (min)");
+    let med = |s: &mut Vec<f64>| {
+        s.sort_by(f64::total_cmp);
+        (s[s.len() / 2], s[0])
+    };
+    let mut rows = Vec::new();
+    for (data, case, k, samples) in cases.iter_mut() {
+        let (t, tmin) = med(samples);
+        rows.push((data.d, data.m, *case, k.level, t, tmin));
+    }
+    for &(d, m, case, level, t, tmin) in &rows {
+        let ratio = if case.ends_with("_multi") {
+            let single = case.replace("_multi", "_single");
+            rows.iter()
+                .find(|r| r.0 == d && r.1 == m && r.2 == single && r.3 == level)
+                .map_or(String::new(), |r| {
+                    format!("  {:.2}x faster than m singles", r.4 / t)
+                })
+        } else {
+            String::new()
+        };
+        println!(
+            "{case:>12} d {d:>3} m {m} {:>8} {t:>9.2} ({tmin:>8.2}) us{ratio}",
+            level.name()
+        );
+    }
+}
+
+/// `count-multi <case> <level> <d> <m> <calls>`: `calls` calls of one
+/// multi-query case (for callgrind).
+fn count_multi(args: &[String]) {
+    let usage = "count-multi <case> <level> <d> <m> <calls>";
+    let [case, level, d, m, calls] = args else {
+        panic!("{usage}")
+    };
+    let level = Level::from_name(level).expect(usage);
+    let k = Kernels::for_level(level).expect("level not supported here");
+    let mut data = Multi::new(d.parse().expect(usage), m.parse().expect(usage));
+    for _ in 0..calls.parse::<usize>().expect(usage) {
+        data.run(case, k);
+    }
+}
+
 criterion_group!(
     benches,
     kernels,
     push_and_exact,
     score_rows,
     value_rows,
-    compact
+    compact,
+    u4_multi
 );
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let rest_after = |p: usize| -> Vec<String> {
+        args[p + 1..]
+            .iter()
+            .filter(|a| !a.starts_with("--"))
+            .cloned()
+            .collect()
+    };
+    if let Some(p) = args.iter().position(|a| a == "count-multi") {
+        return count_multi(&rest_after(p));
+    }
+    if let Some(p) = args.iter().position(|a| a == "multi") {
+        return multi(&rest_after(p));
+    }
     if let Some(p) = args.iter().position(|a| a == "count") {
         // `cargo bench` appends `--bench`: flags are not case arguments.
         let rest: Vec<String> = args[p + 1..]

@@ -188,6 +188,30 @@ pub fn u4_rows(w: &[f32], a: &[u8], out0: &[f32]) -> Vec<f64> {
         .collect()
 }
 
+/// 4-bit code rows against `m = q.len() / d` queries in f64
+/// (`kernels::Kernels::u4_row_dots_multi`): `out[i n + t] = sum_{c < d}
+/// q[i d + c] code(a_t, c)`, `i < m`, `t < n`.
+pub fn u4_row_dots_multi(a: &[u8], q: &[f32], d: usize, n: usize) -> Vec<f64> {
+    q.chunks_exact(d)
+        .flat_map(|qi| u4_row_dots(a, qi, n))
+        .collect()
+}
+
+/// Weighted sums of 4-bit code rows for `m = out0.len() / dv` weight sets
+/// in f64 (`kernels::Kernels::u4_rows_multi`): `out0[i dv + c] + sum_{t <
+/// n} w[i n G + t G + c / 32] code(a_t, c)`, `G = dv / 32`, `n = w.len() /
+/// (m G)`.
+pub fn u4_rows_multi(w: &[f32], a: &[u8], dv: usize, out0: &[f32]) -> Vec<f64> {
+    let m = out0.len() / dv;
+    if m == 0 {
+        return Vec::new();
+    }
+    let per = w.len() / m;
+    (0..m)
+        .flat_map(|i| u4_rows(&w[i * per..(i + 1) * per], a, &out0[i * dv..(i + 1) * dv]))
+        .collect()
+}
+
 /// Scaled int8 rows against a query in f64: `out[i] = s_i sum_{c < d} a_{i d
 /// + c} q_c`, `i < scale.len()`, `d = q.len()`.
 pub fn i8_row_dots(a: &[i8], scale: &[f32], q: &[f32]) -> Vec<f64> {

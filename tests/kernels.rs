@@ -1040,6 +1040,191 @@ fn u4_rows_matches_reference() {
     }
 }
 
+/// Row widths of the multi-query 4-bit tests.
+const U4M_WIDTHS: [usize; 5] = [32, 64, 96, 128, 256];
+/// Row counts of the multi-query 4-bit tests: every remainder of a 4-row
+/// pass and of 8 and 16 lanes (0..=33), and 65, 100.
+fn u4m_rows() -> impl Iterator<Item = usize> {
+    (0..=33usize).chain([65, 100])
+}
+/// Query / weight-set counts of the multi-query 4-bit tests: whole and
+/// partial register blocks (4 at AVX2, 8 portable) and several blocks.
+const U4M_SETS: [usize; 7] = [1, 2, 3, 4, 5, 8, 17];
+
+/// `u4_row_dots_multi` (m queries against the same 4-bit key rows) at every
+/// level against f64: d in [`U4M_WIDTHS`], n in 0..=33, 65, 100, m in
+/// [`U4M_SETS`] (and m = 128, a prefill block, at d = 64); codes 0..=15 in
+/// both nibbles, q in [-4, 4) with zeros. Tolerance per result as
+/// `u4_row_dots` (`(d / 8 + 8) 2^-24 sum_c |q_c| code_c`); with integer q in
+/// [-64, 64] every level must be exact. Every result must equal the single
+/// kernel's on the same query bitwise (each level applies the single
+/// kernel's operations in its order). Nothing is written past `out`.
+#[test]
+fn u4_row_dots_multi_matches_reference() {
+    let mut rng = Rng(94);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    let mut shapes = Vec::new();
+    for &d in &U4M_WIDTHS {
+        for n in u4m_rows() {
+            for &m in &U4M_SETS {
+                shapes.push((d, n, m));
+            }
+        }
+    }
+    shapes.extend([(64, 32, 128), (64, 33, 128)]);
+    for (d, n, m) in shapes {
+        let a = u4_bytes(&mut rng, n * d / 2);
+        let q = with_zeros(&mut rng, m * d, 4.0);
+        let qabs: Vec<f32> = q.iter().map(|x| x.abs()).collect();
+        let qx = dyadic(&mut rng, m * d, 64, 1.0);
+        let want = reference::u4_row_dots_multi(&a, &q, d, n);
+        let mag = reference::u4_row_dots_multi(&a, &qabs, d, n);
+        let want_x = reference::u4_row_dots_multi(&a, &qx, d, n);
+        for k in &all {
+            let lv = k.level;
+            let mut out = vec![f32::NAN; m * n + 1];
+            (k.u4_row_dots_multi)(&a, &q, d, &mut out[..m * n]);
+            assert!(out[m * n].is_nan(), "{lv:?}: wrote past out");
+            for r in 0..m * n {
+                let tol = (d as f64 / 8.0 + 8.0) * U * mag[r];
+                assert!(
+                    (out[r] as f64 - want[r]).abs() <= tol,
+                    "{lv:?} d {d} n {n} m {m} query {} row {}: {} vs {} (tol {tol})",
+                    r / n.max(1),
+                    r % n.max(1),
+                    out[r],
+                    want[r]
+                );
+            }
+            let mut single = vec![f32::NAN; m * n];
+            for i in 0..m {
+                (k.u4_row_dots)(&a, &q[i * d..(i + 1) * d], &mut single[i * n..(i + 1) * n]);
+            }
+            assert_eq!(
+                bits(&out[..m * n]),
+                bits(&single),
+                "{lv:?} d {d} n {n} m {m}: multi != m x single"
+            );
+            (k.u4_row_dots_multi)(&a, &qx, d, &mut out[..m * n]);
+            for r in 0..m * n {
+                assert_eq!(
+                    out[r] as f64, want_x[r],
+                    "{lv:?} exact d {d} n {n} m {m} r {r}"
+                );
+            }
+        }
+    }
+    for k in &all {
+        // m = 0 does nothing.
+        (k.u4_row_dots_multi)(&[], &[], 32, &mut []);
+        let bad: [(usize, usize, usize, usize); 5] = [
+            (64, 64, 0, 2),   // d = 0
+            (64, 96, 48, 2),  // d not a multiple of 32
+            (64, 96, 64, 1),  // q.len() not a multiple of d
+            (64, 128, 64, 3), // out.len() not a multiple of m = 2
+            (63, 128, 64, 4), // a shorter than n d / 2 (n = 2)
+        ];
+        for (al, ql, d, ol) in bad {
+            let r = std::panic::catch_unwind(|| {
+                let mut out = vec![0.0f32; ol];
+                (k.u4_row_dots_multi)(&vec![0u8; al], &vec![1.0; ql], d, &mut out);
+            });
+            assert!(
+                r.is_err(),
+                "{:?} accepted a {al} q {ql} d {d} out {ol}",
+                k.level
+            );
+        }
+    }
+}
+
+/// `u4_rows_multi` (m weight sets over the same 4-bit value rows) at every
+/// level against f64: dv in [`U4M_WIDTHS`], n in 0..=33, 65, 100, m in
+/// [`U4M_SETS`]; weights in [-1, 1) with zeros, `out` non-zero. Tolerance
+/// per column as `u4_rows` (`(n + 2) 2^-23 (|out0| + sum_t |w_t
+/// code_tc|)`); dyadic weights and integer `out0` must be exact. Every
+/// column must equal the single kernel's on the same set bitwise.
+#[test]
+fn u4_rows_multi_matches_reference() {
+    let mut rng = Rng(95);
+    let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
+    all.extend(levels());
+    for &dv in &U4M_WIDTHS {
+        let g = dv / 32;
+        for n in u4m_rows() {
+            for &m in &U4M_SETS {
+                let a = u4_bytes(&mut rng, n * dv / 2);
+                let w = with_zeros(&mut rng, m * n * g, 1.0);
+                let out0 = rng.vec(m * dv, 2.0);
+                let wabs: Vec<f32> = w.iter().map(|x| x.abs()).collect();
+                let oabs: Vec<f32> = out0.iter().map(|x| x.abs()).collect();
+                let wx = dyadic(&mut rng, m * n * g, 4, 0.5);
+                let ox = dyadic(&mut rng, m * dv, 100, 1.0);
+                let want = reference::u4_rows_multi(&w, &a, dv, &out0);
+                let mag = reference::u4_rows_multi(&wabs, &a, dv, &oabs);
+                let want_x = reference::u4_rows_multi(&wx, &a, dv, &ox);
+                for k in &all {
+                    let lv = k.level;
+                    let mut out = out0.clone();
+                    (k.u4_rows_multi)(&w, &a, dv, &mut out);
+                    for r in 0..m * dv {
+                        let tol = (n as f64 + 2.0) * 2.0 * U * mag[r];
+                        assert!(
+                            (out[r] as f64 - want[r]).abs() <= tol,
+                            "{lv:?} dv {dv} n {n} m {m} set {} col {}: {} vs {} (tol {tol})",
+                            r / dv,
+                            r % dv,
+                            out[r],
+                            want[r]
+                        );
+                    }
+                    let mut single = out0.clone();
+                    for i in 0..m {
+                        let wi = &w[i * n * g..(i + 1) * n * g];
+                        (k.u4_rows)(wi, &a, &mut single[i * dv..(i + 1) * dv]);
+                    }
+                    assert_eq!(
+                        bits(&out),
+                        bits(&single),
+                        "{lv:?} dv {dv} n {n} m {m}: multi != m x single"
+                    );
+                    let mut exact = ox.clone();
+                    (k.u4_rows_multi)(&wx, &a, dv, &mut exact);
+                    for r in 0..m * dv {
+                        assert_eq!(
+                            exact[r] as f64, want_x[r],
+                            "{lv:?} exact dv {dv} n {n} m {m} r {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for k in &all {
+        // m = 0 does nothing.
+        (k.u4_rows_multi)(&[1.0], &[], 64, &mut []);
+        let bad: [(usize, usize, usize, usize); 5] = [
+            (4, 64, 0, 64),   // dv = 0
+            (4, 64, 48, 96),  // dv not a multiple of 32
+            (4, 64, 64, 96),  // out.len() not a multiple of dv
+            (5, 64, 64, 128), // w.len() not a multiple of m G = 4
+            (8, 63, 64, 128), // a shorter than n dv / 2 (n = 2)
+        ];
+        for (wl, al, dv, ol) in bad {
+            let r = std::panic::catch_unwind(|| {
+                let mut out = vec![0.0f32; ol];
+                (k.u4_rows_multi)(&vec![1.0; wl], &vec![0u8; al], dv, &mut out);
+            });
+            assert!(
+                r.is_err(),
+                "{:?} accepted w {wl} a {al} dv {dv} out {ol}",
+                k.level
+            );
+        }
+    }
+}
+
 /// Random int8 keys over the full range, both extremes included.
 fn i8_keys(rng: &mut Rng, n: usize) -> Vec<i8> {
     (0..n)
@@ -1205,8 +1390,8 @@ impl Drop for Guarded {
 /// The compact-format kernels read nothing past their rows: `a` is passed
 /// exactly as long as the rows need and placed to end at a `PROT_NONE` page,
 /// so a read past it (a tail vector loaded whole on the last row, a group
-/// read past the last byte) faults. `u4_row_dots` / `u4_rows` at every width
-/// of the 4-bit tests, `i8_row_dots` at every int8 tail length and 128, 129,
+/// read past the last byte) faults. `u4_row_dots` / `u4_rows` (and their
+/// multi-query forms at m = 1, 3, 5) at every width of the 4-bit tests, `i8_row_dots` at every int8 tail length and 128, 129,
 /// 200, times 1..=5 and 33 rows; results checked bitwise against the same
 /// call on an ordinary copy of `a`.
 #[cfg(target_os = "linux")]
@@ -1232,6 +1417,29 @@ fn compact_kernels_read_nothing_past_a() {
                 (k.u4_rows)(&w, a, &mut got);
                 (k.u4_rows)(&w, &src, &mut want);
                 assert_eq!(bits(&got), bits(&want), "{:?} dv {d} rows {rows}", k.level);
+                for m in [1usize, 3, 5] {
+                    let qm = rng.vec(m * d, 1.0);
+                    let (mut got, mut want) = (vec![0.0f32; m * rows], vec![0.0f32; m * rows]);
+                    (k.u4_row_dots_multi)(a, &qm, d, &mut got);
+                    (k.u4_row_dots_multi)(&src, &qm, d, &mut want);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{:?} multi d {d} rows {rows}",
+                        k.level
+                    );
+                    let wm = rng.vec(m * rows * d / 32, 1.0);
+                    let om = rng.vec(m * d, 1.0);
+                    let (mut got, mut want) = (om.clone(), om);
+                    (k.u4_rows_multi)(&wm, a, d, &mut got);
+                    (k.u4_rows_multi)(&wm, &src, d, &mut want);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{:?} multi dv {d} rows {rows}",
+                        k.level
+                    );
+                }
             }
         }
         for d in (1..=17usize).chain([31, 33, 63, 64, 65, 128, 129, 200]) {

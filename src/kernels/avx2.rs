@@ -38,6 +38,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     gemm,
     u4_row_dots,
     u4_rows,
+    u4_row_dots_multi,
+    u4_rows_multi,
     i8_row_dots,
     rec_buckets: super::recovery_avx2::buckets,
     rec_signs: super::recovery_avx2::signs,
@@ -742,7 +744,7 @@ unsafe fn hsum4(x: [__m256; KR]) -> __m128 {
 }
 
 // ---- Compact token formats: 4-bit code rows and int8 key rows. These
-// three entry points are `pub(super)`: the AVX-512 table uses them too.
+// five entry points are `pub(super)`: the AVX-512 table uses them too.
 
 /// `out[i] = sum_c q[c] code(a_i, c)` (see [`Kernels::u4_row_dots`]).
 pub(super) fn u4_row_dots(a: &[u8], q: &[f32], out: &mut [f32]) {
@@ -756,6 +758,20 @@ pub(super) fn u4_row_dots(a: &[u8], q: &[f32], out: &mut [f32]) {
 pub(super) fn u4_rows(w: &[f32], a: &[u8], out: &mut [f32]) {
     // SAFETY: as `u4_row_dots`.
     unsafe { u4_rows_imp(w, a, out) }
+}
+
+/// `out[i n + t] = sum_c q[i d + c] code(a_t, c)` (see
+/// [`Kernels::u4_row_dots_multi`]).
+pub(super) fn u4_row_dots_multi(a: &[u8], q: &[f32], d: usize, out: &mut [f32]) {
+    // SAFETY: as `u4_row_dots`.
+    unsafe { u4_row_dots_multi_imp(a, q, d, out) }
+}
+
+/// `out[i dv + c] += sum_t w[i n G + t G + c / 32] code(a_t, c)` (see
+/// [`Kernels::u4_rows_multi`]).
+pub(super) fn u4_rows_multi(w: &[f32], a: &[u8], dv: usize, out: &mut [f32]) {
+    // SAFETY: as `u4_row_dots`.
+    unsafe { u4_rows_multi_imp(w, a, dv, out) }
 }
 
 /// `out[i] = scale[i] (f32(a_i) . q)` (see [`Kernels::i8_row_dots`]).
@@ -797,9 +813,15 @@ unsafe fn u4_row_dots_imp(a: &[u8], q: &[f32], out: &mut [f32]) {
     let n = out.len();
     assert!(d.is_multiple_of(U4G), "u4_row_dots: d not a multiple of 32");
     assert!(a.len() >= n * (d / 2), "u4_row_dots: a too short");
-    let (ap, qp, op) = (a.as_ptr(), q.as_ptr(), out.as_mut_ptr());
     // SAFETY: rows i < n span a[i d / 2 .. (i + 1) d / 2] <= a.len(), read
     // in whole 16-byte groups; q is read at c < d; out written at i < n.
+    unsafe { u4_dots_one(a.as_ptr(), q.as_ptr(), d, out.as_mut_ptr(), n) }
+}
+
+/// The body of `u4_row_dots`: `n` rows at `a` against the query at `q`
+/// into `out[..n]` (also the odd query of `u4_row_dots_multi`).
+#[inline(always)]
+unsafe fn u4_dots_one(ap: *const u8, qp: *const f32, d: usize, op: *mut f32, n: usize) {
     unsafe {
         let mut i = 0;
         while i + KR <= n {
@@ -878,12 +900,19 @@ unsafe fn u4_rows_imp(w: &[f32], a: &[u8], out: &mut [f32]) {
         m,
         rb,
     };
+    // SAFETY: rows i < m span a[i rb .. (i + 1) rb] <= m rb <= a.len()
+    // and each pass reads groups g..g + ng <= groups of them; w is read at
+    // i G + g' < m G <= w.len(); out at columns < dv.
+    unsafe { u4_rows_one(k) }
+}
+
+/// The body of `u4_rows`: passes of [`u4_rows_pass`] over every group
+/// (also the odd weight set of `u4_rows_multi`).
+#[inline(always)]
+unsafe fn u4_rows_one(k: U4Rows) {
     let mut g = 0;
-    while g < groups {
-        let ng = (groups - g).min(U4NG);
-        // SAFETY: rows i < m span a[i rb .. (i + 1) rb] <= m rb <= a.len()
-        // and the pass reads groups g..g + ng < groups of them; w is read at
-        // i G + g' < m G <= w.len(); out at columns < dv.
+    while g < k.groups {
+        let ng = (k.groups - g).min(U4NG);
         unsafe {
             match ng {
                 1 => u4_rows_pass::<1>(k, g),
@@ -928,6 +957,218 @@ unsafe fn u4_rows_pass<const NG: usize>(k: U4Rows, g0: usize) {
         }
         for (h, acc) in acc.iter().enumerate() {
             let o = k.out.add((g0 + h) * U4G);
+            for (v, a) in acc.iter().enumerate() {
+                st(o.add(v * W), _mm256_add_ps(ld(o.add(v * W)), *a));
+            }
+        }
+    }
+}
+
+/// Vector `V` of [`u4x32`] for the 16-byte group at `p` alone (channels
+/// `8 V .. 8 V + 8`): one `vpmovzxbd` from memory, `vpand` 15 (`V < 2`) or
+/// `vpsrld` 4, `vcvtdq2ps`. The multi-query kernels decode one vector at a
+/// time so that their accumulators and weights fit the 16 registers.
+#[inline(always)]
+unsafe fn u4x8<const V: usize>(p: *const u8) -> __m256 {
+    unsafe {
+        let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(8 * (V % 2)) as *const __m128i));
+        let c = if V < 2 {
+            _mm256_and_si256(b, _mm256_set1_epi32(15))
+        } else {
+            _mm256_srli_epi32(b, 4)
+        };
+        _mm256_cvtepi32_ps(c)
+    }
+}
+
+/// Scores of 4-bit rows against `m` queries: queries in pairs, rows in
+/// pairs ([`u4_dots_multi_block`]: per row and group each code vector is
+/// decoded once, [`u4x8`], and applied to both queries with the FMA chains
+/// of [`u4_block`], the four sums reduced together by `hsum4`, whose lanes
+/// are reduced independently); an odd last query takes the single kernel's
+/// path. So every result equals `u4_row_dots`' bitwise. (Blocks of three
+/// queries or more need more than 16 ymm registers and spilled
+/// accumulators made them slower than single calls.)
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn u4_row_dots_multi_imp(a: &[u8], q: &[f32], d: usize, out: &mut [f32]) {
+    let (m, n) = super::u4_multi_dots_shape(a.len(), q.len(), d, out.len());
+    let k = U4Dots {
+        a: a.as_ptr(),
+        q: q.as_ptr(),
+        out: out.as_mut_ptr(),
+        d,
+        n,
+    };
+    // SAFETY: rows t < n span a[t d / 2 .. (t + 1) d / 2] <= a.len()
+    // (checked), read in whole 16-byte groups; query i < m is read at
+    // q[i d .. (i + 1) d] (q.len() = m d); out written at i n + t < m n =
+    // out.len().
+    unsafe {
+        let mut i = 0;
+        while i + 2 <= m {
+            let mut t = 0;
+            while t + 2 <= n {
+                u4_dots_multi_block::<2, 2>(k, t, i);
+                t += 2;
+            }
+            if t < n {
+                u4_dots_multi_block::<1, 2>(k, t, i);
+            }
+            i += 2;
+        }
+        if i < m {
+            u4_dots_one(k.a, k.q.add(i * d), d, k.out.add(i * n), n);
+        }
+    }
+}
+
+/// Pointers and shape of one `u4_row_dots_multi` call.
+#[derive(Clone, Copy)]
+struct U4Dots {
+    a: *const u8,
+    q: *const f32,
+    out: *mut f32,
+    /// Channels per row (a multiple of 32).
+    d: usize,
+    /// Rows.
+    n: usize,
+}
+
+/// Rows `t0..t0 + R` against queries `i0..i0 + M` (`R M <= 4`): two chains
+/// per row and query (channels `0..16` and `16..32` of each group, in
+/// [`u4_block`]'s order), summed, reduced by one `hsum4` and stored at
+/// `out[(i0 + j) n + t]`. Queries are FMA memory operands.
+#[inline(always)]
+unsafe fn u4_dots_multi_block<const R: usize, const M: usize>(k: U4Dots, t0: usize, i0: usize) {
+    unsafe {
+        let z = _mm256_setzero_ps();
+        let rb = k.d / 2;
+        let q0 = k.q.add(i0 * k.d);
+        let (mut s0, mut s1) = ([[z; M]; R], [[z; M]; R]);
+        let mut g = 0;
+        while g < k.d / U4G {
+            let qg = q0.add(g * U4G);
+            for r in 0..R {
+                let p = k.a.add((t0 + r) * rb + g * U4G / 2);
+                macro_rules! fmas {
+                    ($v:literal, $s:ident) => {
+                        let x = u4x8::<$v>(p);
+                        for (j, a) in $s[r].iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(x, ld(qg.add(j * k.d + $v * W)), *a);
+                        }
+                    };
+                }
+                fmas!(0, s0);
+                fmas!(2, s1);
+                fmas!(1, s0);
+                fmas!(3, s1);
+            }
+            g += 1;
+        }
+        let mut o = [z; KR];
+        for r in 0..R {
+            for j in 0..M {
+                o[r * M + j] = _mm256_add_ps(s0[r][j], s1[r][j]);
+            }
+        }
+        let mut buf = [0.0f32; KR];
+        _mm_storeu_ps(buf.as_mut_ptr(), hsum4(o));
+        for r in 0..R {
+            for j in 0..M {
+                *k.out.add((i0 + j) * k.n + t0 + r) = buf[r * M + j];
+            }
+        }
+    }
+}
+
+/// Weighted sums of 4-bit rows for `m` weight sets: sets in pairs; per
+/// group (32 columns) the rows stream by once for both
+/// ([`u4_rows_multi_group`]: per row each code vector decoded once,
+/// [`u4x8`], one FMA per set with the set's broadcast weight); an odd last
+/// set takes the single kernel's path. Rows in order per column, as
+/// `u4_rows`: bitwise equal to it. (Three sets at once need more than 16
+/// ymm registers; see `u4_row_dots_multi_imp`.)
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn u4_rows_multi_imp(w: &[f32], a: &[u8], dv: usize, out: &mut [f32]) {
+    let (m, n) = super::u4_multi_rows_shape(w.len(), a.len(), dv, out.len());
+    let groups = dv / U4G;
+    let k = U4RowsMulti {
+        w: w.as_ptr(),
+        a: a.as_ptr(),
+        out: out.as_mut_ptr(),
+        groups,
+        n,
+        dv,
+    };
+    // SAFETY: rows t < n span a[t dv / 2 .. (t + 1) dv / 2] <= a.len()
+    // (checked), read in whole 16-byte groups; set i < m's weights at
+    // i n G + t G + g < m n G = w.len(); out at i dv + c, c < dv.
+    unsafe {
+        let mut i = 0;
+        while i + 2 <= m {
+            for g in 0..groups {
+                u4_rows_multi_group::<2>(k, g, i);
+            }
+            i += 2;
+        }
+        if i < m {
+            u4_rows_one(U4Rows {
+                w: k.w.add(i * n * groups),
+                a: k.a,
+                out: k.out.add(i * dv),
+                groups,
+                m: n,
+                rb: dv / 2,
+            });
+        }
+    }
+}
+
+/// Pointers and shape of one `u4_rows_multi` call.
+#[derive(Clone, Copy)]
+struct U4RowsMulti {
+    w: *const f32,
+    a: *const u8,
+    out: *mut f32,
+    /// Groups per row (`G = dv / 32`).
+    groups: usize,
+    /// Rows.
+    n: usize,
+    /// Columns (`out` row stride).
+    dv: usize,
+}
+
+/// Sets `i0..i0 + M` (`M <= 2`) of `u4_rows_multi` over group `g`: `4 M`
+/// accumulators over every row, then added to `out`.
+#[inline(always)]
+unsafe fn u4_rows_multi_group<const M: usize>(k: U4RowsMulti, g: usize, i0: usize) {
+    unsafe {
+        let z = _mm256_setzero_ps();
+        let ws = k.n * k.groups;
+        let mut acc = [[z; 4]; M];
+        let (mut p, mut wr) = (k.a.add(g * U4G / 2), k.w.add(i0 * ws + g));
+        for _ in 0..k.n {
+            let mut wv = [z; M];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_set1_ps(*wr.add(j * ws));
+            }
+            macro_rules! fmas {
+                ($v:literal) => {
+                    let x = u4x8::<$v>(p);
+                    for (a, &wj) in acc.iter_mut().zip(&wv) {
+                        a[$v] = _mm256_fmadd_ps(wj, x, a[$v]);
+                    }
+                };
+            }
+            fmas!(0);
+            fmas!(1);
+            fmas!(2);
+            fmas!(3);
+            p = p.add(k.dv / 2);
+            wr = wr.add(k.groups);
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let o = k.out.add((i0 + j) * k.dv + g * U4G);
             for (v, a) in acc.iter().enumerate() {
                 st(o.add(v * W), _mm256_add_ps(ld(o.add(v * W)), *a));
             }

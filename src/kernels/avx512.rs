@@ -11,11 +11,11 @@
 /// on the Zen 4 development machine a 512-bit FMA runs at the rate of two
 /// 256-bit ones, so a zmm tile would not be faster there (docs/simd.md).
 use super::avx2::gemm;
-/// The compact-format kernels (4-bit code rows, int8 key rows) are the AVX2
-/// ones too: every CPU the AVX-512 level accepts has AVX2 + FMA + F16C, and
+/// The compact-format kernels (4-bit code rows single and multi-query,
+/// int8 key rows) are the AVX2 ones too: every CPU the AVX-512 level accepts has AVX2 + FMA + F16C, and
 /// no AVX-512 version has been run yet (the machine they were written on has
 /// no AVX-512; docs/simd.md).
-use super::avx2::{i8_row_dots, u4_row_dots, u4_rows};
+use super::avx2::{i8_row_dots, u4_row_dots, u4_row_dots_multi, u4_rows, u4_rows_multi};
 use super::{Kernels, Level};
 use crate::poly::FeatureMap;
 use core::arch::x86_64::*;
@@ -41,6 +41,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     gemm,
     u4_row_dots,
     u4_rows,
+    u4_row_dots_multi,
+    u4_rows_multi,
     i8_row_dots,
     rec_buckets: super::recovery_avx512::buckets,
     rec_signs: super::recovery_avx512::signs,

@@ -166,6 +166,31 @@ pub struct Kernels {
     /// to `out`. Panics if `dv` is not a multiple of 32 or `a` is shorter
     /// than `m dv / 2`.
     pub u4_rows: fn(w: &[f32], a: &[u8], out: &mut [f32]),
+    /// Scores of 4-bit code rows against `m` queries at once (a GQA group,
+    /// a prefill block): `q` is `m x d` row-major, `m = q.len() / d`, `n =
+    /// out.len() / m`, and `out[i n + t] = sum_c q[i d + c] code(a_t, c)`
+    /// for `i < m`, `t < n`, rows in the nibble layout of
+    /// [`Kernels::u4_row_dots`]. Each code row is decoded once and applied
+    /// to every query (queries in register blocks when `m` is large). Per
+    /// result the arithmetic is that of [`Kernels::u4_row_dots`] at the same
+    /// level (f32, FMA where the level has it, the same chains and
+    /// reductions), so `out` equals `m` single calls bitwise. `m = 0` (empty
+    /// `q`) does nothing. Panics if `d` is 0 or not a multiple of 32, `q.len()`
+    /// not a multiple of `d`, `out.len()` not a multiple of `m`, or `a`
+    /// shorter than `n d / 2`.
+    pub u4_row_dots_multi: fn(a: &[u8], q: &[f32], d: usize, out: &mut [f32]),
+    /// Weighted sums of 4-bit code rows for `m` weight sets at once: `out` is
+    /// `m x dv`, `m = out.len() / dv`, `G = dv / 32`; `w` is `m x (n G)`
+    /// row-major (set `i` is `w[i n G..(i + 1) n G]`, laid out as
+    /// [`Kernels::u4_rows`] takes it), `n = w.len() / (m G)`; `out[i dv + c]
+    /// += sum_{t < n} w[i n G + t G + c / 32] code(a_t, c)`. Each code row is
+    /// decoded once for every set; per column the sum runs over the rows in
+    /// order in f32 (FMA where the level has it) and is then added to `out`,
+    /// so `out` equals `m` single [`Kernels::u4_rows`] calls bitwise. `m = 0`
+    /// (empty `out`) does nothing. Panics if `dv` is 0 or not a multiple of
+    /// 32, `out.len()` not a multiple of `dv`, `w.len()` not a multiple of
+    /// `m G`, or `a` shorter than `n dv / 2`.
+    pub u4_rows_multi: fn(w: &[f32], a: &[u8], dv: usize, out: &mut [f32]),
     /// Scores of int8 rows with a scale each: `out[i] = scale[i] (sum_c
     /// f32(a[i d + c]) q[c])`, `d = q.len()`, as [`Kernels::i16_row_dots`];
     /// returns `max_i out[i]` (-inf when `out` is empty). Panics if `a` is
@@ -251,6 +276,55 @@ impl Gemm {
             && last(self.k, self.ldb, self.n, 1).is_some_and(|x| x < b)
             && last(self.m, self.ldc, self.n, 1).is_some_and(|x| x < c)
     }
+}
+
+/// `(m, n)` of a [`Kernels::u4_row_dots_multi`] call (queries, rows),
+/// after its shape checks (panics as that field's doc says).
+fn u4_multi_dots_shape(a: usize, q: usize, d: usize, out: usize) -> (usize, usize) {
+    assert!(
+        d > 0 && d.is_multiple_of(32),
+        "u4_row_dots_multi: d not a positive multiple of 32"
+    );
+    assert!(
+        q.is_multiple_of(d),
+        "u4_row_dots_multi: q.len() not a multiple of d"
+    );
+    let m = q / d;
+    if m == 0 {
+        return (0, 0);
+    }
+    assert!(
+        out.is_multiple_of(m),
+        "u4_row_dots_multi: out.len() not a multiple of m"
+    );
+    let n = out / m;
+    assert!(a >= n * (d / 2), "u4_row_dots_multi: a too short");
+    (m, n)
+}
+
+/// `(m, n)` of a [`Kernels::u4_rows_multi`] call (weight sets, rows), after
+/// its shape checks (panics as that field's doc says).
+fn u4_multi_rows_shape(w: usize, a: usize, dv: usize, out: usize) -> (usize, usize) {
+    assert!(
+        dv > 0 && dv.is_multiple_of(32),
+        "u4_rows_multi: dv not a positive multiple of 32"
+    );
+    assert!(
+        out.is_multiple_of(dv),
+        "u4_rows_multi: out.len() not a multiple of dv"
+    );
+    let m = out / dv;
+    if m == 0 {
+        return (0, 0);
+    }
+    let per = m * (dv / 32);
+    assert!(
+        w.is_multiple_of(per),
+        "u4_rows_multi: w.len() not a multiple of m G"
+    );
+    let n = w / per;
+    assert!(a >= n * (dv / 2), "u4_rows_multi: a too short");
+    (m, n)
 }
 
 impl Kernels {

@@ -27,6 +27,8 @@ pub static KERNELS: Kernels = Kernels {
     gemm,
     u4_row_dots,
     u4_rows,
+    u4_row_dots_multi,
+    u4_rows_multi,
     i8_row_dots,
     rec_buckets: super::recovery_portable::buckets,
     rec_signs: super::recovery_portable::signs,
@@ -449,6 +451,76 @@ pub fn u4_rows(w: &[f32], a: &[u8], out: &mut [f32]) {
         for (v, acc) in acc.iter().enumerate() {
             let o = &mut out[g * U4G + v * L..g * U4G + (v + 1) * L];
             st(o, ld(o) + *acc);
+        }
+    }
+}
+
+/// Queries per block of the portable multi-query 4-bit kernels.
+const U4MB: usize = 8;
+
+/// `out[i n + t] = sum_c q[i d + c] code(a_t, c)` (see
+/// [`Kernels::u4_row_dots_multi`]): queries in blocks of up to 8; per row
+/// and group the 32 codes unpacked once, then for every query of the block
+/// the four `f32x8` FMAs of [`u4_row_dots`] into its own accumulator (the
+/// same operations in the same order, so bitwise as the single kernel).
+pub fn u4_row_dots_multi(a: &[u8], q: &[f32], d: usize, out: &mut [f32]) {
+    let (m, n) = super::u4_multi_dots_shape(a.len(), q.len(), d, out.len());
+    let rb = d / 2;
+    let mut buf = [0.0f32; U4G];
+    let mut i0 = 0;
+    while i0 < m {
+        let mb = (m - i0).min(U4MB);
+        for t in 0..n {
+            let row = &a[t * rb..(t + 1) * rb];
+            let mut acc = [f32x8::ZERO; U4MB];
+            for (g, b) in row.chunks_exact(U4G / 2).enumerate() {
+                u4_unpack(b, &mut buf);
+                for (j, acc) in acc[..mb].iter_mut().enumerate() {
+                    let qg = &q[(i0 + j) * d + g * U4G..];
+                    for v in 0..U4G / L {
+                        *acc = ld(&buf[v * L..]).mul_add(ld(&qg[v * L..]), *acc);
+                    }
+                }
+            }
+            for (j, acc) in acc[..mb].iter().enumerate() {
+                out[(i0 + j) * n + t] = acc.reduce_add();
+            }
+        }
+        i0 += mb;
+    }
+}
+
+/// `out[i dv + c] += sum_t w[i n G + t G + c / 32] code(a_t, c)` (see
+/// [`Kernels::u4_rows_multi`]): per group, weight sets in blocks of up to
+/// 8, each with the four `f32x8` accumulators of [`u4_rows`]; per row the
+/// group's codes unpacked once for the block (bitwise as the single kernel).
+pub fn u4_rows_multi(w: &[f32], a: &[u8], dv: usize, out: &mut [f32]) {
+    let (m, n) = super::u4_multi_rows_shape(w.len(), a.len(), dv, out.len());
+    let groups = dv / U4G;
+    let (rb, ws) = (dv / 2, n * groups);
+    let mut buf = [0.0f32; U4G];
+    for g in 0..groups {
+        let mut i0 = 0;
+        while i0 < m {
+            let mb = (m - i0).min(U4MB);
+            let mut acc = [[f32x8::ZERO; U4G / L]; U4MB];
+            for t in 0..n {
+                u4_unpack(&a[t * rb + g * U4G / 2..], &mut buf);
+                for (j, acc) in acc[..mb].iter_mut().enumerate() {
+                    let wv = f32x8::splat(w[(i0 + j) * ws + t * groups + g]);
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        *acc = wv.mul_add(ld(&buf[v * L..]), *acc);
+                    }
+                }
+            }
+            for (j, acc) in acc[..mb].iter().enumerate() {
+                let o = &mut out[(i0 + j) * dv + g * U4G..];
+                for (v, acc) in acc.iter().enumerate() {
+                    let o = &mut o[v * L..(v + 1) * L];
+                    st(o, ld(o) + *acc);
+                }
+            }
+            i0 += mb;
         }
     }
 }
