@@ -375,3 +375,46 @@ fn paged_format_6_still_loads() {
         again
     );
 }
+
+/// The group path (`u4_row_dots_multi` per page, `u4_rows_multi` per ring
+/// segment: the queries of a GQA group read each 4-bit page once) gives the
+/// same outputs as the queries one at a time (a scratch too small for the
+/// group path), bitwise, at every level: G = 3 and 4, d = 64 (one value
+/// group per row) and 128 (two), with sinks, a wrapping ring, heavy slots
+/// and the tail, over enough tokens that pages retire and heavy slots
+/// change hands.
+#[test]
+fn group_path_equals_one_query_at_a_time() {
+    use attnsketch::sketch::paged::Paged;
+    for k in kernel_levels() {
+        // A ring of 3 pages (fine planes only at the start) and of 16 (the
+        // newest pages refined by fine planes throughout).
+        for (d, g, w) in [
+            (64usize, 3usize, 96u32),
+            (64, 4, 96),
+            (128, 3, 96),
+            (64, 3, 512),
+        ] {
+            let cfg = paged_cfg(d as u32, 4, w, 24, 4);
+            let (mut one, mut grp) = (Paged::new(&cfg).unwrap(), Paged::new(&cfg).unwrap());
+            let mut b1 = vec![0.0f32; one.scratch_len()];
+            let mut bg = vec![0.0f32; grp.scratch_len_group(g)];
+            assert!(bg.len() > b1.len());
+            let mut rng = Rng(700 + d as u64 + g as u64);
+            let (mut o1, mut og) = (vec![0.0f32; g * d], vec![0.0f32; g * d]);
+            for j in 0..400 {
+                let kv = rng.vec(d, 1.0);
+                let vv = rng.vec(d, 1.0);
+                let qs = rng.vec(g * d, 1.0);
+                one.insert(k, &kv, &vv, &mut b1);
+                grp.insert(k, &kv, &vv, &mut bg);
+                one.step_group(k, &qs, &mut o1, &mut b1);
+                grp.step_group(k, &qs, &mut og, &mut bg);
+                assert_eq!(bits(&o1), bits(&og), "{:?} d {d} g {g} token {j}", k.level);
+            }
+            if w == 96 {
+                assert!(grp.tail_tokens() > 0 && grp.heavy_len() > 0);
+            }
+        }
+    }
+}

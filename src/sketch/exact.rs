@@ -83,9 +83,16 @@ impl Hybrid {
     /// needs at least this many floats (0 for the slot layout, which owns
     /// its scratch).
     pub fn scratch_len(&self) -> usize {
+        self.scratch_len_group(1)
+    }
+
+    /// [`scratch_len`](Self::scratch_len) for steps of `group` queries (the
+    /// paged layout scores a group's queries together when it has this much;
+    /// with less it takes them one at a time).
+    pub fn scratch_len_group(&self, group: usize) -> usize {
         match self {
             Hybrid::Slots(_) => 0,
-            Hybrid::Paged(h) => h.scratch_len(),
+            Hybrid::Paged(h) => h.scratch_len_group(group),
         }
     }
 

@@ -66,6 +66,9 @@ use tail::Tail;
 pub const PAGE: usize = 32;
 /// Decay of the accumulated attention per query (as the slot hybrid's).
 pub const DECAY: f32 = crate::sketch::hybrid::DECAY;
+/// Most queries of a group scored together (`Paged::attend_multi`); larger
+/// groups take them one at a time.
+pub const MQ: usize = 64;
 
 /// Sizes of a paged config: `(sinks, pages, heavy, groups)`.
 fn shape(cfg: &Config) -> (usize, usize, usize, usize) {
@@ -182,6 +185,23 @@ impl Paged {
     /// page buffer (`4 (S + 32 P + 32 + H) + 4 fb` bytes per thread).
     pub fn scratch_len(&self) -> usize {
         self.capacity() + fb_len(self.d, self.dv, self.pages, self.hcap)
+    }
+
+    /// Caller scratch (f32) of a recorded step of `g` queries: with `g > 1`
+    /// (up to [`MQ`]) the group is scored together ([`Paged::attend_multi`]):
+    /// the scores of every query, the page buffer and the group's scaled
+    /// queries, page biases, page scores, value weights and value biases.
+    pub fn scratch_len_group(&self, g: usize) -> usize {
+        if g <= 1 || g > MQ {
+            return self.scratch_len();
+        }
+        g * self.capacity() + fb_len(self.d, self.dv, self.pages, self.hcap) + self.multi_len(g)
+    }
+
+    /// Floats of the group path's own scratch (see `scratch_len_group`).
+    fn multi_len(&self, g: usize) -> usize {
+        let (p, d, dv) = (self.pages, self.d, self.dv);
+        g * (p * d + p + PAGE + p * PAGE * (dv / QG) + dv / quant::value_group(dv))
     }
 
     /// An empty state.
@@ -552,6 +572,250 @@ impl Paged {
         (c, den)
     }
 
+    /// [`attend`](Self::attend) for the `g = qs.len() / d` queries of a
+    /// group at once (`1 < g <= MQ`), with the same results: each page's
+    /// key codes are read once for the group (`Kernels::u4_row_dots_multi`)
+    /// and each ring segment's value codes once (`Kernels::u4_rows_multi`);
+    /// everything else runs per query as in `attend`, in the same order
+    /// (the tail's numerator is recomputed at the end rather than kept per
+    /// query). Query `i`'s weights are left in `xs[i C..(i + 1) C]`, `C` the
+    /// capacity; `fb` holds `fb_len + multi_len(g)` floats.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_multi(
+        &self,
+        kern: &Kernels,
+        qs: &[f32],
+        outs: &mut [f32],
+        xs: &mut [f32],
+        lw: &mut [f64],
+        num: &mut [f64],
+        fb: &mut [f32],
+    ) {
+        let (d, dv) = (self.d, self.dv);
+        let g = qs.len() / d;
+        let cap = self.capacity();
+        let gv = dv / quant::value_group(dv);
+        let g32 = dv / QG;
+        let ns = self.ns();
+        let np = self.np;
+        let (po, oo) = (ns, ns + np * PAGE);
+        let ho = oo + self.no;
+        let total = ho + self.nh;
+        let (fb, ex) = fb.split_at_mut(fb_len(d, dv, self.pages, self.hcap));
+        let (dec, rest) = fb.split_at_mut(PAGE * d.max(dv));
+        let (pk, pv) = rest.split_at_mut(3 * self.pages * d);
+        let (qm, ex) = ex.split_at_mut(g * self.pages * d);
+        let (bm, ex) = ex.split_at_mut(g * self.pages);
+        let (sc, ex) = ex.split_at_mut(g * PAGE);
+        let (wm, ex) = ex.split_at_mut(g * self.pages * PAGE * g32);
+        let bv = &mut ex[..g * gv];
+        let s = self.scale as f64;
+        let mut xmax = [f32::NEG_INFINITY; MQ];
+        // Page scores of every query: per page q.k_t = q.lo + (q * step).code_t.
+        if np > 0 {
+            let (lo, rest) = pk.split_at_mut(np * d);
+            let st = &mut rest[..np * d];
+            for (a, b) in self.segments() {
+                let (r0, r1) = (a * d, b * d);
+                let at = self.logical(a) * d;
+                (kern.f16_to_f32)(&self.klo[r0..r1], &mut lo[at..at + r1 - r0]);
+                (kern.f16_to_f32)(&self.kst[r0..r1], &mut st[at..at + r1 - r0]);
+            }
+            for (i, q) in qs.chunks_exact(d).enumerate() {
+                (kern.row_dots)(lo, q, &mut bm[i * np..(i + 1) * np]);
+                for p in 0..np {
+                    let row = &mut qm[(p * g + i) * d..(p * g + i + 1) * d];
+                    for ((o, &a), &b) in row.iter_mut().zip(q).zip(&st[p * d..(p + 1) * d]) {
+                        *o = b * a;
+                    }
+                }
+            }
+            for p in 0..np {
+                let r = self.ring(p);
+                let codes = &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2];
+                (kern.u4_row_dots_multi)(
+                    codes,
+                    &qm[p * g * d..(p + 1) * g * d],
+                    d,
+                    &mut sc[..g * PAGE],
+                );
+                if let Some(h) = self.plane(r) {
+                    // Fine plane, per query as in `attend`.
+                    let fine = &self.kc[h * PAGE * d / 2..(h + 1) * PAGE * d / 2];
+                    for i in 0..g {
+                        let (q16, t) = dec.split_at_mut(d);
+                        let mut off = 0.0f32;
+                        for (o, &a) in q16
+                            .iter_mut()
+                            .zip(&qm[(p * g + i) * d..(p * g + i + 1) * d])
+                        {
+                            *o = a * (1.0 / 16.0);
+                            off += *o;
+                        }
+                        (kern.u4_row_dots)(fine, q16, &mut t[..PAGE]);
+                        for (v, &f) in sc[i * PAGE..(i + 1) * PAGE].iter_mut().zip(&t[..PAGE]) {
+                            *v += f - 8.0 * off;
+                        }
+                    }
+                }
+                for i in 0..g {
+                    let x = &mut xs[i * cap + po + p * PAGE..i * cap + po + (p + 1) * PAGE];
+                    x.copy_from_slice(&sc[i * PAGE..(i + 1) * PAGE]);
+                    let b = bm[i * np + p];
+                    // 8 running maxima (as `attend`).
+                    let mut m = [f32::NEG_INFINITY; 8];
+                    for c in x.chunks_exact_mut(8) {
+                        for (v, mi) in c.iter_mut().zip(m.iter_mut()) {
+                            *v += b;
+                            *mi = if *v > *mi { *v } else { *mi };
+                        }
+                    }
+                    xmax[i] = m.iter().fold(xmax[i], |a, &b| a.max(b));
+                }
+            }
+        }
+        if total == 0 && self.tail.is_empty() {
+            outs.fill(0.0);
+            return;
+        }
+        // Per query: the other scores, the scale, the weights, the sinks.
+        let (mut cs, mut dens, mut fs) = ([0.0f64; MQ], [0.0f64; MQ], [0.0f64; MQ]);
+        for (i, (q, out)) in qs
+            .chunks_exact(d)
+            .zip(outs.chunks_exact_mut(dv))
+            .enumerate()
+        {
+            let x = &mut xs[i * cap..(i + 1) * cap];
+            // Sinks first, as in `attend` (max is order-independent here:
+            // every score is folded by the same `f32::max`).
+            let mut xm = f32::NEG_INFINITY;
+            if ns > 0 {
+                xm = xm.max((kern.row_dots)(&self.sk[..ns * d], q, &mut x[..ns]));
+            }
+            xm = xm.max(xmax[i]);
+            if self.no > 0 {
+                (kern.f16_to_f32)(&self.ok[..self.no * d], &mut dec[..self.no * d]);
+                xm = xm.max((kern.row_dots)(&dec[..self.no * d], q, &mut x[oo..ho]));
+            }
+            if self.nh > 0 {
+                xm = xm.max((kern.i8_row_dots)(
+                    &self.hk[..self.nh * d],
+                    &self.hs,
+                    q,
+                    &mut x[ho..total],
+                ));
+            }
+            let top = if total > 0 {
+                s * xm as f64
+            } else {
+                f64::NEG_INFINITY
+            };
+            let c = top.max(self.tail.log_weights(q, s, lw));
+            num.fill(0.0);
+            let mut den = self.tail.accumulate(lw, c, num);
+            out.fill(0.0);
+            let f = (top - c).exp();
+            if total > 0 {
+                den += f * (kern.exp_shift)(&mut x[..total], self.scale, xm);
+                for t in 0..ns {
+                    let w = x[t];
+                    for (o, &vv) in out.iter_mut().zip(&self.sv[t * dv..(t + 1) * dv]) {
+                        *o += w * vv;
+                    }
+                }
+            }
+            (cs[i], dens[i], fs[i]) = (c, den, f);
+        }
+        if total > 0 {
+            // Pages: 4-bit value rows, one multi call per ring segment.
+            for (a, b) in self.segments() {
+                let (r0, r1) = (a * PAGE, b * PAGE);
+                let n = r1 - r0;
+                let (lf, rest) = pv.split_at_mut(n * gv);
+                let sf = &mut rest[..n * gv];
+                (kern.f16_to_f32)(&self.vlo[r0 * gv..r1 * gv], lf);
+                (kern.f16_to_f32)(&self.vst[r0 * gv..r1 * gv], sf);
+                let at = po + self.logical(a) * PAGE;
+                for i in 0..g {
+                    let w = &xs[i * cap + at..i * cap + at + n];
+                    Self::value_weights(
+                        dv,
+                        w,
+                        lf,
+                        sf,
+                        &mut wm[i * n * g32..(i + 1) * n * g32],
+                        &mut bv[i * gv..(i + 1) * gv],
+                    );
+                }
+                (kern.u4_rows_multi)(
+                    &wm[..g * n * g32],
+                    &self.vc[r0 * dv / 2..r1 * dv / 2],
+                    dv,
+                    outs,
+                );
+                for (i, out) in outs.chunks_exact_mut(dv).enumerate() {
+                    Self::add_value_bias(dv, &bv[i * gv..(i + 1) * gv], out);
+                }
+                for r in a..b {
+                    if let Some(h) = self.plane(r) {
+                        let (t0, t1) = (r * PAGE, (r + 1) * PAGE);
+                        let at = po + self.logical(r) * PAGE;
+                        for (i, out) in outs.chunks_exact_mut(dv).enumerate() {
+                            Self::u4_values(
+                                kern,
+                                dv,
+                                &xs[i * cap + at..i * cap + at + PAGE],
+                                &self.vc[h * PAGE * dv / 2..(h + 1) * PAGE * dv / 2],
+                                &self.vlo[t0 * gv..t1 * gv],
+                                &self.vst[t0 * gv..t1 * gv],
+                                true,
+                                pv,
+                                out,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Per query: the open page, the heavy rows, the tail, normalisation.
+        for (i, (q, out)) in qs
+            .chunks_exact(d)
+            .zip(outs.chunks_exact_mut(dv))
+            .enumerate()
+        {
+            let x = &mut xs[i * cap..(i + 1) * cap];
+            if total > 0 {
+                if self.no > 0 {
+                    (kern.f16_rows)(&x[oo..ho], &self.ov[..self.no * dv], out);
+                }
+                if self.nh > 0 {
+                    let nh = self.nh;
+                    Self::u4_values(
+                        kern,
+                        dv,
+                        &x[ho..total],
+                        &self.hvc[..nh * dv / 2],
+                        &self.hvlo[..nh * gv],
+                        &self.hvst[..nh * gv],
+                        false,
+                        pv,
+                        out,
+                    );
+                }
+            }
+            let (c, den, f) = (cs[i], dens[i], fs[i]);
+            self.tail.log_weights(q, s, lw);
+            num.fill(0.0);
+            self.tail.accumulate(lw, c, num);
+            let inv = 1.0 / den;
+            for (o, &n) in out.iter_mut().zip(num.iter()) {
+                *o = ((f * *o as f64 + n) * inv) as f32;
+            }
+            let wf = (f * inv) as f32;
+            x[..total].iter_mut().for_each(|w| *w *= wf);
+        }
+    }
+
     /// The live pages as ring-index ranges `[a, b)` in logical order (at
     /// most two: from the oldest to the ring's end, then from its start).
     fn segments(&self) -> impl Iterator<Item = (usize, usize)> {
@@ -599,8 +863,28 @@ impl Paged {
             }
         }
         let mut bias = [0.0f32; 128];
+        Self::value_weights(dv, w, &lf[..n * gv], &sf[..n * gv], wv, &mut bias[..gv]);
+        (kern.u4_rows)(wv, codes, out);
+        Self::add_value_bias(dv, &bias[..gv], out);
+    }
+
+    /// One weight set of [`Paged::u4_values`]: the kernel's weights `wv`
+    /// (`n dv / 32`: `w_t step_tg` for each of the 32-channel parts of
+    /// group g) and the groups' biases `bias[g] = sum_t w_t lo_tg` (`lf`,
+    /// `sf`: the rows' parameters as f32, `n gv`).
+    fn value_weights(
+        dv: usize,
+        w: &[f32],
+        lf: &[f32],
+        sf: &[f32],
+        wv: &mut [f32],
+        bias: &mut [f32],
+    ) {
+        let n = w.len();
+        let (vg, g32) = (quant::value_group(dv), dv / QG);
+        let gv = dv / vg;
         let per = vg / QG;
-        let (lf, sf) = (&lf[..n * gv], &sf[..n * gv]);
+        bias.fill(0.0);
         if gv == 1 {
             // One group per row (dv = 64, the common case): a flat loop the
             // compiler vectorizes; the bias by 8 partial sums.
@@ -633,8 +917,12 @@ impl Paged {
                 }
             }
         }
-        (kern.u4_rows)(wv, codes, out);
-        for (g, &b) in bias[..gv].iter().enumerate() {
+    }
+
+    /// `out[c] += bias[c / vg]` (the value groups' biases).
+    fn add_value_bias(dv: usize, bias: &[f32], out: &mut [f32]) {
+        let vg = quant::value_group(dv);
+        for (g, &b) in bias.iter().enumerate() {
             for o in &mut out[g * vg..(g + 1) * vg] {
                 *o += b;
             }
@@ -646,7 +934,8 @@ impl Paged {
     /// decays once, then gets every head's normalised weights.
     fn attend_group(&mut self, kern: &Kernels, qs: &[f32], outs: &mut [f32], buf: &mut [f32]) {
         let (d, dv) = (self.d, self.dv);
-        let (x, fb) = buf.split_at_mut(self.capacity());
+        let (g, cap) = (qs.len() / d, self.capacity());
+        let together = g > 1 && g <= MQ && buf.len() >= self.scratch_len_group(g);
         let (mut lw, mut num) = (
             core::mem::take(&mut self.lw),
             core::mem::take(&mut self.num),
@@ -656,6 +945,18 @@ impl Paged {
         if track {
             self.each_acc(|a, _| *a *= keep, &[]);
         }
+        if together {
+            let (xs, fb) = buf.split_at_mut(g * cap);
+            self.attend_multi(kern, qs, outs, xs, &mut lw, &mut num, fb);
+            if track {
+                for x in xs.chunks_exact(cap) {
+                    self.each_acc(|a, w| *a += w, x);
+                }
+            }
+            (self.lw, self.num) = (lw, num);
+            return;
+        }
+        let (x, fb) = buf.split_at_mut(cap);
         for (q, out) in qs.chunks_exact(d).zip(outs.chunks_exact_mut(dv)) {
             self.attend(kern, q, out, x, &mut lw, &mut num, fb);
             if track {

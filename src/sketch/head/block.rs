@@ -136,7 +136,7 @@ impl Sketch {
     /// blocks of `group` queries per token.
     pub(crate) fn block_scratch_len(&self, group: usize) -> Result<usize> {
         if let Some(h) = self.hybrid.as_deref() {
-            return Ok(h.scratch_len());
+            return Ok(h.scratch_len_group(group));
         }
         let (d, dv) = self.dims();
         let c = self.block_len(group);
