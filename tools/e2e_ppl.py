@@ -205,7 +205,7 @@ def table(rows, plot=None):
             if not base:
                 continue
             for m in sorted({r["method"].split("@")[0] for r in rs
-                             if r["budget"] and not r["method"].startswith("paged:hf")}):  # research variants: table only
+                             if r["budget"] and not r["method"].startswith("paged:")}):  # research variants: table only
                 pts = sorted((r["budget"], 100 * (r["ppl"] / base - 1)) for r in rs
                              if r["budget"] and r["method"].split("@")[0] == m)
                 xs, ys = zip(*pts)

@@ -49,7 +49,10 @@
 //! heavy slot `d + dv/2 + 4 gv + 16` (120); the open page `64 (d + dv)`
 //! (8 KiB); sinks `4 S (d + dv)`; the tail `(G + 1)(16 + 4 (2d + dv)) + 8 dv`;
 //! 8 per page for the plane tables.
-//! The per-slot score scratch (4 bytes per slot) is the caller thread's.
+//! The per-slot score scratch (4 bytes per slot) is the caller thread's; a
+//! GQA group of G query heads scored together (`attend_multi`) takes G
+//! times that plus `4 G (P (d + dv + 1) + 33)` bytes (`scratch_len_group`;
+//! about 160 KB at G = 3, d = 64 and 256 KiB).
 
 mod payload;
 pub mod quant;
