@@ -50,6 +50,8 @@ def quality(rows, out, md):
         for t, rs in texts.items():
             for r in rs:
                 configs.setdefault(r["config"], {})[t] = r
+        # the older preset's rows (-vg64) after the current ones
+        configs = OrderedDict(sorted(configs.items(), key=lambda kv: "-vg64" in kv[0]))
         exact = {t: next((float(r["ppl"]) for r in rs if r["config"] == "exact"), None) for t, rs in texts.items()}
         for cfg, by_text in configs.items():
             any_r = next(iter(by_text.values()))
@@ -68,8 +70,10 @@ def quality(rows, out, md):
         md.append(f"\n({', '.join(dates)}; {texts[next(iter(texts))][0]['machine']}; chunks {texts[next(iter(texts))][0]['chunks']}; "
                   "exact = f16 cache, flash attention on; q8_0/q4_0 = llama.cpp's quantized caches (with its Hadamard "
                   "rotation), flash attention on; attnsketch:B = as_config_for_budget(B) per kv head (the paged preset: 4-bit "
-                  "pages, int8-key heavy slots, 8-group tail); sllm:B = the library as StreamingLLM at the same bytes: "
-                  "4 sinks + recent window of whole pages, the preset's 4-bit formats, no heavy slots, 1 tail group)\n")
+                  "pages with 32-channel value groups and fine planes, int8-key heavy slots, 8-group tail; commit 548e974); "
+                  "sllm:B = the library as StreamingLLM at the same bytes: 4 sinks + recent window of whole pages, the "
+                  "preset's 4-bit formats, no heavy slots, 1 tail group; *-vg64 rows: the same configs measured earlier "
+                  "with the older preset (64-channel value groups, no fine planes; commit 2dd02b3))\n")
         try:
             import matplotlib
             matplotlib.use("Agg")
@@ -80,11 +84,12 @@ def quality(rows, out, md):
         for ax, (t, rs) in zip(axes[0], texts.items()):
             if not exact[t]:
                 continue
-            for kind, style in (("attnsketch", "o-"), ("sllm", "s--")):
+            for kind, style, label in (("attnsketch", "o-", "attnsketch"), ("sllm", "s--", "library as StreamingLLM"),
+                                       ("attnsketch-vg64", "x:", "attnsketch, older preset (vg64)")):
                 pts = sorted((float(r["bytes_per_kv_head"]) / 1024, 100 * (float(r["ppl"]) / exact[t] - 1))
                              for r in rs if r["config"].startswith(kind + ":"))
                 if pts:
-                    ax.plot(*zip(*pts), style, label="attnsketch" if kind == "attnsketch" else "library as StreamingLLM")
+                    ax.plot(*zip(*pts), style, label=label, **({"color": "gray"} if "vg64" in kind else {}))
             for r in rs:
                 if r["config"] in ("q8_0", "q4_0", "exact"):
                     x, y = float(r["bytes_per_kv_head"]) / 1024, 100 * (float(r["ppl"]) / exact[t] - 1)
