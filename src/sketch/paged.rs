@@ -455,18 +455,7 @@ impl Paged {
                 let qi = &qs[i * d..(i + 1) * d];
                 (kern.u4_row_dots)(codes, qi, xs);
                 if let Some(h) = self.plane(r) {
-                    // Fine plane: + sum_c (q_c step_c / 16)(e_tc - 8).
-                    let (q16, t) = dec.split_at_mut(d);
-                    let mut off = 0.0f32;
-                    for (o, &a) in q16.iter_mut().zip(qi) {
-                        *o = a * (1.0 / 16.0);
-                        off += *o;
-                    }
-                    let fine = &self.kc[h * PAGE * d / 2..(h + 1) * PAGE * d / 2];
-                    (kern.u4_row_dots)(fine, q16, &mut t[..PAGE]);
-                    for (v, &f) in xs.iter_mut().zip(&t[..PAGE]) {
-                        *v += f - 8.0 * off;
-                    }
+                    self.fine_scores(kern, h, qi, dec, xs);
                 }
                 // 8 running maxima (vectorizes; PAGE is a multiple of 8).
                 let mut m = [f32::NEG_INFINITY; 8];
@@ -532,39 +521,11 @@ impl Paged {
                     out,
                 );
                 for r in a..b {
-                    if let Some(h) = self.plane(r) {
-                        let (t0, t1) = (r * PAGE, (r + 1) * PAGE);
-                        Self::u4_values(
-                            kern,
-                            dv,
-                            &x[po + self.logical(r) * PAGE..][..PAGE],
-                            &self.vc[h * PAGE * dv / 2..(h + 1) * PAGE * dv / 2],
-                            &self.vlo[t0 * gv..t1 * gv],
-                            &self.vst[t0 * gv..t1 * gv],
-                            true,
-                            pv,
-                            out,
-                        );
-                    }
+                    let w = &x[po + self.logical(r) * PAGE..][..PAGE];
+                    self.fine_values(kern, r, w, pv, out);
                 }
             }
-            if self.no > 0 {
-                (kern.f16_rows)(&x[oo..ho], &self.ov[..self.no * dv], out);
-            }
-            if self.nh > 0 {
-                let nh = self.nh;
-                Self::u4_values(
-                    kern,
-                    dv,
-                    &x[ho..total],
-                    &self.hvc[..nh * dv / 2],
-                    &self.hvlo[..nh * gv],
-                    &self.hvst[..nh * gv],
-                    false,
-                    pv,
-                    out,
-                );
-            }
+            self.open_heavy_values(kern, &x[oo..total], pv, out);
         }
         let inv = 1.0 / den;
         for (o, &n) in out.iter_mut().zip(num.iter()) {
@@ -643,22 +604,10 @@ impl Paged {
                     &mut sc[..g * PAGE],
                 );
                 if let Some(h) = self.plane(r) {
-                    // Fine plane, per query as in `attend`.
-                    let fine = &self.kc[h * PAGE * d / 2..(h + 1) * PAGE * d / 2];
+                    // Per query, as in `attend`.
                     for i in 0..g {
-                        let (q16, t) = dec.split_at_mut(d);
-                        let mut off = 0.0f32;
-                        for (o, &a) in q16
-                            .iter_mut()
-                            .zip(&qm[(p * g + i) * d..(p * g + i + 1) * d])
-                        {
-                            *o = a * (1.0 / 16.0);
-                            off += *o;
-                        }
-                        (kern.u4_row_dots)(fine, q16, &mut t[..PAGE]);
-                        for (v, &f) in sc[i * PAGE..(i + 1) * PAGE].iter_mut().zip(&t[..PAGE]) {
-                            *v += f - 8.0 * off;
-                        }
+                        let qi = &qm[(p * g + i) * d..(p * g + i + 1) * d];
+                        self.fine_scores(kern, h, qi, dec, &mut sc[i * PAGE..(i + 1) * PAGE]);
                     }
                 }
                 for i in 0..g {
@@ -760,22 +709,9 @@ impl Paged {
                     Self::add_value_bias(dv, &bv[i * gv..(i + 1) * gv], out);
                 }
                 for r in a..b {
-                    if let Some(h) = self.plane(r) {
-                        let (t0, t1) = (r * PAGE, (r + 1) * PAGE);
-                        let at = po + self.logical(r) * PAGE;
-                        for (i, out) in outs.chunks_exact_mut(dv).enumerate() {
-                            Self::u4_values(
-                                kern,
-                                dv,
-                                &xs[i * cap + at..i * cap + at + PAGE],
-                                &self.vc[h * PAGE * dv / 2..(h + 1) * PAGE * dv / 2],
-                                &self.vlo[t0 * gv..t1 * gv],
-                                &self.vst[t0 * gv..t1 * gv],
-                                true,
-                                pv,
-                                out,
-                            );
-                        }
+                    let at = po + self.logical(r) * PAGE;
+                    for (i, out) in outs.chunks_exact_mut(dv).enumerate() {
+                        self.fine_values(kern, r, &xs[i * cap + at..][..PAGE], pv, out);
                     }
                 }
             }
@@ -788,23 +724,7 @@ impl Paged {
         {
             let x = &mut xs[i * cap..(i + 1) * cap];
             if total > 0 {
-                if self.no > 0 {
-                    (kern.f16_rows)(&x[oo..ho], &self.ov[..self.no * dv], out);
-                }
-                if self.nh > 0 {
-                    let nh = self.nh;
-                    Self::u4_values(
-                        kern,
-                        dv,
-                        &x[ho..total],
-                        &self.hvc[..nh * dv / 2],
-                        &self.hvlo[..nh * gv],
-                        &self.hvst[..nh * gv],
-                        false,
-                        pv,
-                        out,
-                    );
-                }
+                self.open_heavy_values(kern, &x[oo..total], pv, out);
             }
             let (c, den, f) = (cs[i], dens[i], fs[i]);
             self.tail.log_weights(q, s, lw);
@@ -816,6 +736,54 @@ impl Paged {
             }
             let wf = (f * inv) as f32;
             x[..total].iter_mut().for_each(|w| *w *= wf);
+        }
+    }
+
+    /// Adds page r's fine-plane term to its 32 scores `xs` for the scaled
+    /// query `qs = q * step` (`h`: the plane's slot; `buf`: >= d + 32 floats):
+    /// `+ sum_c (qs_c / 16)(e_tc - 8)`.
+    fn fine_scores(&self, kern: &Kernels, h: usize, qs: &[f32], buf: &mut [f32], xs: &mut [f32]) {
+        let d = self.d;
+        let (q16, t) = buf.split_at_mut(d);
+        let mut off = 0.0f32;
+        for (o, &a) in q16.iter_mut().zip(qs) {
+            *o = a * (1.0 / 16.0);
+            off += *o;
+        }
+        let fine = &self.kc[h * PAGE * d / 2..(h + 1) * PAGE * d / 2];
+        (kern.u4_row_dots)(fine, q16, &mut t[..PAGE]);
+        for (v, &f) in xs.iter_mut().zip(&t[..PAGE]) {
+            *v += f - 8.0 * off;
+        }
+    }
+
+    /// `out += ` the fine-plane term of page r's values for weights `w` (32),
+    /// if the page has a plane.
+    fn fine_values(&self, kern: &Kernels, r: usize, w: &[f32], pv: &mut [f32], out: &mut [f32]) {
+        if let Some(h) = self.plane(r) {
+            let (dv, gv) = (self.dv, self.dv / quant::value_group(self.dv));
+            let (t0, t1) = (r * PAGE, (r + 1) * PAGE);
+            let codes = &self.vc[h * PAGE * dv / 2..(h + 1) * PAGE * dv / 2];
+            let (lo, st) = (&self.vlo[t0 * gv..t1 * gv], &self.vst[t0 * gv..t1 * gv]);
+            Self::u4_values(kern, dv, w, codes, lo, st, true, pv, out);
+        }
+    }
+
+    /// `out += ` the open rows' and heavy slots' values for their weights
+    /// `w` (`no + nh`, in that order).
+    fn open_heavy_values(&self, kern: &Kernels, w: &[f32], pv: &mut [f32], out: &mut [f32]) {
+        let (dv, no, nh) = (self.dv, self.no, self.nh);
+        let gv = dv / quant::value_group(dv);
+        if no > 0 {
+            (kern.f16_rows)(&w[..no], &self.ov[..no * dv], out);
+        }
+        if nh > 0 {
+            let (c, lo, st) = (
+                &self.hvc[..nh * dv / 2],
+                &self.hvlo[..nh * gv],
+                &self.hvst[..nh * gv],
+            );
+            Self::u4_values(kern, dv, &w[no..no + nh], c, lo, st, false, pv, out);
         }
     }
 
