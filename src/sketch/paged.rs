@@ -468,18 +468,7 @@ impl Paged {
                 xmax = m.iter().fold(xmax, |a, &b| a.max(b));
             }
         }
-        if self.no > 0 {
-            (kern.f16_to_f32)(&self.ok[..self.no * d], &mut dec[..self.no * d]);
-            xmax = xmax.max((kern.row_dots)(&dec[..self.no * d], q, &mut x[oo..ho]));
-        }
-        if self.nh > 0 {
-            xmax = xmax.max((kern.i8_row_dots)(
-                &self.hk[..self.nh * d],
-                &self.hs,
-                q,
-                &mut x[ho..total],
-            ));
-        }
+        xmax = xmax.max(self.open_heavy_scores(kern, q, dec, &mut x[oo..total]));
         let s = self.scale as f64;
         let top = if total > 0 {
             s * xmax as f64
@@ -645,18 +634,7 @@ impl Paged {
                 xm = xm.max((kern.row_dots)(&self.sk[..ns * d], q, &mut x[..ns]));
             }
             xm = xm.max(xmax[i]);
-            if self.no > 0 {
-                (kern.f16_to_f32)(&self.ok[..self.no * d], &mut dec[..self.no * d]);
-                xm = xm.max((kern.row_dots)(&dec[..self.no * d], q, &mut x[oo..ho]));
-            }
-            if self.nh > 0 {
-                xm = xm.max((kern.i8_row_dots)(
-                    &self.hk[..self.nh * d],
-                    &self.hs,
-                    q,
-                    &mut x[ho..total],
-                ));
-            }
+            xm = xm.max(self.open_heavy_scores(kern, q, dec, &mut x[oo..total]));
             let top = if total > 0 {
                 s * xm as f64
             } else {
@@ -767,6 +745,26 @@ impl Paged {
             let (lo, st) = (&self.vlo[t0 * gv..t1 * gv], &self.vst[t0 * gv..t1 * gv]);
             Self::u4_values(kern, dv, w, codes, lo, st, true, pv, out);
         }
+    }
+
+    /// Scores `q.k` of the open rows and heavy slots into `x` (`no + nh`, in
+    /// that order; `dec`: >= `no d` floats); returns their max (-inf if none).
+    fn open_heavy_scores(&self, kern: &Kernels, q: &[f32], dec: &mut [f32], x: &mut [f32]) -> f32 {
+        let (d, no, nh) = (self.d, self.no, self.nh);
+        let mut m = f32::NEG_INFINITY;
+        if no > 0 {
+            (kern.f16_to_f32)(&self.ok[..no * d], &mut dec[..no * d]);
+            m = m.max((kern.row_dots)(&dec[..no * d], q, &mut x[..no]));
+        }
+        if nh > 0 {
+            m = m.max((kern.i8_row_dots)(
+                &self.hk[..nh * d],
+                &self.hs,
+                q,
+                &mut x[no..no + nh],
+            ));
+        }
+        m
     }
 
     /// `out += ` the open rows' and heavy slots' values for their weights
