@@ -2,7 +2,7 @@
 //! its attention against an f64 reference that stores tokens the same way,
 //! conservation of tokens, fixed memory, GQA-aware eviction, serialization.
 mod common;
-use attnsketch::sketch::paged::{quant, PAGE};
+use attnsketch::sketch::paged::{quant, MQ, PAGE};
 use attnsketch::{reference, Bank, Config, Level, Sketch};
 use common::*;
 
@@ -414,6 +414,141 @@ fn group_path_equals_one_query_at_a_time() {
             }
             if w == 96 {
                 assert!(grp.tail_tokens() > 0 && grp.heavy_len() > 0);
+            }
+        }
+    }
+}
+
+/// Prefill in blocks (`push_tokens` with n > 1: the queries of up to a
+/// page of tokens scored together, each page read once per block, with a
+/// causal mask inside the open page) gives the same outputs and the same
+/// state as the tokens one call each, bitwise, at every level: G = 1, 3, 4
+/// (banks of two kv heads, and a single head for G = 1), d = 64 and 128,
+/// a ring of 3 pages (pages retire, heavy slots change hands), of 32
+/// (fine planes throughout) and of 256 (blocks shortened by
+/// `BLOCK_SCORES`), pushes of 1, 7, 31, 33 and 100 tokens that
+/// do not align with pages, and a bank on two worker threads.
+#[test]
+fn block_prefill_equals_token_by_token() {
+    let sizes = [1usize, 7, 31, 33, 100];
+    let n = 520usize;
+    for k in kernel_levels() {
+        let level = k.level;
+        for (d, g, w) in [
+            (64usize, 1usize, 96u32),
+            (64, 3, 96),
+            (64, 4, 96),
+            (128, 1, 96),
+            (128, 3, 96),
+            (128, 4, 96),
+            (64, 3, 1024),
+            (128, 1, 1024),
+            (128, 4, 1024),
+            (64, 4, 8192),
+        ] {
+            let cfg = paged_cfg(d as u32, 4, w, 24, 4);
+            let nkv = 2usize;
+            let nq = g * nkv;
+            let mut rng = Rng(900 + d as u64 + g as u64 + w as u64);
+            let (q, kk, v) = (
+                rng.vec(n * nq * d, 1.0),
+                rng.vec(n * nkv * d, 1.0),
+                rng.vec(n * nkv * d, 1.0),
+            );
+            let what = format!("{level:?} d {d} g {g} ring {}", w as usize / PAGE);
+            // Token by token.
+            let mut one = Bank::with_level(&cfg, nq as u32, nkv as u32, level).unwrap();
+            let mut o1 = vec![0.0f32; n * nq * d];
+            for j in 0..n {
+                one.push_token(
+                    &q[j * nq * d..(j + 1) * nq * d],
+                    &kk[j * nkv * d..(j + 1) * nkv * d],
+                    &v[j * nkv * d..(j + 1) * nkv * d],
+                    &mut o1[j * nq * d..(j + 1) * nq * d],
+                )
+                .unwrap();
+            }
+            for threads in [1u32, 2] {
+                let mut blk = Bank::with_level(&cfg, nq as u32, nkv as u32, level).unwrap();
+                blk.set_threads(threads).unwrap();
+                let mut ob = vec![0.0f32; n * nq * d];
+                let (mut j, mut s) = (0usize, 0usize);
+                while j < n {
+                    let c = sizes[s % sizes.len()].min(n - j);
+                    blk.push_tokens(
+                        c,
+                        &q[j * nq * d..(j + c) * nq * d],
+                        &kk[j * nkv * d..(j + c) * nkv * d],
+                        &v[j * nkv * d..(j + c) * nkv * d],
+                        &mut ob[j * nq * d..(j + c) * nq * d],
+                    )
+                    .unwrap();
+                    (j, s) = (j + c, s + 1);
+                }
+                for (t, (a, b)) in o1
+                    .chunks_exact(nq * d)
+                    .zip(ob.chunks_exact(nq * d))
+                    .enumerate()
+                {
+                    assert_eq!(bits(a), bits(b), "{what} threads {threads}: token {t}");
+                }
+                for h in 0..nkv {
+                    let (a, b) = (one.head(h).unwrap(), blk.head(h).unwrap());
+                    assert!(
+                        a.serialize().unwrap() == b.serialize().unwrap(),
+                        "{what} threads {threads}: state of kv head {h}"
+                    );
+                }
+            }
+            let hy = one.head(0).unwrap().hybrid().unwrap();
+            let attnsketch::sketch::Hybrid::Paged(p) = hy else {
+                panic!("{what}: not paged");
+            };
+            if w == 96 {
+                assert!(hy.tail_tokens() > 0 && p.heavy_len() > 0, "{what}");
+            }
+            // The largest ring's blocks are shortened to bound their scores.
+            let full = (MQ / g).min(PAGE);
+            let b = p.block_tokens(g);
+            assert!(
+                if w == 8192 {
+                    1 < b && b < full
+                } else {
+                    b == full
+                },
+                "{what}: {b}"
+            );
+            if g == 1 {
+                // A single head's push_tokens takes the same block path.
+                let kv0 = |x: &[f32]| -> Vec<f32> {
+                    x.chunks_exact(nkv * d)
+                        .flat_map(|r| r[..d].to_vec())
+                        .collect()
+                };
+                let (q0, k0, v0) = (kv0(&q), kv0(&kk), kv0(&v));
+                let mut h1 = Sketch::with_level(&cfg, level).unwrap();
+                let mut hb = Sketch::with_level(&cfg, level).unwrap();
+                let s1 = push_each(&mut h1, &q0, &k0, &v0, d, d);
+                let mut sb = vec![0.0f32; n * d];
+                let (mut j, mut s) = (0usize, 0usize);
+                while j < n {
+                    let c = sizes[(s + 2) % sizes.len()].min(n - j);
+                    let r = j * d..(j + c) * d;
+                    hb.push_tokens(
+                        c,
+                        &q0[r.clone()],
+                        &k0[r.clone()],
+                        &v0[r.clone()],
+                        &mut sb[r],
+                    )
+                    .unwrap();
+                    (j, s) = (j + c, s + 1);
+                }
+                assert_eq!(bits(&s1), bits(&sb), "{what}: single head");
+                assert!(
+                    h1.serialize().unwrap() == hb.serialize().unwrap(),
+                    "{what}: single head state"
+                );
             }
         }
     }

@@ -5,6 +5,7 @@ use super::head::block::Rows;
 use super::head::{Sketch, STATE_LIMIT};
 use crate::config::{Config, Mode};
 use crate::error::{try_vec, Error, Result};
+use crate::kernels::Level;
 
 /// A layer of causal heads sharing key/value states in groups.
 pub struct Bank {
@@ -66,6 +67,12 @@ pub const MAX_THREADS: u32 = 256;
 impl Bank {
     /// `n_q % n_kv == 0`, both non-zero; causal configs only.
     pub fn new(cfg: &Config, n_q: u32, n_kv: u32) -> Result<Self> {
+        Self::with_level(cfg, n_q, n_kv, Level::detect())
+    }
+
+    /// [`new`](Self::new) at a given CPU level (`Unsupported` if the CPU
+    /// lacks it).
+    pub fn with_level(cfg: &Config, n_q: u32, n_kv: u32, level: Level) -> Result<Self> {
         if n_kv == 0 || n_q == 0 || !n_q.is_multiple_of(n_kv) || n_q > 65536 {
             return Err(Error::InvalidArg);
         }
@@ -84,7 +91,7 @@ impl Bank {
             .map_err(|_| Error::Alloc)?;
         let mut total: u64 = 0;
         for _ in 0..n_kv {
-            let h = Sketch::new(cfg)?;
+            let h = Sketch::with_level(cfg, level)?;
             total += h.state_bytes() as u64;
             if total > crate::config::MAX_STATE_BYTES * 4 {
                 return Err(Error::InvalidArg);
@@ -191,7 +198,7 @@ impl Bank {
             return self.push_tokens_parallel(workers, n, q, k, v, out);
         }
         if let Some(h) = self.heads.first() {
-            h.reserve_block_scratch(g)?;
+            h.reserve_block_scratch(g, n)?;
         }
         for (hk, head) in self.heads.iter_mut().enumerate() {
             let lay = Layout { d, dv, nq, nkv, g };
@@ -217,7 +224,10 @@ impl Bank {
         let (d, dv) = self.dims();
         let (nq, nkv, g) = (self.n_q, self.heads.len(), self.group);
         let per = nkv.div_ceil(workers);
-        let scratch = self.heads[0].block_scratch_len(g)?;
+        // A paged head's prefill blocks want more scratch than its single
+        // steps need; with less it prefills token by token.
+        let need = self.heads[0].block_scratch_len(g, 1)?;
+        let want = self.heads[0].block_scratch_len(g, n)?;
         let head_out = n.checked_mul(g * dv).ok_or(Error::InvalidArg)?;
         // One output buffer per kv head (n x group x dv) and one scratch per worker.
         let mut outs: Vec<Vec<f32>> = Vec::new();
@@ -228,7 +238,10 @@ impl Bank {
         let mut scr: Vec<Vec<f32>> = Vec::new();
         scr.try_reserve_exact(workers).map_err(|_| Error::Alloc)?;
         for _ in 0..workers {
-            scr.push(try_vec(scratch, 0.0f32)?);
+            scr.push(match try_vec(want, 0.0f32) {
+                Ok(b) => b,
+                Err(_) => try_vec(need, 0.0f32)?,
+            });
         }
         let job =
             |first: usize, heads: &mut [Sketch], outs: &mut [Vec<f32>], buf: &mut Vec<f32>| {

@@ -96,6 +96,51 @@ impl Hybrid {
         }
     }
 
+    /// [`scratch_len_group`](Self::scratch_len_group) for prefill of
+    /// `group` queries per token: the paged layout takes blocks of tokens
+    /// at once (`Paged::step_block`) when it has this much.
+    pub fn scratch_len_block(&self, group: usize) -> usize {
+        match self {
+            Hybrid::Slots(_) => 0,
+            Hybrid::Paged(h) => h.scratch_len_block(group),
+        }
+    }
+
+    /// Tokens of a full prefill block of `group` queries per token
+    /// (`Paged::block_tokens`; 1: no block path, always for the slot
+    /// layout).
+    pub fn block_tokens(&self, group: usize) -> usize {
+        match self {
+            Hybrid::Slots(_) => 1,
+            Hybrid::Paged(h) => h.block_tokens(group),
+        }
+    }
+
+    /// Tokens the next prefill block takes of `left` (`Paged::block_len`;
+    /// 1: token by token, always for the slot layout).
+    pub fn block_len(&self, group: usize, left: usize, buf_len: usize) -> usize {
+        match self {
+            Hybrid::Slots(_) => 1,
+            Hybrid::Paged(h) => h.block_len(group, left, buf_len),
+        }
+    }
+
+    /// Causal steps of the last `b` inserted tokens (`Paged::step_block`;
+    /// only where [`block_len`](Self::block_len) allowed `b`).
+    pub fn step_block(
+        &mut self,
+        kern: &Kernels,
+        b: usize,
+        qs: &[f32],
+        outs: &mut [f32],
+        buf: &mut [f32],
+    ) {
+        match self {
+            Hybrid::Slots(_) => unreachable!("step_block: slot layout"),
+            Hybrid::Paged(h) => h.step_block(kern, b, qs, outs, buf),
+        }
+    }
+
     /// Absorbs token `(k, v)`.
     pub fn insert(&mut self, kern: &Kernels, k: &[f32], v: &[f32], buf: &mut [f32]) {
         match self {

@@ -421,7 +421,7 @@ impl Sketch {
         }
         let incr = self.check_kv(k, v, self.bound)?;
         self.check_q(q, &self.poly, self.bound + incr)?;
-        self.reserve_block_scratch(1)?;
+        self.reserve_block_scratch(1, 1)?;
         Self::with_scratch(|buf| self.commit_token(q, k, v, incr, out, buf));
         Ok(())
     }
@@ -430,8 +430,9 @@ impl Sketch {
     /// outputs and state as `n` calls of [`push_token`](Self::push_token),
     /// computed in blocks of up to 64 tokens by matrix products (see
     /// `head/block.rs`), so equal up to float rounding (hybrid heads:
-    /// bit-identical, they run token by token). All tokens are checked
-    /// before any is absorbed.
+    /// bit-identical; the paged layout scores blocks of tokens inside its
+    /// open page together, `Paged::step_block`, the slot layout runs token
+    /// by token). All tokens are checked before any is absorbed.
     pub fn push_tokens(
         &mut self,
         n: usize,
@@ -456,7 +457,7 @@ impl Sketch {
             bound += incr;
             self.check_q(&q[j * d..(j + 1) * d], &self.poly, bound)?;
         }
-        self.reserve_block_scratch(1)?;
+        self.reserve_block_scratch(1, n)?;
         let mut rows = block::Rows {
             q,
             q_at: 0,
@@ -484,7 +485,7 @@ impl Sketch {
         }
         let incr = self.check_kv(k, v, self.bound)?;
         if self.hybrid.is_some() {
-            self.reserve_block_scratch(1)?;
+            self.reserve_block_scratch(1, 1)?;
         }
         self.poisoned = true;
         if let Some(h) = self.hybrid.as_mut() {
@@ -520,7 +521,7 @@ impl Sketch {
                 return Err(Error::InvalidArg);
             }
             self.check_q(q, &self.poly, self.bound)?;
-            self.reserve_block_scratch(1)?;
+            self.reserve_block_scratch(1, 1)?;
             if let Some(h) = self.hybrid.as_mut() {
                 let kern = self.kern;
                 Self::with_scratch(|buf| h.push_query(kern, q, out, buf));

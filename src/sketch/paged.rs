@@ -51,8 +51,13 @@
 //! 8 per page for the plane tables.
 //! The per-slot score scratch (4 bytes per slot) is the caller thread's; a
 //! GQA group of G query heads scored together (`attend_multi`) takes G
-//! times that plus `4 G (P (d + dv + 1) + 33)` bytes (`scratch_len_group`;
-//! about 160 KB at G = 3, d = 64 and 256 KiB).
+//! times that plus `4 (G (d + P + 32 + dv/32) + min(G, 8) P dv)` bytes
+//! (`scratch_len_group`; about 100 KB at G = 3, d = 64 and 256 KiB). Prefill
+//! in blocks (`step_block`: b tokens' `m = b G <= MQ` queries scored
+//! together, b shortened so the m rows of scores stay within
+//! `BLOCK_SCORES`, 1 MiB) takes the group path's scratch for m queries plus
+//! `m (d + dv)` floats (`scratch_len_block`: 1.1 MB per thread at G = 3,
+//! d = 64 and 256 KiB, 2.3 MB at 1 MiB); with less it goes token by token.
 
 mod payload;
 pub mod quant;
@@ -72,6 +77,14 @@ pub const DECAY: f32 = crate::sketch::hybrid::DECAY;
 /// Most queries of a group scored together (`Paged::attend_multi`); larger
 /// groups take them one at a time.
 pub const MQ: usize = 64;
+
+/// Score floats of a prefill block's queries at most (1 MiB per thread):
+/// with larger rings blocks take fewer tokens (`block_tokens`).
+pub const BLOCK_SCORES: usize = 1 << 18;
+
+/// Queries per multi-query value call of `attend_multi` (their value
+/// weights stay in cache; a block's queries go through in chunks of VQ).
+const VQ: usize = 8;
 
 /// Sizes of a paged config: `(sinks, pages, heavy, groups)`.
 fn shape(cfg: &Config) -> (usize, usize, usize, usize) {
@@ -201,10 +214,11 @@ impl Paged {
         g * self.capacity() + fb_len(self.d, self.dv, self.pages, self.hcap) + self.multi_len(g)
     }
 
-    /// Floats of the group path's own scratch (see `scratch_len_group`).
+    /// Floats of the group path's own scratch (see `scratch_len_group`):
+    /// value weights for at most [`VQ`] queries at a time.
     fn multi_len(&self, g: usize) -> usize {
         let (p, d, dv) = (self.pages, self.d, self.dv);
-        g * (p * d + p + PAGE + p * PAGE * (dv / QG) + dv / quant::value_group(dv))
+        g * (d + p + PAGE + dv / quant::value_group(dv)) + g.min(VQ) * p * PAGE * (dv / QG)
     }
 
     /// An empty state.
@@ -468,7 +482,8 @@ impl Paged {
                 xmax = m.iter().fold(xmax, |a, &b| a.max(b));
             }
         }
-        xmax = xmax.max(self.open_heavy_scores(kern, q, dec, &mut x[oo..total]));
+        let ok = self.open_keys(kern, self.no, dec);
+        xmax = xmax.max(self.open_heavy_scores(kern, q, ok, &mut x[oo..total]));
         let s = self.scale as f64;
         let top = if total > 0 {
             s * xmax as f64
@@ -525,19 +540,26 @@ impl Paged {
         (c, den)
     }
 
-    /// [`attend`](Self::attend) for the `g = qs.len() / d` queries of a
-    /// group at once (`1 < g <= MQ`), with the same results: each page's
-    /// key codes are read once for the group (`Kernels::u4_row_dots_multi`)
-    /// and each ring segment's value codes once (`Kernels::u4_rows_multi`);
+    /// [`attend`](Self::attend) for the `g = qs.len() / d` queries at once
+    /// (`1 <= g <= MQ`), with the same results: each page's key codes are
+    /// read once for all of them (`Kernels::u4_row_dots_multi`) and each
+    /// ring segment's value codes once (`Kernels::u4_rows_multi`);
     /// everything else runs per query as in `attend`, in the same order
     /// (the tail's numerator is recomputed at the end rather than kept per
-    /// query). Query `i`'s weights are left in `xs[i C..(i + 1) C]`, `C` the
-    /// capacity; `fb` holds `fb_len + multi_len(g)` floats.
+    /// query). The queries are `opens.len()` tokens' groups of `g /
+    /// opens.len()` (token-major); the queries of token `b` see the first
+    /// `opens[b] <= no` rows of the open page, so a causal block of tokens
+    /// in the open page is scored as each token alone would be (one token:
+    /// `opens = [no]`; every `opens[b] > 0`, or the state has nothing else
+    /// to attend). Query `i`'s weights are left in `xs[i C..(i + 1) C]`,
+    /// `C` the capacity, in `attend`'s order for its open rows; `fb` holds
+    /// `fb_len + multi_len(g)` floats.
     #[allow(clippy::too_many_arguments)]
     fn attend_multi(
         &self,
         kern: &Kernels,
         qs: &[f32],
+        opens: &[usize],
         outs: &mut [f32],
         xs: &mut [f32],
         lw: &mut [f64],
@@ -546,21 +568,25 @@ impl Paged {
     ) {
         let (d, dv) = (self.d, self.dv);
         let g = qs.len() / d;
+        let per = g / opens.len();
+        debug_assert!(per * opens.len() == g && opens.iter().all(|&o| o <= self.no));
         let cap = self.capacity();
         let gv = dv / quant::value_group(dv);
         let g32 = dv / QG;
         let ns = self.ns();
         let np = self.np;
         let (po, oo) = (ns, ns + np * PAGE);
-        let ho = oo + self.no;
-        let total = ho + self.nh;
+        // Query i's open rows and live slots.
+        let no = |i: usize| opens[i / per];
+        let total = |i: usize| oo + no(i) + self.nh;
+        let nomax = opens.iter().copied().max().unwrap_or(0);
         let (fb, ex) = fb.split_at_mut(fb_len(d, dv, self.pages, self.hcap));
         let (dec, rest) = fb.split_at_mut(PAGE * d.max(dv));
         let (pk, pv) = rest.split_at_mut(3 * self.pages * d);
-        let (qm, ex) = ex.split_at_mut(g * self.pages * d);
+        let (qm, ex) = ex.split_at_mut(g * d);
         let (bm, ex) = ex.split_at_mut(g * self.pages);
         let (sc, ex) = ex.split_at_mut(g * PAGE);
-        let (wm, ex) = ex.split_at_mut(g * self.pages * PAGE * g32);
+        let (wm, ex) = ex.split_at_mut(g.min(VQ) * self.pages * PAGE * g32);
         let bv = &mut ex[..g * gv];
         let s = self.scale as f64;
         let mut xmax = [f32::NEG_INFINITY; MQ];
@@ -576,26 +602,20 @@ impl Paged {
             }
             for (i, q) in qs.chunks_exact(d).enumerate() {
                 (kern.row_dots)(lo, q, &mut bm[i * np..(i + 1) * np]);
-                for p in 0..np {
-                    let row = &mut qm[(p * g + i) * d..(p * g + i + 1) * d];
+            }
+            for p in 0..np {
+                // The queries scaled by this page's steps, q * step.
+                for (row, q) in qm.chunks_exact_mut(d).zip(qs.chunks_exact(d)) {
                     for ((o, &a), &b) in row.iter_mut().zip(q).zip(&st[p * d..(p + 1) * d]) {
                         *o = b * a;
                     }
                 }
-            }
-            for p in 0..np {
                 let r = self.ring(p);
                 let codes = &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2];
-                (kern.u4_row_dots_multi)(
-                    codes,
-                    &qm[p * g * d..(p + 1) * g * d],
-                    d,
-                    &mut sc[..g * PAGE],
-                );
+                (kern.u4_row_dots_multi)(codes, qm, d, &mut sc[..g * PAGE]);
                 if let Some(h) = self.plane(r) {
                     // Per query, as in `attend`.
-                    for i in 0..g {
-                        let qi = &qm[(p * g + i) * d..(p * g + i + 1) * d];
+                    for (i, qi) in qm.chunks_exact(d).enumerate() {
                         self.fine_scores(kern, h, qi, dec, &mut sc[i * PAGE..(i + 1) * PAGE]);
                     }
                 }
@@ -615,10 +635,14 @@ impl Paged {
                 }
             }
         }
-        if total == 0 && self.tail.is_empty() {
+        let any = oo + nomax + self.nh > 0;
+        if !any && self.tail.is_empty() {
             outs.fill(0.0);
             return;
         }
+        debug_assert!(!self.tail.is_empty() || (0..g).all(|i| total(i) > 0));
+        // The open page's keys, decoded once for every query.
+        let ok = self.open_keys(kern, nomax, dec);
         // Per query: the other scores, the scale, the weights, the sinks.
         let (mut cs, mut dens, mut fs) = ([0.0f64; MQ], [0.0f64; MQ], [0.0f64; MQ]);
         for (i, (q, out)) in qs
@@ -627,6 +651,7 @@ impl Paged {
             .enumerate()
         {
             let x = &mut xs[i * cap..(i + 1) * cap];
+            let (no, total) = (no(i), total(i));
             // Sinks first, as in `attend` (max is order-independent here:
             // every score is folded by the same `f32::max`).
             let mut xm = f32::NEG_INFINITY;
@@ -634,7 +659,7 @@ impl Paged {
                 xm = xm.max((kern.row_dots)(&self.sk[..ns * d], q, &mut x[..ns]));
             }
             xm = xm.max(xmax[i]);
-            xm = xm.max(self.open_heavy_scores(kern, q, dec, &mut x[oo..total]));
+            xm = xm.max(self.open_heavy_scores(kern, q, &ok[..no * d], &mut x[oo..total]));
             let top = if total > 0 {
                 s * xm as f64
             } else {
@@ -656,7 +681,7 @@ impl Paged {
             }
             (cs[i], dens[i], fs[i]) = (c, den, f);
         }
-        if total > 0 {
+        if any {
             // Pages: 4-bit value rows, one multi call per ring segment.
             for (a, b) in self.segments() {
                 let (r0, r1) = (a * PAGE, b * PAGE);
@@ -666,25 +691,34 @@ impl Paged {
                 (kern.f16_to_f32)(&self.vlo[r0 * gv..r1 * gv], lf);
                 (kern.f16_to_f32)(&self.vst[r0 * gv..r1 * gv], sf);
                 let at = po + self.logical(a) * PAGE;
-                for i in 0..g {
-                    let w = &xs[i * cap + at..i * cap + at + n];
-                    Self::value_weights(
+                // VQ queries per multi call: their weights stay in cache
+                // (equal to single calls bitwise, so to one call for all).
+                for c0 in (0..g).step_by(VQ) {
+                    let c1 = (c0 + VQ).min(g);
+                    for i in c0..c1 {
+                        let w = &xs[i * cap + at..i * cap + at + n];
+                        Self::value_weights(
+                            dv,
+                            w,
+                            lf,
+                            sf,
+                            &mut wm[(i - c0) * n * g32..(i - c0 + 1) * n * g32],
+                            &mut bv[i * gv..(i + 1) * gv],
+                        );
+                    }
+                    (kern.u4_rows_multi)(
+                        &wm[..(c1 - c0) * n * g32],
+                        &self.vc[r0 * dv / 2..r1 * dv / 2],
                         dv,
-                        w,
-                        lf,
-                        sf,
-                        &mut wm[i * n * g32..(i + 1) * n * g32],
-                        &mut bv[i * gv..(i + 1) * gv],
+                        &mut outs[c0 * dv..c1 * dv],
                     );
-                }
-                (kern.u4_rows_multi)(
-                    &wm[..g * n * g32],
-                    &self.vc[r0 * dv / 2..r1 * dv / 2],
-                    dv,
-                    outs,
-                );
-                for (i, out) in outs.chunks_exact_mut(dv).enumerate() {
-                    Self::add_value_bias(dv, &bv[i * gv..(i + 1) * gv], out);
+                    for i in c0..c1 {
+                        Self::add_value_bias(
+                            dv,
+                            &bv[i * gv..(i + 1) * gv],
+                            &mut outs[i * dv..(i + 1) * dv],
+                        );
+                    }
                 }
                 for r in a..b {
                     let at = po + self.logical(r) * PAGE;
@@ -701,6 +735,7 @@ impl Paged {
             .enumerate()
         {
             let x = &mut xs[i * cap..(i + 1) * cap];
+            let total = total(i);
             if total > 0 {
                 self.open_heavy_values(kern, &x[oo..total], pv, out);
             }
@@ -747,14 +782,21 @@ impl Paged {
         }
     }
 
-    /// Scores `q.k` of the open rows and heavy slots into `x` (`no + nh`, in
-    /// that order; `dec`: >= `no d` floats); returns their max (-inf if none).
-    fn open_heavy_scores(&self, kern: &Kernels, q: &[f32], dec: &mut [f32], x: &mut [f32]) -> f32 {
-        let (d, no, nh) = (self.d, self.no, self.nh);
+    /// The first `no` open rows' keys, decoded (f16 -> f32) into `dec`.
+    fn open_keys<'a>(&self, kern: &Kernels, no: usize, dec: &'a mut [f32]) -> &'a [f32] {
+        let n = no * self.d;
+        (kern.f16_to_f32)(&self.ok[..n], &mut dec[..n]);
+        &dec[..n]
+    }
+
+    /// Scores `q.k` of the first `no` open rows (decoded keys `ok`, `no x d`,
+    /// from [`open_keys`](Self::open_keys)) and the heavy slots into `x`
+    /// (`no + nh`, in that order); returns their max (-inf if none).
+    fn open_heavy_scores(&self, kern: &Kernels, q: &[f32], ok: &[f32], x: &mut [f32]) -> f32 {
+        let (d, no, nh) = (self.d, ok.len() / self.d, self.nh);
         let mut m = f32::NEG_INFINITY;
         if no > 0 {
-            (kern.f16_to_f32)(&self.ok[..no * d], &mut dec[..no * d]);
-            m = m.max((kern.row_dots)(&dec[..no * d], q, &mut x[..no]));
+            m = m.max((kern.row_dots)(ok, q, &mut x[..no]));
         }
         if nh > 0 {
             m = m.max((kern.i8_row_dots)(
@@ -767,11 +809,11 @@ impl Paged {
         m
     }
 
-    /// `out += ` the open rows' and heavy slots' values for their weights
-    /// `w` (`no + nh`, in that order).
+    /// `out += ` the first `no` open rows' and the heavy slots' values for
+    /// their weights `w` (`no + nh`, in that order).
     fn open_heavy_values(&self, kern: &Kernels, w: &[f32], pv: &mut [f32], out: &mut [f32]) {
-        let (dv, no, nh) = (self.dv, self.no, self.nh);
-        let gv = dv / quant::value_group(dv);
+        let (dv, nh) = (self.dv, self.nh);
+        let (no, gv) = (w.len() - nh, dv / quant::value_group(dv));
         if no > 0 {
             (kern.f16_rows)(&w[..no], &self.ov[..no * dv], out);
         }
@@ -909,36 +951,47 @@ impl Paged {
             core::mem::take(&mut self.lw),
             core::mem::take(&mut self.num),
         );
-        let track = self.hcap > 0;
-        let keep = 1.0 - DECAY;
-        if track {
-            self.each_acc(|a, _| *a *= keep, &[]);
-        }
+        let no = self.no;
         if together {
             let (xs, fb) = buf.split_at_mut(g * cap);
-            self.attend_multi(kern, qs, outs, xs, &mut lw, &mut num, fb);
-            if track {
-                for x in xs.chunks_exact(cap) {
-                    self.each_acc(|a, w| *a += w, x);
-                }
-            }
+            self.attend_multi(kern, qs, &[no], outs, xs, &mut lw, &mut num, fb);
+            self.track(no, xs);
             (self.lw, self.num) = (lw, num);
             return;
         }
+        // The decay first (attend reads no accumulator), each head's weights
+        // as it is scored.
+        self.track(no, &[]);
         let (x, fb) = buf.split_at_mut(cap);
         for (q, out) in qs.chunks_exact(d).zip(outs.chunks_exact_mut(dv)) {
             self.attend(kern, q, out, x, &mut lw, &mut num, fb);
-            if track {
-                self.each_acc(|a, w| *a += w, x);
+            if self.hcap > 0 {
+                self.each_acc(no, |a, w| *a += w, x);
             }
         }
         (self.lw, self.num) = (lw, num);
     }
 
-    /// `f(acc, weight)` for every accumulator of the window (live pages, open
-    /// rows) and the heavy slots, with the weights `x` in `attend`'s order
-    /// (sinks first, which have none); `x` empty gives weight 0.
-    fn each_acc(&mut self, f: impl Fn(&mut f32, f32), x: &[f32]) {
+    /// One token's update of the accumulated attention (kept only when
+    /// heavy slots compete for it): `acc = (1 - DECAY) acc + sum_i w_i`
+    /// over its queries' weights `xs` (`i`-th in `xs[i C..(i + 1) C]`,
+    /// `attend`'s order for `no` open rows; empty: the decay alone).
+    fn track(&mut self, no: usize, xs: &[f32]) {
+        if self.hcap == 0 {
+            return;
+        }
+        let keep = 1.0 - DECAY;
+        self.each_acc(no, |a, _| *a *= keep, &[]);
+        for x in xs.chunks_exact(self.capacity()) {
+            self.each_acc(no, |a, w| *a += w, x);
+        }
+    }
+
+    /// `f(acc, weight)` for every accumulator of the window (live pages, the
+    /// first `no` open rows) and the heavy slots, with the weights `x` in
+    /// `attend`'s order for `no` open rows (sinks first, which have none);
+    /// `x` empty gives weight 0.
+    fn each_acc(&mut self, no: usize, f: impl Fn(&mut f32, f32), x: &[f32]) {
         let ns = self.ns();
         let w = |i: usize| x.get(i).copied().unwrap_or(0.0);
         for i in 0..self.np {
@@ -948,10 +1001,10 @@ impl Paged {
             }
         }
         let (oo, pg) = (ns + self.np * PAGE, self.pages * PAGE);
-        for (t, a) in self.wacc[pg..pg + self.no].iter_mut().enumerate() {
+        for (t, a) in self.wacc[pg..pg + no].iter_mut().enumerate() {
             f(a, w(oo + t));
         }
-        let ho = oo + self.no;
+        let ho = oo + no;
         for (t, a) in self.hacc[..self.nh].iter_mut().enumerate() {
             f(a, w(ho + t));
         }
@@ -964,6 +1017,99 @@ impl Paged {
         if self.no == PAGE {
             let c = self.capacity();
             self.close_page(kern, &mut buf[c..]);
+        }
+    }
+
+    /// Tokens of one prefill block ([`step_block`](Self::step_block)) for
+    /// groups of `g` queries: as many as [`MQ`] queries hold, at most a
+    /// page, and few enough that their scores (`b g C` floats, `C` the
+    /// capacity) stay within [`BLOCK_SCORES`] (1: no block path).
+    pub fn block_tokens(&self, g: usize) -> usize {
+        if g == 0 || g > MQ {
+            return 1;
+        }
+        let b = (MQ / g).min(PAGE).min(BLOCK_SCORES / (g * self.capacity()));
+        if b < 2 {
+            1
+        } else {
+            b
+        }
+    }
+
+    /// Caller scratch (f32) of a prefill in blocks of up to
+    /// [`block_tokens`](Self::block_tokens)`(g)` tokens: the group path's
+    /// ([`scratch_len_group`](Self::scratch_len_group)) for all `m = b g`
+    /// of their queries plus `m (d + dv)` for the block's queries and
+    /// outputs, which the caller gathers ahead of it (without blocks, one
+    /// group's scratch).
+    pub fn scratch_len_block(&self, g: usize) -> usize {
+        let m = self.block_tokens(g) * g;
+        if m <= g {
+            return self.scratch_len_group(g);
+        }
+        self.scratch_len_group(m) + m * (self.d + self.dv)
+    }
+
+    /// How many of the next `left` tokens (groups of `g` queries) the next
+    /// [`step_block`](Self::step_block) can take with a scratch of
+    /// `buf_len` floats: they must all land in the open page (past the
+    /// sinks, not beyond the page's end), `b g <= MQ`; 1 means token by
+    /// token (`insert`, `step_group`).
+    pub fn block_len(&self, g: usize, left: usize, buf_len: usize) -> usize {
+        let b = self.block_tokens(g).min(left).min(PAGE - self.no.min(PAGE));
+        if b < 2 || self.j < self.sinks as u64 || buf_len < self.scratch_len_group(b * g) {
+            return 1;
+        }
+        b
+    }
+
+    /// Causal steps of the last `b` inserted tokens together (prefill),
+    /// bitwise as `b` rounds of `insert` and `step_group`: every token since
+    /// the last step is in the open page (`b <= no`, past the sinks; see
+    /// [`block_len`](Self::block_len)), `qs` holds their groups' queries
+    /// token-major (`b g x d`, `b g <= MQ`), `outs` gets `b g x dv`. Between
+    /// two page closes only the open page and the accumulated attention
+    /// change, so the `b g` queries are scored at once
+    /// ([`attend_multi`](Self::attend_multi): each 4-bit page read once per
+    /// block), token `t`'s queries seeing the open rows up to its own; then
+    /// the accumulators take each token's update in order (rows inserted
+    /// after token `t` have 0, which the decay keeps). The page closes when
+    /// full. `buf`: [`scratch_len_group`](Self::scratch_len_group)`(b g)`.
+    pub fn step_block(
+        &mut self,
+        kern: &Kernels,
+        b: usize,
+        qs: &[f32],
+        outs: &mut [f32],
+        buf: &mut [f32],
+    ) {
+        let (d, cap) = (self.d, self.capacity());
+        let m = qs.len() / d;
+        assert!(
+            b >= 1 && b <= self.no && m.is_multiple_of(b) && m <= MQ,
+            "step_block: block shape"
+        );
+        assert!(
+            self.j - b as u64 >= self.sinks as u64,
+            "step_block: a sink in the block"
+        );
+        let g = m / b;
+        let mut opens = [0usize; MQ];
+        for (t, o) in opens[..b].iter_mut().enumerate() {
+            *o = self.no - b + 1 + t;
+        }
+        let (mut lw, mut num) = (
+            core::mem::take(&mut self.lw),
+            core::mem::take(&mut self.num),
+        );
+        let (xs, fb) = buf.split_at_mut(m * cap);
+        self.attend_multi(kern, qs, &opens[..b], outs, xs, &mut lw, &mut num, fb);
+        (self.lw, self.num) = (lw, num);
+        for (t, &no) in opens[..b].iter().enumerate() {
+            self.track(no, &xs[t * g * cap..(t + 1) * g * cap]);
+        }
+        if self.no == PAGE {
+            self.close_page(kern, &mut buf[cap..]);
         }
     }
 

@@ -102,12 +102,19 @@ impl Sketch {
         (PHI_BYTES / 4 / t / group.max(1)).clamp(1, FLUSH_INTERVAL as usize)
     }
 
-    /// Reserves the per-thread scratch for blocks of `group` queries per
-    /// token (before anything is committed, so a failure changes nothing).
-    pub(crate) fn reserve_block_scratch(&self, group: usize) -> Result<()> {
-        let need = self.block_scratch_len(group)?;
+    /// Reserves the per-thread scratch for `n` tokens of `group` queries
+    /// each (before anything is committed, so a failure changes nothing).
+    /// A paged head's prefill blocks (`n > 1`) want more than its single
+    /// steps; if that much cannot be had it prefills token by token.
+    pub(crate) fn reserve_block_scratch(&self, group: usize, n: usize) -> Result<()> {
+        let need = self.block_scratch_len(group, 1)?;
+        let want = self.block_scratch_len(group, n)?;
         PREFILL_SCRATCH.with(|cell| {
             let mut buf = cell.borrow_mut();
+            let have = buf.len();
+            if have < want && buf.try_reserve_exact(want - have).is_ok() {
+                buf.resize(want, 0.0);
+            }
             if buf.len() < need {
                 let extra = need - buf.len();
                 buf.try_reserve_exact(extra).map_err(|_| Error::Alloc)?;
@@ -133,10 +140,16 @@ impl Sketch {
     }
 
     /// Scratch floats [`commit_rows_with`](Self::commit_rows_with) needs for
-    /// blocks of `group` queries per token.
-    pub(crate) fn block_scratch_len(&self, group: usize) -> Result<usize> {
+    /// `n` tokens of `group` queries per token (hybrid heads: what their
+    /// single steps need, and for `n > 1` what a paged head's prefill
+    /// blocks want: with less it prefills token by token).
+    pub(crate) fn block_scratch_len(&self, group: usize, n: usize) -> Result<usize> {
         if let Some(h) = self.hybrid.as_deref() {
-            return Ok(h.scratch_len_group(group));
+            return Ok(if n > 1 {
+                h.scratch_len_block(group)
+            } else {
+                h.scratch_len_group(group)
+            });
         }
         let (d, dv) = self.dims();
         let c = self.block_len(group);
@@ -150,9 +163,24 @@ impl Sketch {
     pub(crate) fn commit_rows_with(&mut self, rows: &mut Rows, n: usize, buf: &mut [f32]) {
         let mut j = 0;
         while j < n {
+            if let Some(h) = self.hybrid.as_deref() {
+                let (d, dv) = self.dims();
+                // A block's queries and outputs (`mb` rows at most) are
+                // gathered ahead of the paged state's own scratch
+                // (`Paged::scratch_len_block`).
+                let mb = h.block_tokens(rows.group) * rows.group;
+                let b = h.block_len(rows.group, n - j, buf.len().saturating_sub(mb * (d + dv)));
+                if b > 1 {
+                    self.commit_hybrid_block(rows, j, b, mb, buf);
+                } else {
+                    self.commit_one(rows, j, buf);
+                }
+                j += b;
+                continue;
+            }
             let room = (FLUSH_INTERVAL - self.state.since_flush) as usize;
             let c = self.block_len(rows.group).min(room).min(n - j);
-            if self.hybrid.is_some() || c == 1 {
+            if c == 1 {
                 self.commit_one(rows, j, buf);
                 j += 1;
                 continue;
@@ -160,6 +188,49 @@ impl Sketch {
             self.commit_block(rows, j, c, buf);
             j += c;
         }
+    }
+
+    /// Tokens `j0..j0 + b` of `rows` through a paged head's prefill block
+    /// (`Hybrid::step_block`; `b` from `Hybrid::block_len`; `mb`: the
+    /// queries of a full block, whose rows `buf` starts with): the same
+    /// outputs and state as `b` single-token commits, bitwise.
+    fn commit_hybrid_block(
+        &mut self,
+        rows: &mut Rows,
+        j0: usize,
+        b: usize,
+        mb: usize,
+        buf: &mut [f32],
+    ) {
+        let (d, dv) = self.dims();
+        let g = rows.group;
+        let m = b * g;
+        let kern: &Kernels = self.kern;
+        let (qs, rest) = buf.split_at_mut(mb * d);
+        let (outs, buf) = rest.split_at_mut(mb * dv);
+        let (qs, outs) = (&mut qs[..m * d], &mut outs[..m * dv]);
+        for t in 0..b {
+            let qa = rows.q_at + (j0 + t) * rows.q_tok;
+            qs[t * g * d..(t + 1) * g * d].copy_from_slice(&rows.q[qa..qa + g * d]);
+        }
+        let Some(h) = self.hybrid.as_mut() else {
+            return;
+        };
+        self.poisoned = true;
+        for t in 0..b {
+            h.insert(kern, rows.k(d, j0 + t), rows.v(dv, j0 + t), buf);
+        }
+        h.step_block(kern, b, qs, outs, buf);
+        for t in 0..b {
+            let o = rows.out_at + (j0 + t) * rows.out_tok;
+            rows.out[o..o + g * dv].copy_from_slice(&outs[t * g * dv..(t + 1) * g * dv]);
+            // As `commit_one`: the bound grows by each token's increment in turn.
+            self.bound += self
+                .kv_incr(rows.k(d, j0 + t), rows.v(dv, j0 + t))
+                .unwrap_or(0.0);
+        }
+        self.tokens += b as u64;
+        self.poisoned = false;
     }
 
     /// One token through the single-token path. Hybrid heads take the
