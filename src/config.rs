@@ -77,8 +77,13 @@ pub const VALUES_U4: u32 = 3;
 /// Share of the paged preset's bytes that goes to heavy slots (measured:
 /// see `for_budget_paged`).
 pub const PAGED_HEAVY_SHARE: f64 = 0.1;
-/// Tail groups of the paged preset.
-pub const PAGED_GROUPS: u32 = 8;
+/// The paged preset has heavy slots only when its window alone would hold
+/// at least this many tokens (measured: below it, as at 128 KiB per kv head
+/// at d = 64, the bytes buy more as window; docs/paged.md).
+pub const PAGED_HEAVY_FROM: u32 = 2048;
+/// Tail groups of the paged preset (one: more groups cost window tokens and
+/// did not pay; docs/paged.md).
+pub const PAGED_GROUPS: u32 = 1;
 
 /// Presets store values as int8 (`value_format` 2) when binary16 values
 /// would leave fewer exact slots than this. Measured (eval tool, 24 heads of
@@ -155,11 +160,12 @@ impl Config {
         Ok(())
     }
 
-    /// The paged preset (`sketch::paged`, 4-bit tokens): 4 sinks, about
-    /// [`PAGED_HEAVY_SHARE`] of the bytes in heavy slots, a
-    /// [`PAGED_GROUPS`]-group tail, and the longest whole-page window that
-    /// fits. `InvalidArg` when the dims are not multiples of 32 or nothing
-    /// fits.
+    /// The paged preset (`sketch::paged`, 4-bit tokens): 4 sinks, a
+    /// [`PAGED_GROUPS`]-group tail, about [`PAGED_HEAVY_SHARE`] of the bytes
+    /// in heavy slots when the window alone would hold at least
+    /// [`PAGED_HEAVY_FROM`] tokens (else none), and the longest whole-page
+    /// window that fits. `InvalidArg` when the dims are not multiples of 32
+    /// or nothing fits.
     pub fn for_budget_paged(&mut self, bytes: usize) -> Result<()> {
         use crate::sketch::{paged::PAGE, Sketch};
         let (d, dv) = (self.head_dim as usize, self.value_dim as usize);
@@ -177,11 +183,15 @@ impl Config {
         // A heavy slot: int8 key and scale, 4-bit value row and parameters,
         // accumulated attention and position (`sketch::paged`).
         let slot = d + 4 + dv / 2 + 4 * (dv / crate::sketch::paged::quant::value_group(dv)) + 12;
-        c.heavy_tokens = (bytes as f64 * PAGED_HEAVY_SHARE / slot as f64) as u32;
         let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
         let set = |c: &mut Config, pages: u32| c.window_tokens = pages * PAGE as u32;
         let hi = (bytes / (PAGE * (d + dv) / 2).max(1) + 1) as u32;
+        c.heavy_tokens = 0;
         largest_fitting(&mut c, 0, hi, set, fits).ok_or(Error::InvalidArg)?;
+        if c.window_tokens >= PAGED_HEAVY_FROM {
+            c.heavy_tokens = (bytes as f64 * PAGED_HEAVY_SHARE / slot as f64) as u32;
+            largest_fitting(&mut c, 0, hi, set, fits).ok_or(Error::InvalidArg)?;
+        }
         *self = c;
         Ok(())
     }
