@@ -74,13 +74,6 @@ pub const KEYS_U4: u32 = 2;
 /// `(lo, step)` per 32 channels. Needs [`KEYS_U4`].
 pub const VALUES_U4: u32 = 3;
 
-/// Share of the paged preset's bytes that goes to heavy slots (measured:
-/// see `for_budget_paged`).
-pub const PAGED_HEAVY_SHARE: f64 = 0.1;
-/// The paged preset has heavy slots only when its window alone would hold
-/// at least this many tokens (measured: below it, as at 128 KiB per kv head
-/// at d = 64, the bytes buy more as window; docs/paged.md).
-pub const PAGED_HEAVY_FROM: u32 = 2048;
 /// Tail groups of the paged preset (one: more groups cost window tokens and
 /// did not pay; docs/paged.md).
 pub const PAGED_GROUPS: u32 = 1;
@@ -161,11 +154,10 @@ impl Config {
     }
 
     /// The paged preset (`sketch::paged`, 4-bit tokens): 4 sinks, a
-    /// [`PAGED_GROUPS`]-group tail, about [`PAGED_HEAVY_SHARE`] of the bytes
-    /// in heavy slots when the window alone would hold at least
-    /// [`PAGED_HEAVY_FROM`] tokens (else none), and the longest whole-page
-    /// window that fits. `InvalidArg` when the dims are not multiples of 32
-    /// or nothing fits.
+    /// [`PAGED_GROUPS`]-group tail, no heavy slots (measured: at 10% of the
+    /// bytes they won no budget reliably end to end; docs/paged.md) and the
+    /// longest whole-page window that fits. `InvalidArg` when the dims are
+    /// not multiples of 32 or nothing fits.
     pub fn for_budget_paged(&mut self, bytes: usize) -> Result<()> {
         use crate::sketch::{paged::PAGE, Sketch};
         let (d, dv) = (self.head_dim as usize, self.value_dim as usize);
@@ -180,18 +172,11 @@ impl Config {
         c.degree = 2;
         c.sink_tokens = 4;
         c.tail_groups = PAGED_GROUPS;
-        // A heavy slot: int8 key and scale, 4-bit value row and parameters,
-        // accumulated attention and position (`sketch::paged`).
-        let slot = d + 4 + dv / 2 + 4 * (dv / crate::sketch::paged::quant::value_group(dv)) + 12;
+        c.heavy_tokens = 0;
         let fits = |c: &Config| c.validate().is_ok() && Sketch::bytes_for(c) <= bytes;
         let set = |c: &mut Config, pages: u32| c.window_tokens = pages * PAGE as u32;
         let hi = (bytes / (PAGE * (d + dv) / 2).max(1) + 1) as u32;
-        c.heavy_tokens = 0;
         largest_fitting(&mut c, 0, hi, set, fits).ok_or(Error::InvalidArg)?;
-        if c.window_tokens >= PAGED_HEAVY_FROM {
-            c.heavy_tokens = (bytes as f64 * PAGED_HEAVY_SHARE / slot as f64) as u32;
-            largest_fitting(&mut c, 0, hi, set, fits).ok_or(Error::InvalidArg)?;
-        }
         *self = c;
         Ok(())
     }

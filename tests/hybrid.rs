@@ -1008,34 +1008,25 @@ fn bank_keeps_tokens_only_a_later_query_head_attends() {
 }
 
 #[test]
-fn paged_preset_has_heavy_slots_only_beside_a_long_window() {
-    // PAGED_HEAVY_FROM: heavy slots only when the window alone would hold
-    // that many tokens; one tail group.
-    use attnsketch::config::{PAGED_GROUPS, PAGED_HEAVY_FROM};
-    let mut seen = (false, false);
+fn paged_preset_is_the_longest_window_with_one_tail_group() {
+    // The preset: no heavy slots, PAGED_GROUPS tail groups, and no whole
+    // page more would fit.
+    use attnsketch::config::PAGED_GROUPS;
     for &d in &[64u32, 128, 256] {
         for &kib in &[64usize, 128, 256, 512, 1024, 2048] {
             let bytes = kib * 1024;
             let mut c = Config::new(d);
             c.for_budget(bytes).unwrap();
+            assert_eq!((c.key_format, c.value_format), (2, 3), "d={d} {kib} KiB");
             assert_eq!(c.tail_groups, PAGED_GROUPS, "d={d} {kib} KiB");
-            let mut bare = c.clone();
-            bare.heavy_tokens = 0;
-            bare.window_tokens += 32;
-            while Sketch::bytes_for(&bare) <= bytes {
-                bare.window_tokens += 32;
-            }
-            let window_alone = bare.window_tokens - 32;
-            if c.heavy_tokens == 0 {
-                assert!(window_alone < PAGED_HEAVY_FROM, "d={d} {kib} KiB: {c:?}");
-                seen.0 = true;
-            } else {
-                assert!(window_alone >= PAGED_HEAVY_FROM, "d={d} {kib} KiB: {c:?}");
-                assert!(c.window_tokens < window_alone);
-                seen.1 = true;
-            }
+            assert_eq!(c.heavy_tokens, 0, "d={d} {kib} KiB");
             assert!(Sketch::bytes_for(&c) <= bytes);
+            let mut more = c.clone();
+            more.window_tokens += 32;
+            assert!(
+                Sketch::bytes_for(&more) > bytes,
+                "d={d} {kib} KiB: a page more fits"
+            );
         }
     }
-    assert_eq!(seen, (true, true), "both sides of the rule are reached");
 }

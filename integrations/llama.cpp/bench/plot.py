@@ -50,8 +50,12 @@ def quality(rows, out, md):
         for t, rs in texts.items():
             for r in rs:
                 configs.setdefault(r["config"], {})[t] = r
-        # the older preset's rows (-vg64) after the current ones
-        configs = OrderedDict(sorted(configs.items(), key=lambda kv: "-vg64" in kv[0]))
+        # earlier presets' rows (attnsketch-*) after the current ones
+        def order(kv):
+            name = kv[0].split(":")[0]
+            rank = {"exact": 0, "q8_0": 1, "q4_0": 2, "attnsketch": 3, "sllm": 4}.get(name, 5)
+            return (rank, name, float(next(iter(kv[1].values()))["bytes_per_kv_head"]))
+        configs = OrderedDict(sorted(configs.items(), key=order))
         exact = {t: next((float(r["ppl"]) for r in rs if r["config"] == "exact"), None) for t, rs in texts.items()}
         for cfg, by_text in configs.items():
             any_r = next(iter(by_text.values()))
@@ -69,11 +73,14 @@ def quality(rows, out, md):
         dates = sorted({r["date"][:10] for rs in texts.values() for r in rs})
         md.append(f"\n({', '.join(dates)}; {texts[next(iter(texts))][0]['machine']}; chunks {texts[next(iter(texts))][0]['chunks']}; "
                   "exact = f16 cache, flash attention on; q8_0/q4_0 = llama.cpp's quantized caches (with its Hadamard "
-                  "rotation), flash attention on; attnsketch:B = as_config_for_budget(B) per kv head (the paged preset: 4-bit "
-                  "pages with 32-channel value groups and fine planes, int8-key heavy slots, 8-group tail; commit 548e974); "
+                  "rotation), flash attention on; attnsketch:B = as_config_for_budget(B) per kv head (the paged preset: 4 sinks, "
+                  "the longest window of 4-bit pages with 32-channel value groups and fine planes, 1 tail group, no heavy "
+                  "slots; commit after 928263d; at 256K-1M the same config as sllm:B, whose runs they are); "
                   "sllm:B = the library as StreamingLLM at the same bytes: 4 sinks + recent window of whole pages, the "
-                  "preset's 4-bit formats, no heavy slots, 1 tail group; *-vg64 rows: the same configs measured earlier "
-                  "with the older preset (64-channel value groups, no fine planes; commit 2dd02b3))\n")
+                  "preset's 4-bit formats, no heavy slots, 1 tail group; earlier presets: attnsketch-h = 10% int8-key heavy "
+                  "slots when the window would hold 2048 tokens, 1 tail group (928263d); attnsketch-g8 = heavy slots at "
+                  "every budget, 8 tail groups (548e974); attnsketch-vg64 = 64-channel value groups, no fine planes "
+                  "(2dd02b3))\n")
         try:
             import matplotlib
             matplotlib.use("Agg")
