@@ -2,23 +2,17 @@
 //! heads, d = 64) with the budget preset, once its window is full: for
 //! callgrind instruction counts or perf profiles of the per-token path.
 //! `cargo run --release --example bank_decode -- [budget KiB] [prefill] [decode]`
-use attnsketch::{Bank, Config};
+mod bank_shape;
+use attnsketch::Bank;
 use std::time::Instant;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let kib: usize = a.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
     let pre: usize = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(8192);
     let n: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(512);
-    let (nq, nkv, d) = (9usize, 3usize, 64usize);
-    let mut cfg = Config::new(d as u32);
-    cfg.for_budget(kib << 10).unwrap();
-    let mut b = Bank::new(&cfg, nq as u32, nkv as u32).unwrap();
-    b.set_threads(1).unwrap();
-    let tok = |j: usize, h: usize, w: usize, f: f32| -> Vec<f32> {
-        (0..h * w)
-            .map(|i| ((i * 7 + j * 13) as f32 * f).sin() * (1.0 + (i % w) as f32 / w as f32))
-            .collect()
-    };
+    let (nq, nkv, d) = bank_shape::SHAPE;
+    let (mut b, cfg) = bank_shape::bank(kib);
+    let tok = bank_shape::tok;
     let mut out = vec![0.0f32; nq * d];
     let mut run = |from: usize, to: usize, b: &mut Bank| {
         for j in from..to {

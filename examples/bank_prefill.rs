@@ -5,7 +5,7 @@
 //! counts and wall times of the prefill path. Prints the time and a hash
 //! of every output bit (equal hashes: equal outputs).
 //! `cargo run --release --example bank_prefill -- [budget KiB] [tokens] [batch] [each]`
-use attnsketch::{Bank, Config};
+mod bank_shape;
 use std::time::Instant;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -13,16 +13,9 @@ fn main() {
     let n: usize = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(2600);
     let batch: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(512);
     let each = a.get(4).is_some_and(|s| s == "each");
-    let (nq, nkv, d) = (9usize, 3usize, 64usize);
-    let mut cfg = Config::new(d as u32);
-    cfg.for_budget(kib << 10).unwrap();
-    let mut b = Bank::new(&cfg, nq as u32, nkv as u32).unwrap();
-    b.set_threads(1).unwrap();
-    let tok = |j: usize, h: usize, w: usize, f: f32| -> Vec<f32> {
-        (0..h * w)
-            .map(|i| ((i * 7 + j * 13) as f32 * f).sin() * (1.0 + (i % w) as f32 / w as f32))
-            .collect()
-    };
+    let (nq, nkv, d) = bank_shape::SHAPE;
+    let (mut b, cfg) = bank_shape::bank(kib);
+    let tok = bank_shape::tok;
     let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
     for j in 0..n {
         q.extend(tok(j, nq, d, 0.37));
