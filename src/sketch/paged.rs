@@ -51,7 +51,7 @@
 //! 8 per page for the plane tables.
 //! The per-slot score scratch (4 bytes per slot) is the caller thread's; a
 //! GQA group of G query heads scored together (`attend_multi`) takes G
-//! times that plus `4 (G (d + P + 32 + dv/32) + min(G, 8) P dv)` bytes
+//! times that plus `4 (G (2d + P + 64 + dv/32) + min(G, 8) P dv)` bytes
 //! (`scratch_len_group`; about 100 KB at G = 3, d = 64 and 256 KiB). Prefill
 //! in blocks (`step_block`: b tokens' `m = b G <= MQ` queries scored
 //! together, b shortened so the m rows of scores stay within
@@ -218,7 +218,7 @@ impl Paged {
     /// value weights for at most [`VQ`] queries at a time.
     fn multi_len(&self, g: usize) -> usize {
         let (p, d, dv) = (self.pages, self.d, self.dv);
-        g * (d + p + PAGE + dv / quant::value_group(dv)) + g.min(VQ) * p * PAGE * (dv / QG)
+        g * (2 * d + p + 2 * PAGE + dv / quant::value_group(dv)) + g.min(VQ) * p * PAGE * (dv / QG)
     }
 
     /// An empty state.
@@ -469,7 +469,8 @@ impl Paged {
                 let qi = &qs[i * d..(i + 1) * d];
                 (kern.u4_row_dots)(codes, qi, xs);
                 if let Some(h) = self.plane(r) {
-                    self.fine_scores(kern, h, qi, dec, xs);
+                    let (q16, t) = dec.split_at_mut(d);
+                    self.fine_scores(kern, h, qi, q16, &mut t[..PAGE], xs);
                 }
                 // 8 running maxima (vectorizes; PAGE is a multiple of 8).
                 let mut m = [f32::NEG_INFINITY; 8];
@@ -520,7 +521,6 @@ impl Paged {
                     &self.vc[r0 * dv / 2..r1 * dv / 2],
                     lo,
                     st,
-                    false,
                     pv,
                     out,
                 );
@@ -586,6 +586,8 @@ impl Paged {
         let (qm, ex) = ex.split_at_mut(g * d);
         let (bm, ex) = ex.split_at_mut(g * self.pages);
         let (sc, ex) = ex.split_at_mut(g * PAGE);
+        let (fq, ex) = ex.split_at_mut(g * d);
+        let (ft, ex) = ex.split_at_mut(g * PAGE);
         let (wm, ex) = ex.split_at_mut(g.min(VQ) * self.pages * PAGE * g32);
         let bv = &mut ex[..g * gv];
         let s = self.scale as f64;
@@ -614,10 +616,7 @@ impl Paged {
                 let codes = &self.kc[r * PAGE * d / 2..(r + 1) * PAGE * d / 2];
                 (kern.u4_row_dots_multi)(codes, qm, d, &mut sc[..g * PAGE]);
                 if let Some(h) = self.plane(r) {
-                    // Per query, as in `attend`.
-                    for (i, qi) in qm.chunks_exact(d).enumerate() {
-                        self.fine_scores(kern, h, qi, dec, &mut sc[i * PAGE..(i + 1) * PAGE]);
-                    }
+                    self.fine_scores(kern, h, qm, fq, ft, &mut sc[..g * PAGE]);
                 }
                 for i in 0..g {
                     let x = &mut xs[i * cap + po + p * PAGE..i * cap + po + (p + 1) * PAGE];
@@ -691,39 +690,26 @@ impl Paged {
                 (kern.f16_to_f32)(&self.vlo[r0 * gv..r1 * gv], lf);
                 (kern.f16_to_f32)(&self.vst[r0 * gv..r1 * gv], sf);
                 let at = po + self.logical(a) * PAGE;
-                // VQ queries per multi call: their weights stay in cache
-                // (equal to single calls bitwise, so to one call for all).
-                for c0 in (0..g).step_by(VQ) {
-                    let c1 = (c0 + VQ).min(g);
-                    for i in c0..c1 {
-                        let w = &xs[i * cap + at..i * cap + at + n];
-                        Self::value_weights(
-                            dv,
-                            w,
-                            lf,
-                            sf,
-                            &mut wm[(i - c0) * n * g32..(i - c0 + 1) * n * g32],
-                            &mut bv[i * gv..(i + 1) * gv],
-                        );
-                    }
-                    (kern.u4_rows_multi)(
-                        &wm[..(c1 - c0) * n * g32],
-                        &self.vc[r0 * dv / 2..r1 * dv / 2],
-                        dv,
-                        &mut outs[c0 * dv..c1 * dv],
-                    );
-                    for i in c0..c1 {
-                        Self::add_value_bias(
-                            dv,
-                            &bv[i * gv..(i + 1) * gv],
-                            &mut outs[i * dv..(i + 1) * dv],
-                        );
-                    }
-                }
+                self.values_multi(
+                    kern,
+                    xs,
+                    at,
+                    lf,
+                    sf,
+                    &self.vc[r0 * dv / 2..r1 * dv / 2],
+                    wm,
+                    bv,
+                    outs,
+                );
+                // The fine planes of the segment's pages, page by page.
                 for r in a..b {
-                    let at = po + self.logical(r) * PAGE;
-                    for (i, out) in outs.chunks_exact_mut(dv).enumerate() {
-                        self.fine_values(kern, r, &xs[i * cap + at..][..PAGE], pv, out);
+                    if let Some(h) = self.plane(r) {
+                        let (lf, rest) = pv.split_at_mut(PAGE * gv);
+                        let sf = &mut rest[..PAGE * gv];
+                        self.fine_params(kern, r, lf, sf);
+                        let codes = &self.vc[h * PAGE * dv / 2..(h + 1) * PAGE * dv / 2];
+                        let at = po + self.logical(r) * PAGE;
+                        self.values_multi(kern, xs, at, lf, sf, codes, wm, bv, outs);
                     }
                 }
             }
@@ -752,21 +738,57 @@ impl Paged {
         }
     }
 
-    /// Adds page r's fine-plane term to its 32 scores `xs` for the scaled
-    /// query `qs = q * step` (`h`: the plane's slot; `buf`: >= d + 32 floats):
-    /// `+ sum_c (qs_c / 16)(e_tc - 8)`.
-    fn fine_scores(&self, kern: &Kernels, h: usize, qs: &[f32], buf: &mut [f32], xs: &mut [f32]) {
+    /// Adds page r's fine-plane term to the 32 scores of each of the `g =
+    /// qs.len() / d` scaled queries `qs = q * step` (`xs`: `g` rows of 32;
+    /// `h`: the plane's slot; `q16`, `t`: scratch of `g d` and `g 32`
+    /// floats): `+ sum_c (qs_c / 16)(e_tc - 8)`. The plane's codes are read
+    /// once for all queries (`u4_row_dots_multi`, bitwise equal to single
+    /// calls).
+    fn fine_scores(
+        &self,
+        kern: &Kernels,
+        h: usize,
+        qs: &[f32],
+        q16: &mut [f32],
+        t: &mut [f32],
+        xs: &mut [f32],
+    ) {
         let d = self.d;
-        let (q16, t) = buf.split_at_mut(d);
-        let mut off = 0.0f32;
-        for (o, &a) in q16.iter_mut().zip(qs) {
-            *o = a * (1.0 / 16.0);
-            off += *o;
+        let g = qs.len() / d;
+        let mut offs = [0.0f32; MQ];
+        for ((row, q), off) in q16[..g * d]
+            .chunks_exact_mut(d)
+            .zip(qs.chunks_exact(d))
+            .zip(offs.iter_mut())
+        {
+            for (o, &a) in row.iter_mut().zip(q) {
+                *o = a * (1.0 / 16.0);
+                *off += *o;
+            }
         }
         let fine = &self.kc[h * PAGE * d / 2..(h + 1) * PAGE * d / 2];
-        (kern.u4_row_dots)(fine, q16, &mut t[..PAGE]);
-        for (v, &f) in xs.iter_mut().zip(&t[..PAGE]) {
-            *v += f - 8.0 * off;
+        (kern.u4_row_dots_multi)(fine, &q16[..g * d], d, &mut t[..g * PAGE]);
+        for ((x, t), off) in xs[..g * PAGE]
+            .chunks_exact_mut(PAGE)
+            .zip(t.chunks_exact(PAGE))
+            .zip(offs)
+        {
+            for (v, &f) in x.iter_mut().zip(t) {
+                *v += f - 8.0 * off;
+            }
+        }
+    }
+
+    /// Page r's fine-plane group parameters as f32 (`lf`, `sf`: `32 gv`):
+    /// `(-step / 2, step / 16)` of its rows' value groups.
+    fn fine_params(&self, kern: &Kernels, r: usize, lf: &mut [f32], sf: &mut [f32]) {
+        let gv = self.dv / quant::value_group(self.dv);
+        let (t0, t1) = (r * PAGE * gv, (r + 1) * PAGE * gv);
+        (kern.f16_to_f32)(&self.vlo[t0..t1], lf);
+        (kern.f16_to_f32)(&self.vst[t0..t1], sf);
+        for (l, s) in lf.iter_mut().zip(sf.iter_mut()) {
+            *l = -0.5 * *s;
+            *s *= 1.0 / 16.0;
         }
     }
 
@@ -775,10 +797,62 @@ impl Paged {
     fn fine_values(&self, kern: &Kernels, r: usize, w: &[f32], pv: &mut [f32], out: &mut [f32]) {
         if let Some(h) = self.plane(r) {
             let (dv, gv) = (self.dv, self.dv / quant::value_group(self.dv));
-            let (t0, t1) = (r * PAGE, (r + 1) * PAGE);
             let codes = &self.vc[h * PAGE * dv / 2..(h + 1) * PAGE * dv / 2];
-            let (lo, st) = (&self.vlo[t0 * gv..t1 * gv], &self.vst[t0 * gv..t1 * gv]);
-            Self::u4_values(kern, dv, w, codes, lo, st, true, pv, out);
+            let (wv, rest) = pv.split_at_mut(PAGE * dv / QG);
+            let (lf, rest) = rest.split_at_mut(PAGE * gv);
+            let sf = &mut rest[..PAGE * gv];
+            self.fine_params(kern, r, lf, sf);
+            Self::u4_values_f32(kern, dv, w, codes, lf, sf, wv, out);
+        }
+    }
+
+    /// `outs[i] += sum_t w_it v_t` for the `g = outs.len() / dv` queries
+    /// over `n = lf.len() / gv` 4-bit value rows `codes` with f32 group
+    /// parameters `lf`, `sf`; query i's weights are `xs[i C + at..][..n]`
+    /// (`C` the capacity). VQ queries per `u4_rows_multi` call, so their
+    /// kernel weights (`wm`: `min(g, VQ) n dv / 32`) stay in cache; each
+    /// query's arithmetic is [`u4_values`](Self::u4_values)'s, bitwise.
+    #[allow(clippy::too_many_arguments)]
+    fn values_multi(
+        &self,
+        kern: &Kernels,
+        xs: &[f32],
+        at: usize,
+        lf: &[f32],
+        sf: &[f32],
+        codes: &[u8],
+        wm: &mut [f32],
+        bv: &mut [f32],
+        outs: &mut [f32],
+    ) {
+        let (dv, cap) = (self.dv, self.capacity());
+        let (gv, g32) = (dv / quant::value_group(dv), dv / QG);
+        let (g, n) = (outs.len() / dv, lf.len() / gv);
+        for c0 in (0..g).step_by(VQ) {
+            let c1 = (c0 + VQ).min(g);
+            for i in c0..c1 {
+                Self::value_weights(
+                    dv,
+                    &xs[i * cap + at..i * cap + at + n],
+                    lf,
+                    sf,
+                    &mut wm[(i - c0) * n * g32..(i - c0 + 1) * n * g32],
+                    &mut bv[i * gv..(i + 1) * gv],
+                );
+            }
+            (kern.u4_rows_multi)(
+                &wm[..(c1 - c0) * n * g32],
+                codes,
+                dv,
+                &mut outs[c0 * dv..c1 * dv],
+            );
+            for i in c0..c1 {
+                Self::add_value_bias(
+                    dv,
+                    &bv[i * gv..(i + 1) * gv],
+                    &mut outs[i * dv..(i + 1) * dv],
+                );
+            }
         }
     }
 
@@ -823,7 +897,7 @@ impl Paged {
                 &self.hvlo[..nh * gv],
                 &self.hvst[..nh * gv],
             );
-            Self::u4_values(kern, dv, &w[no..no + nh], c, lo, st, false, pv, out);
+            Self::u4_values(kern, dv, &w[no..no + nh], c, lo, st, pv, out);
         }
     }
 
@@ -845,9 +919,6 @@ impl Paged {
     /// weights `w` (n), `codes` (n dv / 2 bytes), `lo`/`st` (n x dv / vg
     /// groups); `pv` scratch of `3 n dv / 32` floats. The kernel takes one
     /// weight per 32 channels: a 64-channel group's weight goes to both.
-    /// With `fine`, `codes` is a fine plane of rows with those parameters:
-    /// `out += sum_t w_t (step_t / 16)(e_t - 8)`, i.e. group parameters
-    /// `(-step / 2, step / 16)`.
     #[allow(clippy::too_many_arguments)]
     fn u4_values(
         kern: &Kernels,
@@ -856,7 +927,6 @@ impl Paged {
         codes: &[u8],
         lo: &[u16],
         st: &[u16],
-        fine: bool,
         pv: &mut [f32],
         out: &mut [f32],
     ) {
@@ -867,14 +937,25 @@ impl Paged {
         let (lf, sf) = rest.split_at_mut(n * g32);
         (kern.f16_to_f32)(&lo[..n * gv], &mut lf[..n * gv]);
         (kern.f16_to_f32)(&st[..n * gv], &mut sf[..n * gv]);
-        if fine {
-            for (l, s) in lf[..n * gv].iter_mut().zip(&mut sf[..n * gv]) {
-                *l = -0.5 * *s;
-                *s *= 1.0 / 16.0;
-            }
-        }
+        Self::u4_values_f32(kern, dv, w, codes, &lf[..n * gv], &sf[..n * gv], wv, out);
+    }
+
+    /// [`u4_values`](Self::u4_values) with the group parameters as f32
+    /// (`lf`, `sf`: `n gv`) and the kernel's weights in `wv` (`n dv / 32`).
+    #[allow(clippy::too_many_arguments)]
+    fn u4_values_f32(
+        kern: &Kernels,
+        dv: usize,
+        w: &[f32],
+        codes: &[u8],
+        lf: &[f32],
+        sf: &[f32],
+        wv: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let gv = dv / quant::value_group(dv);
         let mut bias = [0.0f32; 128];
-        Self::value_weights(dv, w, &lf[..n * gv], &sf[..n * gv], wv, &mut bias[..gv]);
+        Self::value_weights(dv, w, lf, sf, wv, &mut bias[..gv]);
         (kern.u4_rows)(wv, codes, out);
         Self::add_value_bias(dv, &bias[..gv], out);
     }
@@ -899,8 +980,17 @@ impl Paged {
         if gv == 1 {
             // One group per row (dv = 64, the common case): a flat loop the
             // compiler vectorizes; the bias by 8 partial sums.
-            for ((row, &wt), &st) in wv[..n * g32].chunks_exact_mut(g32).zip(w).zip(sf) {
-                row.fill(wt * st);
+            if g32 == 2 {
+                // dv = 64: pairs (a fixed width the compiler vectorizes).
+                for ((pair, &wt), &st) in wv[..2 * n].chunks_exact_mut(2).zip(w).zip(sf) {
+                    let x = wt * st;
+                    pair[0] = x;
+                    pair[1] = x;
+                }
+            } else {
+                for ((row, &wt), &st) in wv[..n * g32].chunks_exact_mut(g32).zip(w).zip(sf) {
+                    row.fill(wt * st);
+                }
             }
             let mut acc = [0.0f32; 8];
             let (wc, lc) = (w.chunks_exact(8), lf.chunks_exact(8));
