@@ -335,6 +335,27 @@ size_t as_bank_state_bytes(const struct as_bank *b);
 as_status as_bank_set_threads(struct as_bank *b, uint32_t n_threads);
 
 /*
+ Serializes a bank (`docs/format.md`, "Bank container": each key/value
+ head's `as_serialize` form under one checksum). With `buf == NULL`
+ stores the needed size in `*written` and returns `AS_OK`. With `cap`
+ smaller than that size returns `AS_ERR_BUFFER_TOO_SMALL`, stores the size
+ in `*written` and writes nothing into `buf`. On success writes the bytes
+ and their count. A poisoned head gives `AS_ERR_INTERNAL`, `*written` not
+ written. The worker-thread setting is not part of the state.
+ */
+as_status as_bank_serialize(const struct as_bank *b, uint8_t *buf, size_t cap, size_t *written);
+
+/*
+ A new bank from `len` bytes of `as_bank_serialize`, at the detected CPU
+ level, with one worker thread. Refuses a truncated, altered,
+ trailing-bytes or inconsistent buffer (head counts, heads of different
+ configs) with `AS_ERR_CORRUPT`, a newer container or head format with
+ `AS_ERR_UNSUPPORTED`; on failure `*out` is not written. The loaded bank
+ continues the stream bit for bit as the one that wrote it.
+ */
+as_status as_bank_deserialize(const uint8_t *buf, size_t len, struct as_bank **out);
+
+/*
  Fills defaults for a head of dimension `head_dim`: value_dim = head_dim,
  degree = 2, scale = 1/sqrt(head_dim), causal, seed 0, no output sketch,
  no exact tokens. Writes all `sizeof(as_config)` bytes of this version.

@@ -94,3 +94,65 @@ pub unsafe extern "C" fn as_bank_set_threads(b: *mut as_bank, n_threads: u32) ->
         b.set_threads(n_threads)
     })
 }
+
+/// Serializes a bank (`docs/format.md`, "Bank container": each key/value
+/// head's `as_serialize` form under one checksum). With `buf == NULL`
+/// stores the needed size in `*written` and returns `AS_OK`. With `cap`
+/// smaller than that size returns `AS_ERR_BUFFER_TOO_SMALL`, stores the size
+/// in `*written` and writes nothing into `buf`. On success writes the bytes
+/// and their count. A poisoned head gives `AS_ERR_INTERNAL`, `*written` not
+/// written. The worker-thread setting is not part of the state.
+#[no_mangle]
+pub unsafe extern "C" fn as_bank_serialize(
+    b: *const as_bank,
+    buf: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> as_status {
+    guard(|| {
+        // SAFETY: NULL or a live bank, by the contract.
+        let b = unsafe { get_ref(b) }?;
+        let written = out_ptr(written)?;
+        b.check_serializable()?;
+        let need = b.serialized_len();
+        if buf.is_null() || cap < need {
+            // SAFETY: non-null and aligned.
+            unsafe { written.write(need) };
+            return if buf.is_null() {
+                Ok(())
+            } else {
+                Err(Error::BufferTooSmall)
+            };
+        }
+        // SAFETY: the caller provides `cap >= need` writable bytes at `buf`.
+        let out = unsafe { core::slice::from_raw_parts_mut(buf, need) };
+        let n = b.serialize_into(out)?;
+        // SAFETY: non-null and aligned.
+        unsafe { written.write(n) };
+        Ok(())
+    })
+}
+
+/// A new bank from `len` bytes of `as_bank_serialize`, at the detected CPU
+/// level, with one worker thread. Refuses a truncated, altered,
+/// trailing-bytes or inconsistent buffer (head counts, heads of different
+/// configs) with `AS_ERR_CORRUPT`, a newer container or head format with
+/// `AS_ERR_UNSUPPORTED`; on failure `*out` is not written. The loaded bank
+/// continues the stream bit for bit as the one that wrote it.
+#[no_mangle]
+pub unsafe extern "C" fn as_bank_deserialize(
+    buf: *const u8,
+    len: usize,
+    out: *mut *mut as_bank,
+) -> as_status {
+    guard(|| {
+        // SAFETY: the caller provides `len` readable bytes at `buf`.
+        let bytes = unsafe { input(buf, len)? };
+        let out = out_ptr(out)?;
+        let b = Bank::deserialize(bytes)?;
+        let p = super::alloc::try_into_raw::<as_bank>(b)?;
+        // SAFETY: non-null and aligned.
+        unsafe { out.write(p) };
+        Ok(())
+    })
+}

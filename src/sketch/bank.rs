@@ -7,6 +7,9 @@ use crate::config::{Config, Mode};
 use crate::error::{try_vec, Error, Result};
 use crate::kernels::Level;
 
+mod serialize;
+pub use serialize::{BANK_FORMAT_VERSION, BANK_MAGIC};
+
 /// A layer of causal heads sharing key/value states in groups.
 pub struct Bank {
     heads: Vec<Sketch>,
@@ -73,9 +76,35 @@ impl Bank {
     /// [`new`](Self::new) at a given CPU level (`Unsupported` if the CPU
     /// lacks it).
     pub fn with_level(cfg: &Config, n_q: u32, n_kv: u32, level: Level) -> Result<Self> {
+        Self::check_shape(n_q, n_kv)?;
+        Self::check_config(cfg)?;
+        let mut heads = Vec::new();
+        heads
+            .try_reserve_exact(n_kv as usize)
+            .map_err(|_| Error::Alloc)?;
+        let mut total: u64 = 0;
+        for _ in 0..n_kv {
+            let h = Sketch::with_level(cfg, level)?;
+            // Stop before allocating the rest of a bank `assemble` refuses.
+            total += h.state_bytes() as u64;
+            if total > crate::config::MAX_STATE_BYTES * 4 {
+                return Err(Error::InvalidArg);
+            }
+            heads.push(h);
+        }
+        Self::assemble(heads, n_q)
+    }
+
+    /// `n_q % n_kv == 0`, both non-zero, `n_q <= 65536`.
+    fn check_shape(n_q: u32, n_kv: u32) -> Result<()> {
         if n_kv == 0 || n_q == 0 || !n_q.is_multiple_of(n_kv) || n_q > 65536 {
             return Err(Error::InvalidArg);
         }
+        Ok(())
+    }
+
+    /// A valid causal config without output or key sketches.
+    fn check_config(cfg: &Config) -> Result<()> {
         cfg.validate()?;
         // Output/key sketches are per query head and position; a bank's kv
         // states serve several query heads, so they are not offered here.
@@ -85,24 +114,22 @@ impl Bank {
         if cfg.mode != Mode::Causal {
             return Err(Error::WrongMode);
         }
-        let mut heads = Vec::new();
-        heads
-            .try_reserve_exact(n_kv as usize)
-            .map_err(|_| Error::Alloc)?;
-        let mut total: u64 = 0;
-        for _ in 0..n_kv {
-            let h = Sketch::with_level(cfg, level)?;
-            total += h.state_bytes() as u64;
-            if total > crate::config::MAX_STATE_BYTES * 4 {
-                return Err(Error::InvalidArg);
-            }
-            heads.push(h);
+        Ok(())
+    }
+
+    /// The bank of these key/value heads (one config, checked) and `n_q`
+    /// query heads; refuses states over 4 x `MAX_STATE_BYTES` in total.
+    fn assemble(heads: Vec<Sketch>, n_q: u32) -> Result<Self> {
+        let total: u64 = heads.iter().map(|h| h.state_bytes() as u64).sum();
+        if total > crate::config::MAX_STATE_BYTES * 4 {
+            return Err(Error::InvalidArg);
         }
+        let n_kv = heads.len();
         Ok(Bank {
             heads,
             n_q: n_q as usize,
-            group: (n_q / n_kv) as usize,
-            bounds: try_vec(n_kv as usize, 0.0)?,
+            group: n_q as usize / n_kv,
+            bounds: try_vec(n_kv, 0.0)?,
             threads: 1,
         })
     }

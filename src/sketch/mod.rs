@@ -7,7 +7,7 @@ pub mod hybrid;
 pub mod paged;
 pub mod state;
 
-pub use bank::Bank;
+pub use bank::{Bank, BANK_FORMAT_VERSION, BANK_MAGIC};
 pub use exact::Hybrid;
 pub use head::serialize;
 pub use head::{Sketch, NORM_REL, OUT_LIMIT, STATE_LIMIT};
