@@ -8,8 +8,10 @@
 #   2. greedy generation of 64 tokens matches token for token (llama-completion);
 #   3. at 256 KiB per kv head (context 4096: tokens are evicted), perplexity is finite, and it
 #      agrees with the repository's numpy end-to-end tool (tools/e2e_ppl.py, ours@256K) within 0.5%;
-#   4. refusals: several sequences (llama-perplexity), KV edits and state saves (tests/edits.cpp);
-#   5. with GEMMA3_GGUF set: the same exactness check on a global layer of Gemma 3, and 256 KiB.
+#   4. refusals and state: several sequences (llama-perplexity), KV edits, session save/load that
+#      continues bit for bit and refuses corrupt states or other settings (tests/edits.cpp);
+#   5. with GEMMA3_GGUF set: the same exactness check on a global layer of Gemma 3, 256 KiB, and
+#      tests/edits.cpp.
 # Usage: integrations/llama.cpp/test.sh [build.sh options]
 #   env SMOLLM2_GGUF=path  use this model file instead of the wheel's (tools/venv.sh)
 #   env TEXT=path          the text (default /usr/share/common-licenses/GPL-3)
@@ -144,7 +146,7 @@ else
     fail "llama-perplexity with 2 sequences was not refused with the documented message (exit $rc)"
 fi
 if clean_env ATTNSKETCH_BUDGET=256K "$bin/attnsketch-edits" "$model" > "$log/edits.txt" 2> "$log/edits.log"; then
-    pass "KV edits, state saves, several sequences ($(grep -c '^PASS' "$log/edits.txt") checks of tests/edits.cpp)"
+    pass "KV edits, state save/load, several sequences ($(grep -c '^PASS' "$log/edits.txt") checks of tests/edits.cpp)"
 else
     grep '^FAIL' "$log/edits.txt" || true
     fail "tests/edits.cpp ($log/edits.txt)"
@@ -166,6 +168,12 @@ if [ -n "${GEMMA3_GGUF:-}" ]; then
         pass "Gemma 3 at 256 KiB per global kv head: layers 5, 11, 17 sketched, PPL $pg"
     else
         fail "Gemma 3 at 256 KiB per global kv head: PPL '${pg:-none}' ($log/gemma-256k.log)"
+    fi
+    if clean_env ATTNSKETCH_BUDGET=256K "$bin/attnsketch-edits" "$GEMMA3_GGUF" > "$log/edits-gemma.txt" 2> "$log/edits-gemma.log"; then
+        pass "Gemma 3: KV edits, state save/load, several sequences ($(grep -c '^PASS' "$log/edits-gemma.txt") checks)"
+    else
+        grep '^FAIL' "$log/edits-gemma.txt" || true
+        fail "Gemma 3: tests/edits.cpp ($log/edits-gemma.txt)"
     fi
 else
     echo "SKIP: Gemma 3 checks (set GEMMA3_GGUF)"

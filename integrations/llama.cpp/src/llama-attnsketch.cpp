@@ -4,6 +4,7 @@
 #include "llama-graph.h"
 #include "llama-hparams.h"
 #include "llama-impl.h"
+#include "llama-io.h"
 
 #include "attnsketch.h"
 #include "ggml.h"
@@ -627,8 +628,169 @@ bool llama_attnsketch::seq_div(llama_seq_id seq_id, llama_pos p0, llama_pos p1, 
     return refuse("dividing positions (seq_div, self-extend)");
 }
 
-void llama_attnsketch::refuse_state(const char * what) const {
-    throw std::runtime_error(format(k_refusal, what, ""));
+//
+// session save/load
+//
+// After the KV cache's own data: "ASLS", version, the token count, then per sketched layer its
+// index, kv heads and config, and per kv head the bank's as_bank_serialize bytes (which carry
+// their own checksum). The state is fixed-size, so a bank's length is known from the config.
+
+static const uint32_t k_state_magic   = 0x534c5341; // "ASLS"
+static const uint32_t k_state_version = 1;
+
+// the settings a saved state must match (the config fields that shape the state)
+static bool same_config(const as_config & a, const as_config & b) {
+    return a.head_dim == b.head_dim && a.value_dim == b.value_dim && a.degree == b.degree &&
+           a.scale == b.scale && a.mode == b.mode && a.seed == b.seed && a.sink_tokens == b.sink_tokens &&
+           a.window_tokens == b.window_tokens && a.heavy_tokens == b.heavy_tokens &&
+           a.tail_groups == b.tail_groups && a.key_format == b.key_format && a.value_format == b.value_format;
+}
+
+static size_t serialized_len(const as_bank * b) {
+    size_t need = 0;
+    check(as_bank_serialize(b, nullptr, 0, &need), "as_bank_serialize");
+    return need;
+}
+
+void llama_attnsketch::check_state_seq(llama_seq_id seq_id, const char * what) const {
+    if (seq_id > 0) {
+        throw std::runtime_error(format(k_refusal,
+            format("%s the memory state of a sequence other than 0", what).c_str(), ""));
+    }
+    if (broken && std::strcmp(what, "saving") == 0) {
+        throw std::runtime_error("attnsketch: saving the memory state after a refused edit or a failed push "
+                                 "is refused (the sketched layers no longer match the cache); clear the memory first");
+    }
+}
+
+void llama_attnsketch::state_write(llama_io_write_i & io) const {
+    uint32_t n_layers = 0;
+    for (const auto & L : layers) {
+        n_layers += L ? 1 : 0;
+    }
+    const int64_t n = n_past;
+    io.write(&k_state_magic, sizeof(k_state_magic));
+    io.write(&k_state_version, sizeof(k_state_version));
+    io.write(&n, sizeof(n));
+    io.write(&n_layers, sizeof(n_layers));
+    std::vector<uint8_t> buf;
+    for (const auto & L : layers) {
+        if (!L) {
+            continue;
+        }
+        const uint32_t cfg_size = sizeof(as_config);
+        io.write(&L->il, sizeof(L->il));
+        io.write(&L->n_kv, sizeof(L->n_kv));
+        io.write(&cfg_size, sizeof(cfg_size));
+        io.write(&L->cfg, sizeof(as_config));
+        for (const auto * b : L->banks) {
+            const uint64_t len = serialized_len(b);
+            buf.resize(len);
+            size_t w = 0;
+            check(as_bank_serialize(b, buf.data(), buf.size(), &w), "as_bank_serialize");
+            io.write(&len, sizeof(len));
+            io.write(buf.data(), len);
+        }
+    }
+}
+
+void llama_attnsketch::state_read(llama_io_read_i & io, int64_t cache_tokens) {
+    // the banks read so far; freed unless all were read and checked
+    std::vector<std::vector<as_bank *>> fresh(layers.size());
+    auto free_fresh = [&]() {
+        for (auto & v : fresh) {
+            for (auto * b : v) {
+                as_bank_free(b);
+            }
+            v.clear();
+        }
+    };
+    // the KV cache has already taken the saved cells: until this succeeds nothing matches
+    broken = true;
+    try {
+        const auto fail = [](const std::string & why) {
+            throw std::runtime_error("attnsketch: cannot load the memory state: " + why);
+        };
+        uint32_t magic = 0, version = 0, n_layers = 0, want = 0;
+        int64_t n = 0;
+        io.read(&magic, sizeof(magic));
+        if (magic != k_state_magic) {
+            fail("it has no attnsketch section (saved without attnsketch?)");
+        }
+        io.read(&version, sizeof(version));
+        if (version != k_state_version) {
+            fail(format("section version %u, this build reads %u", version, k_state_version));
+        }
+        io.read(&n, sizeof(n));
+        io.read(&n_layers, sizeof(n_layers));
+        for (const auto & L : layers) {
+            want += L ? 1 : 0;
+        }
+        if (n_layers != want) {
+            fail(format("it has %u sketched layers, these settings sketch %u", n_layers, want));
+        }
+        for (auto & L : layers) {
+            if (!L) {
+                continue;
+            }
+            int32_t il = 0;
+            uint32_t n_kv = 0, cfg_size = 0;
+            as_config cfg = {};
+            io.read(&il, sizeof(il));
+            io.read(&n_kv, sizeof(n_kv));
+            io.read(&cfg_size, sizeof(cfg_size));
+            if (il != L->il || n_kv != L->n_kv || cfg_size != sizeof(as_config)) {
+                fail(format("layer %d: saved with another layout (layer %d, %u kv heads)", L->il, il, n_kv));
+            }
+            io.read(&cfg, sizeof(cfg));
+            if (!same_config(cfg, L->cfg)) {
+                fail(format("layer %d: saved with other attnsketch settings (window %u, sinks %u, heavy %u; "
+                            "these settings: window %u, sinks %u, heavy %u)", L->il, cfg.window_tokens,
+                            cfg.sink_tokens, cfg.heavy_tokens, L->cfg.window_tokens, L->cfg.sink_tokens,
+                            L->cfg.heavy_tokens));
+            }
+            std::vector<uint8_t> buf;
+            for (uint32_t h = 0; h < n_kv; ++h) {
+                uint64_t len = 0;
+                io.read(&len, sizeof(len));
+                if (len != serialized_len(L->banks[h])) {
+                    fail(format("layer %d kv head %u: %llu bytes where these settings hold %zu", L->il, h,
+                                (unsigned long long) len, serialized_len(L->banks[h])));
+                }
+                buf.resize(len);
+                io.read(buf.data(), len);
+                as_bank * b = nullptr;
+                const as_status st = as_bank_deserialize(buf.data(), buf.size(), &b);
+                if (st != AS_OK) {
+                    fail(format("layer %d kv head %u: %s", L->il, h, as_status_string(st)));
+                }
+                fresh[L->il].push_back(b);
+            }
+        }
+        if (n != cache_tokens) {
+            fail(format("it holds %lld tokens, the KV cache's cells %lld", (long long) n, (long long) cache_tokens));
+        }
+    } catch (const std::exception & e) {
+        free_fresh();
+        LLAMA_LOG_ERROR("%s; decoding is refused until the memory is cleared\n", e.what());
+        throw;
+    } catch (...) {
+        free_fresh();
+        throw;
+    }
+    int64_t n = 0;
+    for (auto & L : layers) {
+        if (L) {
+            L->free_banks();
+            L->banks = std::move(fresh[L->il]);
+            L->count.assign(L->n_kv, cache_tokens);
+            L->status.assign(L->n_kv, AS_OK);
+            n = cache_tokens;
+        }
+    }
+    n_past = n;
+    broken = false;
+    LLAMA_LOG_INFO("attnsketch: loaded the memory state of %lld tokens\n", (long long) n_past);
 }
 
 //

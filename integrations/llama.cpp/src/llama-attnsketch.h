@@ -24,6 +24,8 @@ struct ggml_tensor;
 struct llama_hparams;
 struct llama_ubatch;
 struct llama_attnsketch_layer;
+class llama_io_write_i;
+class llama_io_read_i;
 
 class llama_attnsketch {
 public:
@@ -59,8 +61,14 @@ public:
     bool seq_add (llama_seq_id seq_id, llama_pos p0, llama_pos p1, llama_pos shift);
     bool seq_div (llama_seq_id seq_id, llama_pos p0, llama_pos p1, int d);
 
-    // session save/load: throws (the llama_state_* calls then fail with this message)
-    [[noreturn]] void refuse_state(const char * what) const;
+    // session save/load (llama_state_* and llama_state_seq_* of sequence 0): the KV cache writes
+    // the banks' as_bank_serialize forms after its own data and reads them back. `check_state_seq`
+    // throws for another sequence (the llama_state_* call then fails with that message);
+    // `state_read` throws, leaving the banks as they were but decoding blocked until clear(), if
+    // the saved state was made with other settings, is corrupt, or does not hold `cache_tokens`.
+    void check_state_seq(llama_seq_id seq_id, const char * what) const;
+    void state_write(llama_io_write_i & io) const;
+    void state_read(llama_io_read_i & io, int64_t cache_tokens);
 
 private:
     llama_attnsketch() = default;

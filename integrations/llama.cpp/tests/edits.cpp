@@ -5,6 +5,7 @@
 #include "llama.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -102,15 +103,64 @@ int main(int argc, char ** argv) {
     expect(decode(ctx, toks, 30, 1, nullptr) != 0, "decode at position 30 (a gap) fails");
     expect(decode(ctx, toks, 18, 1, nullptr) == 0, "... and the state still continues at position 18");
 
-    expect(llama_state_seq_get_size(ctx, 0) == 0, "saving the sequence state is refused (size 0)");
-    expect(llama_state_get_size(ctx) == 0, "saving the context state is refused (size 0)");
-    expect(decode(ctx, toks, 19, 1, nullptr) == 0, "a refused save leaves decoding working");
+    // session save/load: the banks' state is saved with the context and continues bit for bit
+    {
+        const size_t sz = llama_state_get_size(ctx);
+        std::vector<uint8_t> st(sz);
+        expect(sz > 0 && llama_state_get_data(ctx, st.data(), st.size()) == sz, "saving the context state at 19 tokens");
+        std::vector<float> c1, c2;
+        expect(decode(ctx, toks, 19, 1, &c1) == 0, "decode at position 19 after the save");
+        llama_context * ctx3 = llama_init_from_model(model, cp);
+        expect(ctx3 && llama_state_set_data(ctx3, st.data(), st.size()) == st.size(), "loading it into a new context");
+        expect(decode(ctx3, toks, 19, 1, &c2) == 0 && c1 == c2,
+               "... which decodes position 19 with the same logits bit for bit");
+        // a bit inside the last bank's bytes (after its "ASBK" magic; the SWA cache of Gemma 3 follows them)
+        std::vector<uint8_t> bad = st;
+        size_t at = 0;
+        for (size_t i = 0; i + 4 <= bad.size(); ++i) {
+            at = std::memcmp(&bad[i], "ASBK", 4) == 0 ? i : at;
+        }
+        expect(at > 0, "the saved state holds the banks' serialized forms");
+        bad[at + 40] ^= 1;
+        expect(llama_state_set_data(ctx3, bad.data(), bad.size()) == 0, "a state with a flipped bit is refused");
+        expect(decode(ctx3, toks, 20, 1, nullptr) != 0, "... and decoding is refused after it");
+        llama_memory_clear(llama_get_memory(ctx3), true);
+        expect(decode(ctx3, toks, 0, 8, nullptr) == 0, "... until the memory is cleared");
+        llama_free(ctx3);
+
+        // other settings: the same state is refused by a context with another budget
+        const char * was = std::getenv("ATTNSKETCH_BUDGET");
+        const std::string keep = was ? was : "";
+        setenv("ATTNSKETCH_BUDGET", keep == "128K" ? "64K" : "128K", 1);
+        llama_context * ctx4 = llama_init_from_model(model, cp);
+        if (was) {
+            setenv("ATTNSKETCH_BUDGET", keep.c_str(), 1);
+        } else {
+            unsetenv("ATTNSKETCH_BUDGET");
+        }
+        expect(ctx4 && llama_state_set_data(ctx4, st.data(), st.size()) == 0,
+               "a state saved with another budget is refused");
+        llama_free(ctx4);
+    }
+    {
+        // the sequence state of sequence 0, restored into the same context
+        const size_t sz = llama_state_seq_get_size(ctx, 0);
+        std::vector<uint8_t> st(sz);
+        expect(sz > 0 && llama_state_seq_get_data(ctx, st.data(), st.size(), 0) == sz,
+               "saving the state of sequence 0 at 20 tokens");
+        std::vector<float> c1, c2;
+        expect(decode(ctx, toks, 20, 3, &c1) == 0, "decode positions 20-22");
+        expect(llama_state_seq_set_data(ctx, st.data(), st.size(), 0) == sz, "restoring sequence 0");
+        expect(decode(ctx, toks, 20, 3, &c2) == 0 && c1 == c2, "... continues at 20 with the same logits bit for bit");
+        expect(llama_state_seq_get_size(ctx, 1) == 0, "saving sequence 1 is refused (size 0)");
+        expect(decode(ctx, toks, 23, 1, nullptr) == 0, "a refused save leaves decoding working");
+    }
 
     llama_memory_seq_keep(mem, 0);
-    expect(decode(ctx, toks, 20, 1, nullptr) == 0, "seq_keep(0) is accepted (nothing removed)");
+    expect(decode(ctx, toks, 24, 1, nullptr) == 0, "seq_keep(0) is accepted (nothing removed)");
 
     expect(!llama_memory_seq_rm(mem, 0, 4, 8), "seq_rm of positions [4, 8) is refused");
-    expect(decode(ctx, toks, 21, 1, nullptr) != 0, "decode after the refused seq_rm fails");
+    expect(decode(ctx, toks, 25, 1, nullptr) != 0, "decode after the refused seq_rm fails");
 
     llama_memory_clear(mem, true);
     expect(decode(ctx, toks, 0, 16, &b) == 0, "after llama_memory_clear, prefill from position 0 works");
