@@ -89,9 +89,9 @@ fn stored_tokens(
 /// format's, which is reported, not asserted.
 #[test]
 fn exact_over_stored_tokens_while_everything_fits() {
-    // d = dv = 32, 96: one value group per 32 channels (1 and 3 groups);
-    // 64, 128: per 64 channels (1 and 2 groups).
-    for d in [32usize, 64, 96, 128] {
+    // d = dv = 32, 64, 96, 128, 256: 1, 2, 3, 4 and 8 value groups of 32
+    // channels per row (every lane layout of `value_weights`).
+    for d in [32usize, 64, 96, 128, 256] {
         exact_over_stored_tokens_at(d);
     }
 }

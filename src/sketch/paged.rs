@@ -977,46 +977,83 @@ impl Paged {
         let gv = dv / vg;
         let per = vg / QG;
         bias.fill(0.0);
-        if gv == 1 {
-            // One group per row (dv = 64, the common case): a flat loop the
-            // compiler vectorizes; the bias by 8 partial sums.
-            if g32 == 2 {
-                // dv = 64: pairs (a fixed width the compiler vectorizes).
-                for ((pair, &wt), &st) in wv[..2 * n].chunks_exact_mut(2).zip(w).zip(sf) {
-                    let x = wt * st;
-                    pair[0] = x;
-                    pair[1] = x;
-                }
-            } else {
-                for ((row, &wt), &st) in wv[..n * g32].chunks_exact_mut(g32).zip(w).zip(sf) {
-                    row.fill(wt * st);
+        if per == 1 {
+            // 32-channel groups (every dv today): `wv = w_t sf_tc` and `bias_c
+            // = sum_t w_t lf_tc`, in lanes of 8 floats.
+            match gv {
+                1 => Self::weights_g32::<1>(w, lf, sf, wv, bias),
+                2 => Self::weights_g32::<2>(w, lf, sf, wv, bias),
+                4 => Self::weights_g32::<4>(w, lf, sf, wv, bias),
+                8 => Self::weights_g32::<8>(w, lf, sf, wv, bias),
+                _ => {
+                    for (((row, &wt), sr), lr) in wv[..n * gv]
+                        .chunks_exact_mut(gv)
+                        .zip(w)
+                        .zip(sf.chunks_exact(gv))
+                        .zip(lf.chunks_exact(gv))
+                    {
+                        for (((o, &st), b), &l) in
+                            row.iter_mut().zip(sr).zip(bias.iter_mut()).zip(lr)
+                        {
+                            *o = wt * st;
+                            *b += wt * l;
+                        }
+                    }
                 }
             }
-            let mut acc = [0.0f32; 8];
-            let (wc, lc) = (w.chunks_exact(8), lf.chunks_exact(8));
-            let (wr, lr) = (wc.remainder(), lc.remainder());
-            for (a, b) in wc.zip(lc) {
-                for i in 0..8 {
-                    acc[i] += a[i] * b[i];
-                }
-            }
-            bias[0] = acc.iter().sum::<f32>() + wr.iter().zip(lr).map(|(a, b)| a * b).sum::<f32>();
-        } else {
-            for (((row, &wt), sr), lr) in wv[..n * g32]
-                .chunks_exact_mut(g32)
-                .zip(w)
-                .zip(sf.chunks_exact(gv))
-                .zip(lf.chunks_exact(gv))
+            return;
+        }
+        for (((row, &wt), sr), lr) in wv[..n * g32]
+            .chunks_exact_mut(g32)
+            .zip(w)
+            .zip(sf.chunks_exact(gv))
+            .zip(lf.chunks_exact(gv))
+        {
+            for ((chunk, &st), (b, &l)) in row
+                .chunks_exact_mut(per)
+                .zip(sr)
+                .zip(bias.iter_mut().zip(lr))
             {
-                for ((chunk, &st), (b, &l)) in row
-                    .chunks_exact_mut(per)
-                    .zip(sr)
-                    .zip(bias.iter_mut().zip(lr))
-                {
-                    chunk.fill(wt * st);
-                    *b += wt * l;
-                }
+                chunk.fill(wt * st);
+                *b += wt * l;
             }
+        }
+    }
+
+    /// [`value_weights`](Self::value_weights) for 32-channel groups, `GV`
+    /// (1, 2, 4 or 8) per row: 8 lanes hold `8 / GV` rows, lane i group
+    /// `i % GV`; 8 partial sums of the biases, folded by group at the end.
+    fn weights_g32<const GV: usize>(
+        w: &[f32],
+        lf: &[f32],
+        sf: &[f32],
+        wv: &mut [f32],
+        bias: &mut [f32],
+    ) {
+        let r = 8 / GV;
+        let n = w.len();
+        let full = n / r * r;
+        let mut acc = [0.0f32; 8];
+        for (((o, s), l), wr) in wv[..full * GV]
+            .chunks_exact_mut(8)
+            .zip(sf[..full * GV].chunks_exact(8))
+            .zip(lf[..full * GV].chunks_exact(8))
+            .zip(w[..full].chunks_exact(r))
+        {
+            for i in 0..8 {
+                let we = wr[i / GV];
+                o[i] = we * s[i];
+                acc[i] += we * l[i];
+            }
+        }
+        for t in full..n {
+            for c in 0..GV {
+                wv[t * GV + c] = w[t] * sf[t * GV + c];
+                acc[c] += w[t] * lf[t * GV + c];
+            }
+        }
+        for (i, &a) in acc.iter().enumerate() {
+            bias[i % GV] += a;
         }
     }
 
