@@ -114,22 +114,12 @@ pub unsafe extern "C" fn as_bank_serialize(
         let b = unsafe { get_ref(b) }?;
         let written = out_ptr(written)?;
         b.check_serializable()?;
-        let need = b.serialized_len();
-        if buf.is_null() || cap < need {
-            // SAFETY: non-null and aligned.
-            unsafe { written.write(need) };
-            return if buf.is_null() {
-                Ok(())
-            } else {
-                Err(Error::BufferTooSmall)
-            };
+        // SAFETY: forwarded contract.
+        unsafe {
+            super::serialize::write_sized(b.serialized_len(), buf, cap, written, |o| {
+                b.serialize_into(o)
+            })
         }
-        // SAFETY: the caller provides `cap >= need` writable bytes at `buf`.
-        let out = unsafe { core::slice::from_raw_parts_mut(buf, need) };
-        let n = b.serialize_into(out)?;
-        // SAFETY: non-null and aligned.
-        unsafe { written.write(n) };
-        Ok(())
     })
 }
 

@@ -26,24 +26,45 @@ pub unsafe extern "C" fn as_serialize(
         let written = out_ptr(written)?;
         // A poisoned head says so before any size.
         h.check_serializable()?;
-        let need = h.serialized_len();
-        if buf.is_null() {
-            // SAFETY: non-null and aligned.
-            unsafe { written.write(need) };
-            return Ok(());
+        // SAFETY: forwarded contract.
+        unsafe {
+            write_sized(h.serialized_len(), buf, cap, written, |b| {
+                h.serialize_into(b)
+            })
         }
-        if cap < need {
-            // SAFETY: non-null and aligned.
-            unsafe { written.write(need) };
-            return Err(Error::BufferTooSmall);
-        }
-        // SAFETY: the caller provides `cap >= need` writable bytes at `buf`.
-        let out = unsafe { core::slice::from_raw_parts_mut(buf, need) };
-        let n = h.serialize_into(out)?;
-        // SAFETY: non-null and aligned.
-        unsafe { written.write(n) };
-        Ok(())
     })
+}
+
+/// The size-query protocol of `as_serialize` / `as_bank_serialize`: with
+/// `buf == NULL` stores `need` in `*written`; with `cap < need` stores it
+/// and returns `BufferTooSmall`, writing nothing into `buf`; else `write`
+/// fills `buf[..need]` and its count goes to `*written`.
+///
+/// # Safety
+/// `buf` is NULL or has `cap` writable bytes; `written` is a checked
+/// output pointer.
+pub(super) unsafe fn write_sized(
+    need: usize,
+    buf: *mut u8,
+    cap: usize,
+    written: *mut usize,
+    write: impl FnOnce(&mut [u8]) -> crate::error::Result<usize>,
+) -> crate::error::Result<()> {
+    if buf.is_null() || cap < need {
+        // SAFETY: non-null and aligned (checked by the caller's `out_ptr`).
+        unsafe { written.write(need) };
+        return if buf.is_null() {
+            Ok(())
+        } else {
+            Err(Error::BufferTooSmall)
+        };
+    }
+    // SAFETY: the caller provides `cap >= need` writable bytes at `buf`.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf, need) };
+    let n = write(out)?;
+    // SAFETY: non-null and aligned.
+    unsafe { written.write(n) };
+    Ok(())
 }
 
 /// A new head from `len` serialized bytes. Refuses a truncated, altered,
