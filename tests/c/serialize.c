@@ -140,11 +140,66 @@ int main(void) {
     as_free(a);
     free(oa);
     free(ob);
+    /* A bank (3 query heads over 1 kv head, the 16 KiB preset at d = 32): size query, too
+       small, a round trip that continues bit for bit, every truncation and bit flip refused,
+       each candidate in its own exact-size heap block. */
+    size_t blen = 0;
+    {
+        enum { BD = 32, BQ = 3, BN = 60 };
+        as_config bc;
+        CHECK_ST(as_config_init(&bc, BD), AS_OK);
+        CHECK_ST(as_config_for_budget(&bc, 16 * 1024), AS_OK);
+        as_bank *ba = NULL, *bb = NULL;
+        CHECK_ST(as_bank_create(&bc, BQ, 1, &ba), AS_OK);
+        static float bq[BN + 1][BQ * BD], bk[BN + 1][BD], bv[BN + 1][BD], bo[2][BQ * BD];
+        for (int j = 0; j <= BN; j++) {
+            for (int i = 0; i < BQ * BD; i++) bq[j][i] = rnd();
+            for (int i = 0; i < BD; i++) bk[j][i] = rnd(), bv[j][i] = rnd();
+        }
+        for (int j = 0; j < BN; j++) CHECK_ST(as_bank_push_token(ba, bq[j], bk[j], bv[j], bo[0]), AS_OK);
+        CHECK_ST(as_bank_serialize(ba, NULL, 0, &blen), AS_OK);
+        uint8_t *bbuf = malloc(blen);
+        memset(bbuf, 0xA5, blen);
+        w = 0;
+        CHECK_ST(as_bank_serialize(ba, bbuf, blen - 1, &w), AS_ERR_BUFFER_TOO_SMALL);
+        CHECK(w == blen && bbuf[0] == 0xA5 && bbuf[blen - 1] == 0xA5);
+        CHECK_ST(as_bank_serialize(ba, bbuf, blen, &w), AS_OK);
+        CHECK(w == blen);
+        CHECK_ST(as_bank_deserialize(bbuf, blen, &bb), AS_OK);
+        CHECK(bb != NULL);
+        if (!bb) return 1;
+        CHECK_ST(as_bank_push_token(ba, bq[BN], bk[BN], bv[BN], bo[0]), AS_OK);
+        CHECK_ST(as_bank_push_token(bb, bq[BN], bk[BN], bv[BN], bo[1]), AS_OK);
+        CHECK(memcmp(bo[0], bo[1], sizeof bo[0]) == 0);
+        for (size_t n = 0; n < blen; n++) {
+            uint8_t *t = malloc(n ? n : 1);
+            memcpy(t, bbuf, n);
+            as_bank *x = NULL;
+            CHECK_ST(as_bank_deserialize(t, n, &x), AS_ERR_CORRUPT);
+            CHECK(x == NULL);
+            free(t);
+        }
+        uint8_t *bf = malloc(blen);
+        for (size_t i = 0; i < blen; i++) {
+            for (int bit = 0; bit < 8; bit++) {
+                memcpy(bf, bbuf, blen);
+                bf[i] ^= (uint8_t)(1u << bit);
+                as_bank *x = NULL;
+                CHECK_ST(as_bank_deserialize(bf, blen, &x), AS_ERR_CORRUPT);
+                CHECK(x == NULL);
+            }
+        }
+        free(bf);
+        free(bbuf);
+        as_bank_free(ba);
+        as_bank_free(bb);
+    }
+
     if (g_failures) {
         fprintf(stderr, "serialize: %d failures\n", g_failures);
         return 1;
     }
-    printf("serialize: ok (%zu-byte buffer, %zu truncations, %zu bit flips refused)\n", len,
-           len, len * 8);
+    printf("serialize: ok (%zu-byte buffer, %zu truncations, %zu bit flips refused; bank: %zu bytes, "
+           "every truncation and bit flip refused)\n", len, len, len * 8, blen);
     return 0;
 }
