@@ -169,6 +169,42 @@ pub fn u4_row_dots(a: &[u8], q: &[f32], rows: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The 4-bit score kernels' fixed-point result (`kernels::u4_fixed`),
+/// computed independently: the least `e` with every `|round_ties_even(q_c
+/// 2^-e)| <= 32767` (searched in f64 from above), the exact integer sum of
+/// `qi_c code(a_i, c)` in i64, then `f32(sum) 2^e`; all zero when `max_c
+/// |q_c| < 2^-100`. Every level must give these bits.
+pub fn u4_row_dots_fixed(a: &[u8], q: &[f32], rows: usize) -> Vec<f32> {
+    let rb = q.len() / 2;
+    let m = q.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+    if m < 2f64.powi(-100) {
+        return vec![0.0; rows];
+    }
+    let fits = |e: i32| {
+        q.iter()
+            .all(|&x| (x as f64 * 2f64.powi(-e)).round_ties_even().abs() <= 32767.0)
+    };
+    let mut e = 130;
+    while fits(e - 1) {
+        e -= 1;
+    }
+    let qi: Vec<i64> = q
+        .iter()
+        .map(|&x| (x as f64 * 2f64.powi(-e)).round_ties_even() as i64)
+        .collect();
+    (0..rows)
+        .map(|i| {
+            let row = &a[i * rb..(i + 1) * rb];
+            let s: i64 = qi
+                .iter()
+                .enumerate()
+                .map(|(c, &x)| x * u4_code(row, c) as i64)
+                .sum();
+            (s as f32) * 2f32.powi(e)
+        })
+        .collect()
+}
+
 /// Weighted sum of 4-bit code rows in f64, one weight per row and group:
 /// `out0[c] + sum_{i < m} w[i G + c / 32] code(a_i, c)`, `dv = out0.len()`,
 /// `G = dv / 32`, `m = w.len() / G`, rows of `dv / 2` bytes.

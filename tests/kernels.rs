@@ -898,47 +898,75 @@ fn dyadic(rng: &mut Rng, n: usize, r: u64, step: f32) -> Vec<f32> {
 /// one), 256 and 512.
 const U4_WIDTHS: [usize; 8] = [32, 64, 96, 128, 160, 192, 256, 512];
 
-/// `u4_row_dots` (scores of 4-bit key rows) at every level against f64:
-/// d in [`U4_WIDTHS`] times rows 0..=33 (whole and partial 4-row passes)
-/// and 100, 1031; codes 0..=15 (both extremes in both nibbles), q in
-/// [-4, 4) with zeros. Tolerance per row: `(d / 8 + 8) 2^-24 sum_c |q_c|
-/// code_c`: codes are exact in f32, and every level sums a row as >= 8 lane
-/// chains of <= d / 8 steps (one FMA, or a multiply and an add, each), then
-/// <= 4 adds (chains and lanes): at most d / 8 + 5 roundings along any path.
-/// Second, with integer q in [-64, 64] every partial sum is an integer below
-/// 2^24, so every level must give the f64 result exactly (a wrong nibble
-/// or channel order fails regardless of the tolerance). Nothing is written
-/// past `out`; a short `a` and a d that is not a multiple of 32 are refused
-/// (a panic).
+/// `u4_row_dots` (scores of 4-bit key rows) at every level against f64
+/// and the fixed-point model (`reference::u4_row_dots_fixed`): d in
+/// [`U4_WIDTHS`] (and 4096, the largest) times rows 0..=33 (whole and
+/// partial 8-row reductions) and 100, 1031; codes 0..=15 (both extremes in
+/// both nibbles); q in [-4, 4) with zeros, scaled by 1e-20 and 1e20, all
+/// zeros, and a query with one large channel. Every level gives the model's
+/// bits (exact integer sums: a wrong nibble, channel order, rounding or
+/// scale fails). Against f64 the error is at most the fixed point's bound
+/// `2^e / 2 sum_c code_c + 2^-24 |score|` with `2^e <= max |q| 2^-13`.
+/// Second, with integer q in [-64, 64] (exact in 16 bits) every level must
+/// give the f64 result exactly. Nothing is written past `out`; a short
+/// `a`, a d that is not a multiple of 32 and d above 4096 are refused (a
+/// panic).
 #[test]
 fn u4_row_dots_matches_reference() {
     let mut rng = Rng(90);
     let mut all: Vec<&Kernels> = vec![&portable::KERNELS];
     all.extend(levels());
-    for &d in &U4_WIDTHS {
-        for rows in (0..=33usize).chain([100, 1031]) {
+    for &d in U4_WIDTHS.iter().chain(&[4096]) {
+        let rows_list: Vec<usize> = if d == 4096 {
+            vec![0, 1, 9, 17]
+        } else {
+            (0..=33usize).chain([100, 1031]).collect()
+        };
+        for rows in rows_list {
             let a = u4_bytes(&mut rng, rows * d / 2);
-            let q = with_zeros(&mut rng, d, 4.0);
-            let qabs: Vec<f32> = q.iter().map(|x| x.abs()).collect();
+            let base = with_zeros(&mut rng, d, 4.0);
+            let mut spike = base.clone();
+            spike[d / 3] = 3.0e4;
+            let queries = [
+                base.clone(),
+                base.iter().map(|x| x * 1e-20).collect(),
+                base.iter().map(|x| x * 1e20).collect(),
+                vec![0.0; d],
+                spike,
+            ];
+            for q in &queries {
+                let qabs: Vec<f32> = q.iter().map(|x| x.abs()).collect();
+                let qm = qabs.iter().fold(0.0f64, |m, &x| m.max(x as f64));
+                let want = reference::u4_row_dots(&a, q, rows);
+                let fixed = reference::u4_row_dots_fixed(&a, q, rows);
+                let codes = reference::u4_row_dots(&a, &vec![1.0; d], rows);
+                for k in &all {
+                    let mut out = vec![f32::NAN; rows + 1];
+                    (k.u4_row_dots)(&a, q, &mut out[..rows]);
+                    assert!(out[rows].is_nan(), "{:?}: wrote past out", k.level);
+                    assert_eq!(
+                        bits(&out[..rows]),
+                        bits(&fixed),
+                        "{:?} d {d} rows {rows}: not the fixed-point result",
+                        k.level
+                    );
+                    for i in 0..rows {
+                        let tol = qm * 2f64.powi(-14) * codes[i] + U * want[i].abs();
+                        assert!(
+                            (out[i] as f64 - want[i]).abs() <= tol,
+                            "{:?} d {d} rows {rows} row {i}: {} vs {} (tol {tol})",
+                            k.level,
+                            out[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
             let qx = dyadic(&mut rng, d, 64, 1.0);
-            let want = reference::u4_row_dots(&a, &q, rows);
-            let mag = reference::u4_row_dots(&a, &qabs, rows);
             let want_x = reference::u4_row_dots(&a, &qx, rows);
             for k in &all {
-                let mut out = vec![f32::NAN; rows + 1];
-                (k.u4_row_dots)(&a, &q, &mut out[..rows]);
-                assert!(out[rows].is_nan(), "{:?}: wrote past out", k.level);
-                for i in 0..rows {
-                    let tol = (d as f64 / 8.0 + 8.0) * U * mag[i];
-                    assert!(
-                        (out[i] as f64 - want[i]).abs() <= tol,
-                        "{:?} d {d} rows {rows} row {i}: {} vs {} (tol {tol})",
-                        k.level,
-                        out[i],
-                        want[i]
-                    );
-                }
-                (k.u4_row_dots)(&a, &qx, &mut out[..rows]);
+                let mut out = vec![f32::NAN; rows];
+                (k.u4_row_dots)(&a, &qx, &mut out);
                 for i in 0..rows {
                     assert_eq!(
                         out[i] as f64, want_x[i],
@@ -958,6 +986,11 @@ fn u4_row_dots_matches_reference() {
             (k.u4_row_dots)(&[0u8; 3 * 32 - 1], &[1.0; 64], &mut out);
         });
         assert!(short.is_err(), "{:?} accepted a short a", k.level);
+        let big = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0f32; 1];
+            (k.u4_row_dots)(&vec![0u8; 4128 / 2], &vec![1.0; 4128], &mut out);
+        });
+        assert!(big.is_err(), "{:?} accepted d = 4128", k.level);
         let odd = std::panic::catch_unwind(|| {
             let mut out = vec![0.0f32; 1];
             (k.u4_row_dots)(&[0u8; 64], &[1.0; 48], &mut out);
@@ -1052,13 +1085,12 @@ fn u4m_rows() -> impl Iterator<Item = usize> {
 const U4M_SETS: [usize; 7] = [1, 2, 3, 4, 5, 8, 17];
 
 /// `u4_row_dots_multi` (m queries against the same 4-bit key rows) at every
-/// level against f64: d in [`U4M_WIDTHS`], n in 0..=33, 65, 100, m in
-/// [`U4M_SETS`] (and m = 128, a prefill block, at d = 64); codes 0..=15 in
-/// both nibbles, q in [-4, 4) with zeros. Tolerance per result as
-/// `u4_row_dots` (`(d / 8 + 8) 2^-24 sum_c |q_c| code_c`); with integer q in
-/// [-64, 64] every level must be exact. Every result must equal the single
-/// kernel's on the same query bitwise (each level applies the single
-/// kernel's operations in its order). Nothing is written past `out`.
+/// level: d in [`U4M_WIDTHS`], n in 0..=33, 65, 100, m in [`U4M_SETS`] (and
+/// m = 128, a prefill block, at d = 64); codes 0..=15 in both nibbles, q in
+/// [-4, 4) with zeros. Every result is the fixed-point model's
+/// (`reference::u4_row_dots_fixed` per query) and equals the single kernel's
+/// on the same query bitwise; with integer q in [-64, 64] every level must
+/// give the f64 result exactly. Nothing is written past `out`.
 #[test]
 fn u4_row_dots_multi_matches_reference() {
     let mut rng = Rng(94);
@@ -1076,27 +1108,22 @@ fn u4_row_dots_multi_matches_reference() {
     for (d, n, m) in shapes {
         let a = u4_bytes(&mut rng, n * d / 2);
         let q = with_zeros(&mut rng, m * d, 4.0);
-        let qabs: Vec<f32> = q.iter().map(|x| x.abs()).collect();
         let qx = dyadic(&mut rng, m * d, 64, 1.0);
-        let want = reference::u4_row_dots_multi(&a, &q, d, n);
-        let mag = reference::u4_row_dots_multi(&a, &qabs, d, n);
+        let fixed: Vec<f32> = q
+            .chunks_exact(d)
+            .flat_map(|qi| reference::u4_row_dots_fixed(&a, qi, n))
+            .collect();
         let want_x = reference::u4_row_dots_multi(&a, &qx, d, n);
         for k in &all {
             let lv = k.level;
             let mut out = vec![f32::NAN; m * n + 1];
             (k.u4_row_dots_multi)(&a, &q, d, &mut out[..m * n]);
             assert!(out[m * n].is_nan(), "{lv:?}: wrote past out");
-            for r in 0..m * n {
-                let tol = (d as f64 / 8.0 + 8.0) * U * mag[r];
-                assert!(
-                    (out[r] as f64 - want[r]).abs() <= tol,
-                    "{lv:?} d {d} n {n} m {m} query {} row {}: {} vs {} (tol {tol})",
-                    r / n.max(1),
-                    r % n.max(1),
-                    out[r],
-                    want[r]
-                );
-            }
+            assert_eq!(
+                bits(&out[..m * n]),
+                bits(&fixed),
+                "{lv:?} d {d} n {n} m {m}: not the fixed-point result"
+            );
             let mut single = vec![f32::NAN; m * n];
             for i in 0..m {
                 (k.u4_row_dots)(&a, &q[i * d..(i + 1) * d], &mut single[i * n..(i + 1) * n]);
@@ -1118,12 +1145,13 @@ fn u4_row_dots_multi_matches_reference() {
     for k in &all {
         // m = 0 does nothing.
         (k.u4_row_dots_multi)(&[], &[], 32, &mut []);
-        let bad: [(usize, usize, usize, usize); 5] = [
-            (64, 64, 0, 2),   // d = 0
-            (64, 96, 48, 2),  // d not a multiple of 32
-            (64, 96, 64, 1),  // q.len() not a multiple of d
-            (64, 128, 64, 3), // out.len() not a multiple of m = 2
-            (63, 128, 64, 4), // a shorter than n d / 2 (n = 2)
+        let bad: [(usize, usize, usize, usize); 6] = [
+            (64, 64, 0, 2),        // d = 0
+            (2064, 4128, 4128, 1), // d above 4096
+            (64, 96, 48, 2),       // d not a multiple of 32
+            (64, 96, 64, 1),       // q.len() not a multiple of d
+            (64, 128, 64, 3),      // out.len() not a multiple of m = 2
+            (63, 128, 64, 4),      // a shorter than n d / 2 (n = 2)
         ];
         for (al, ql, d, ol) in bad {
             let r = std::panic::catch_unwind(|| {

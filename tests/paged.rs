@@ -83,8 +83,10 @@ fn stored_tokens(
 }
 
 /// While every token fits (no page left the window), the state is exact
-/// attention over the stored tokens: every CPU level within 2e-5 of the f64
-/// reference over the same (rounded) keys and values. The last query sees
+/// attention over the stored tokens: every CPU level within 1e-4 of the f64
+/// reference over the same (rounded) keys and values (the 4-bit scores use
+/// a 16-bit fixed-point query, `kernels::u4_fixed`: about 1e-4 of the
+/// largest `q_c step_c` times the codes' sum per score, 3-6e-5 here). The last query sees
 /// tokens stored 4-bit; its error against the unrounded reference is the
 /// format's, which is reported, not asserted.
 #[test]
@@ -123,7 +125,7 @@ fn exact_over_stored_tokens_in(d: usize, ring: usize) {
         h.query(&q[j * d..(j + 1) * d], &mut o1).unwrap();
         let want1 = attend64(&q[j * d..(j + 1) * d], &ks, &vs, n, d, c.scale as f64);
         let e = reference::rel_err(&to64(&o1), &want1);
-        assert!(e < 2e-5, "{level:?} d = {d}: rel err {e}");
+        assert!(e < 1e-4, "{level:?} d = {d}: rel err {e}");
         assert_eq!(h.hybrid().unwrap().tail_tokens(), 0);
         assert_eq!(h.hybrid().unwrap().exact_len(), n);
     }
@@ -157,13 +159,14 @@ fn fine_planes_refine_while_the_ring_fills() {
     h.query(qj, &mut o).unwrap();
     let fine = reference::rel_err(&to64(&o), &exact);
     assert!(fine < coarse / 4.0, "refined {fine} vs 4-bit {coarse}");
-    // A ring of 5 pages is full: 4-bit only, within f32 of that reference.
+    // A ring of 5 pages is full: 4-bit only, within the fixed-point query's
+    // rounding of that reference.
     let c5 = paged_cfg(d as u32, sinks as u32, 5 * PAGE as u32, 0, 4);
     let mut h5 = Sketch::new(&c5).unwrap();
     let _ = push_each(&mut h5, &q, &k, &v, d, d);
     h5.query(qj, &mut o).unwrap();
     let e5 = reference::rel_err(&to64(&o), &attend64(qj, &k4, &v4, n, d, s));
-    assert!(e5 < 2e-5, "full ring: {e5}");
+    assert!(e5 < 1e-4, "full ring: {e5}");
 }
 
 /// Softmax attention of one query over n stored rows, f64.
@@ -328,7 +331,8 @@ fn configs_and_ranges_are_checked() {
 /// A format-6 paged head (written by commit 6d970b0, before fine planes:
 /// d = dv = 32, sinks 2, window 8 pages, heavy 4, 3 tail groups, 150 causal
 /// tokens of an LCG seeded 3, see `docs/format.md`) still loads, answers as
-/// that build did, re-serializes as the current format, and goes on (its
+/// that build did (within 2e-4: its scores were f32 sums, now the 4-bit
+/// scores use a fixed-point query, `kernels::u4_fixed`), re-serializes as the current format, and goes on (its
 /// next pages get planes).
 #[test]
 fn paged_format_6_still_loads() {
@@ -354,7 +358,7 @@ fn paged_format_6_still_loads() {
             .collect();
         h.query(&q, &mut o).unwrap();
         for (a, b) in o.iter().zip(w) {
-            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+            assert!((a - b).abs() <= 2e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
     let now = h.serialize().unwrap();

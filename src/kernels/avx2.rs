@@ -746,12 +746,21 @@ unsafe fn hsum4(x: [__m256; KR]) -> __m128 {
 // ---- Compact token formats: 4-bit code rows and int8 key rows. These
 // five entry points are `pub(super)`: the AVX-512 table uses them too.
 
-/// `out[i] = sum_c q[c] code(a_i, c)` (see [`Kernels::u4_row_dots`]).
+/// `out[i] = 2^e sum_c qi_c code(a_i, c)` (see [`Kernels::u4_row_dots`]).
 pub(super) fn u4_row_dots(a: &[u8], q: &[f32], out: &mut [f32]) {
+    let d = q.len();
+    assert!(d.is_multiple_of(U4G), "u4_row_dots: d not a multiple of 32");
+    assert!(d <= super::u4_fixed::MAX_D, "u4_row_dots: d above 4096");
+    assert!(a.len() >= out.len() * (d / 2), "u4_row_dots: a too short");
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let n = out.len();
     // SAFETY: only reachable through the AVX2 and AVX-512 tables, handed
     // out by `Kernels::for_level` only when the CPU has AVX2 + FMA + F16C
-    // (the AVX-512 level requires them too).
-    unsafe { u4_row_dots_imp(a, q, out) }
+    // (the AVX-512 level requires them too); shapes checked above.
+    unsafe { super::u4_dots_avx2::dots(a, q, d, n, out) }
 }
 
 /// `out[c] += sum_i w[i G + c / 32] code(a_i, c)` (see [`Kernels::u4_rows`]).
@@ -760,11 +769,14 @@ pub(super) fn u4_rows(w: &[f32], a: &[u8], out: &mut [f32]) {
     unsafe { u4_rows_imp(w, a, out) }
 }
 
-/// `out[i n + t] = sum_c q[i d + c] code(a_t, c)` (see
+/// `out[i n + t] = 2^e_i sum_c qi_ic code(a_t, c)` (see
 /// [`Kernels::u4_row_dots_multi`]).
 pub(super) fn u4_row_dots_multi(a: &[u8], q: &[f32], d: usize, out: &mut [f32]) {
-    // SAFETY: as `u4_row_dots`.
-    unsafe { u4_row_dots_multi_imp(a, q, d, out) }
+    let (m, n) = super::u4_multi_dots_shape(a.len(), q.len(), d, out.len());
+    if m > 0 {
+        // SAFETY: as `u4_row_dots` (shapes checked by u4_multi_dots_shape).
+        unsafe { super::u4_dots_avx2::dots(a, q, d, n, out) }
+    }
 }
 
 /// `out[i dv + c] += sum_t w[i n G + t G + c / 32] code(a_t, c)` (see
@@ -800,81 +812,6 @@ unsafe fn u4x32(p: *const u8) -> [__m256; 4] {
             _mm256_cvtepi32_ps(_mm256_srli_epi32(b0, 4)),
             _mm256_cvtepi32_ps(_mm256_srli_epi32(b1, 4)),
         ]
-    }
-}
-
-/// Scores of 4-bit rows: four rows per pass ([`u4_block`]), the four sums
-/// reduced together (`hsum4`) and stored as one vector; leftover rows
-/// (`< 4`) take the same path with zero rows, so a row's result does not
-/// depend on its position.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn u4_row_dots_imp(a: &[u8], q: &[f32], out: &mut [f32]) {
-    let d = q.len();
-    let n = out.len();
-    assert!(d.is_multiple_of(U4G), "u4_row_dots: d not a multiple of 32");
-    assert!(a.len() >= n * (d / 2), "u4_row_dots: a too short");
-    // SAFETY: rows i < n span a[i d / 2 .. (i + 1) d / 2] <= a.len(), read
-    // in whole 16-byte groups; q is read at c < d; out written at i < n.
-    unsafe { u4_dots_one(a.as_ptr(), q.as_ptr(), d, out.as_mut_ptr(), n) }
-}
-
-/// The body of `u4_row_dots`: `n` rows at `a` against the query at `q`
-/// into `out[..n]` (also the odd query of `u4_row_dots_multi`).
-#[inline(always)]
-unsafe fn u4_dots_one(ap: *const u8, qp: *const f32, d: usize, op: *mut f32, n: usize) {
-    unsafe {
-        let mut i = 0;
-        while i + KR <= n {
-            _mm_storeu_ps(op.add(i), hsum4(u4_block::<KR>(ap, qp, d, i)));
-            i += KR;
-        }
-        if i < n {
-            let s = match n - i {
-                1 => u4_block::<1>(ap, qp, d, i),
-                2 => u4_block::<2>(ap, qp, d, i),
-                _ => u4_block::<3>(ap, qp, d, i),
-            };
-            let mut buf = [0.0f32; KR];
-            _mm_storeu_ps(buf.as_mut_ptr(), hsum4(s));
-            core::ptr::copy_nonoverlapping(buf.as_ptr(), op.add(i), n - i);
-        }
-    }
-}
-
-/// Lane vectors of `q . code(a_r)` for the `R <= 4` rows `i..i + R`
-/// (entries `R..4` zero): per group the four `q` vectors are loaded once
-/// for the `R` rows; two FMA chains per row (channels `0..16` and
-/// `16..32` of each group).
-#[inline(always)]
-unsafe fn u4_block<const R: usize>(
-    a: *const u8,
-    q: *const f32,
-    d: usize,
-    i: usize,
-) -> [__m256; KR] {
-    unsafe {
-        let rb = d / 2;
-        let z = _mm256_setzero_ps();
-        let (mut s0, mut s1) = ([z; R], [z; R]);
-        let p = a.add(i * rb);
-        let mut g = 0;
-        while g < d / U4G {
-            let qg = q.add(g * U4G);
-            let y = [ld(qg), ld(qg.add(W)), ld(qg.add(2 * W)), ld(qg.add(3 * W))];
-            for (r, (a0, a1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
-                let x = u4x32(p.add(r * rb + g * U4G / 2));
-                *a0 = _mm256_fmadd_ps(x[0], y[0], *a0);
-                *a1 = _mm256_fmadd_ps(x[2], y[2], *a1);
-                *a0 = _mm256_fmadd_ps(x[1], y[1], *a0);
-                *a1 = _mm256_fmadd_ps(x[3], y[3], *a1);
-            }
-            g += 1;
-        }
-        let mut o = [z; KR];
-        for (o, (a0, a1)) in o.iter_mut().zip(s0.iter().zip(&s1)) {
-            *o = _mm256_add_ps(*a0, *a1);
-        }
-        o
     }
 }
 
@@ -981,113 +918,14 @@ unsafe fn u4x8<const V: usize>(p: *const u8) -> __m256 {
     }
 }
 
-/// Scores of 4-bit rows against `m` queries: queries in pairs, rows in
-/// pairs ([`u4_dots_multi_block`]: per row and group each code vector is
-/// decoded once, [`u4x8`], and applied to both queries with the FMA chains
-/// of [`u4_block`], the four sums reduced together by `hsum4`, whose lanes
-/// are reduced independently); an odd last query takes the single kernel's
-/// path. So every result equals `u4_row_dots`' bitwise. (Blocks of three
-/// queries or more need more than 16 ymm registers and spilled
-/// accumulators made them slower than single calls.)
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn u4_row_dots_multi_imp(a: &[u8], q: &[f32], d: usize, out: &mut [f32]) {
-    let (m, n) = super::u4_multi_dots_shape(a.len(), q.len(), d, out.len());
-    let k = U4Dots {
-        a: a.as_ptr(),
-        q: q.as_ptr(),
-        out: out.as_mut_ptr(),
-        d,
-        n,
-    };
-    // SAFETY: rows t < n span a[t d / 2 .. (t + 1) d / 2] <= a.len()
-    // (checked), read in whole 16-byte groups; query i < m is read at
-    // q[i d .. (i + 1) d] (q.len() = m d); out written at i n + t < m n =
-    // out.len().
-    unsafe {
-        let mut i = 0;
-        while i + 2 <= m {
-            let mut t = 0;
-            while t + 2 <= n {
-                u4_dots_multi_block::<2, 2>(k, t, i);
-                t += 2;
-            }
-            if t < n {
-                u4_dots_multi_block::<1, 2>(k, t, i);
-            }
-            i += 2;
-        }
-        if i < m {
-            u4_dots_one(k.a, k.q.add(i * d), d, k.out.add(i * n), n);
-        }
-    }
-}
-
-/// Pointers and shape of one `u4_row_dots_multi` call.
-#[derive(Clone, Copy)]
-struct U4Dots {
-    a: *const u8,
-    q: *const f32,
-    out: *mut f32,
-    /// Channels per row (a multiple of 32).
-    d: usize,
-    /// Rows.
-    n: usize,
-}
-
-/// Rows `t0..t0 + R` against queries `i0..i0 + M` (`R M <= 4`): two chains
-/// per row and query (channels `0..16` and `16..32` of each group, in
-/// [`u4_block`]'s order), summed, reduced by one `hsum4` and stored at
-/// `out[(i0 + j) n + t]`. Queries are FMA memory operands.
-#[inline(always)]
-unsafe fn u4_dots_multi_block<const R: usize, const M: usize>(k: U4Dots, t0: usize, i0: usize) {
-    unsafe {
-        let z = _mm256_setzero_ps();
-        let rb = k.d / 2;
-        let q0 = k.q.add(i0 * k.d);
-        let (mut s0, mut s1) = ([[z; M]; R], [[z; M]; R]);
-        let mut g = 0;
-        while g < k.d / U4G {
-            let qg = q0.add(g * U4G);
-            for r in 0..R {
-                let p = k.a.add((t0 + r) * rb + g * U4G / 2);
-                macro_rules! fmas {
-                    ($v:literal, $s:ident) => {
-                        let x = u4x8::<$v>(p);
-                        for (j, a) in $s[r].iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(x, ld(qg.add(j * k.d + $v * W)), *a);
-                        }
-                    };
-                }
-                fmas!(0, s0);
-                fmas!(2, s1);
-                fmas!(1, s0);
-                fmas!(3, s1);
-            }
-            g += 1;
-        }
-        let mut o = [z; KR];
-        for r in 0..R {
-            for j in 0..M {
-                o[r * M + j] = _mm256_add_ps(s0[r][j], s1[r][j]);
-            }
-        }
-        let mut buf = [0.0f32; KR];
-        _mm_storeu_ps(buf.as_mut_ptr(), hsum4(o));
-        for r in 0..R {
-            for j in 0..M {
-                *k.out.add((i0 + j) * k.n + t0 + r) = buf[r * M + j];
-            }
-        }
-    }
-}
-
-/// Weighted sums of 4-bit rows for `m` weight sets: sets in pairs; per
-/// group (32 columns) the rows stream by once for both
-/// ([`u4_rows_multi_group`]: per row each code vector decoded once,
-/// [`u4x8`], one FMA per set with the set's broadcast weight); an odd last
-/// set takes the single kernel's path. Rows in order per column, as
-/// `u4_rows`: bitwise equal to it. (Three sets at once need more than 16
-/// ymm registers; see `u4_row_dots_multi_imp`.)
+/// Weighted sums of 4-bit rows for `m` weight sets: an odd `m >= 3` starts
+/// with a triple (per group two half-group passes, [`u4_rows_multi_half`],
+/// so that three sets' accumulators fit the 16 ymm registers; faster than
+/// a pair and a single, slower than two pairs), then pairs (per group the rows
+/// stream by once for both, [`u4_rows_multi_group`]: per row each code
+/// vector decoded once, [`u4x8`], one FMA per set with the set's broadcast
+/// weight); an odd last set takes the single kernel's path. Rows in order
+/// per column, as `u4_rows`: bitwise equal to it.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn u4_rows_multi_imp(w: &[f32], a: &[u8], dv: usize, out: &mut [f32]) {
     let (m, n) = super::u4_multi_rows_shape(w.len(), a.len(), dv, out.len());
@@ -1105,6 +943,13 @@ unsafe fn u4_rows_multi_imp(w: &[f32], a: &[u8], dv: usize, out: &mut [f32]) {
     // i n G + t G + g < m n G = w.len(); out at i dv + c, c < dv.
     unsafe {
         let mut i = 0;
+        if m % 2 == 1 && m >= 3 {
+            for g in 0..groups {
+                u4_rows_multi_half::<3, 0>(k, g, i);
+                u4_rows_multi_half::<3, 1>(k, g, i);
+            }
+            i += 3;
+        }
         while i + 2 <= m {
             for g in 0..groups {
                 u4_rows_multi_group::<2>(k, g, i);
@@ -1170,6 +1015,43 @@ unsafe fn u4_rows_multi_group<const M: usize>(k: U4RowsMulti, g: usize, i0: usiz
         for (j, acc) in acc.iter().enumerate() {
             let o = k.out.add((i0 + j) * k.dv + g * U4G);
             for (v, a) in acc.iter().enumerate() {
+                st(o.add(v * W), _mm256_add_ps(ld(o.add(v * W)), *a));
+            }
+        }
+    }
+}
+
+/// Sets `i0..i0 + M` of `u4_rows_multi` over half `H` of group `g`: bytes
+/// `8 H..8 H + 8` of each row, i.e. vectors `H` (low nibbles) and `2 + H`
+/// (high nibbles) of [`u4x32`], from one `vpmovzxbd` load; two
+/// accumulators per set, so three sets fit the registers (6 accumulators,
+/// 2 code vectors, 3 weights). Each column's chain is `u4_rows`' (rows in
+/// order, one FMA each, then added to `out`): bitwise the single kernel.
+#[inline(always)]
+unsafe fn u4_rows_multi_half<const M: usize, const H: usize>(k: U4RowsMulti, g: usize, i0: usize) {
+    unsafe {
+        let z = _mm256_setzero_ps();
+        let m15 = _mm256_set1_epi32(15);
+        let ws = k.n * k.groups;
+        let mut acc = [[z; 2]; M];
+        let (mut p, mut wr) = (k.a.add(g * U4G / 2 + 8 * H), k.w.add(i0 * ws + g));
+        for _ in 0..k.n {
+            let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+            let x = [
+                _mm256_cvtepi32_ps(_mm256_and_si256(b, m15)),
+                _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)),
+            ];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let wv = _mm256_set1_ps(*wr.add(j * ws));
+                a[0] = _mm256_fmadd_ps(wv, x[0], a[0]);
+                a[1] = _mm256_fmadd_ps(wv, x[1], a[1]);
+            }
+            p = p.add(k.dv / 2);
+            wr = wr.add(k.groups);
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let o = k.out.add((i0 + j) * k.dv + g * U4G);
+            for (v, a) in [H, 2 + H].into_iter().zip(acc) {
                 st(o.add(v * W), _mm256_add_ps(ld(o.add(v * W)), *a));
             }
         }

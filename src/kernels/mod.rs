@@ -90,6 +90,9 @@ mod recovery_avx2;
 mod recovery_avx512;
 mod recovery_common;
 pub mod recovery_portable;
+#[cfg(target_arch = "x86_64")]
+mod u4_dots_avx2;
+pub mod u4_fixed;
 
 pub use level::Level;
 
@@ -155,9 +158,14 @@ pub struct Kernels {
     /// q[c] code(a_i, c)` for `i < out.len()`, `d = q.len()` (a multiple of
     /// 32), rows of `d / 2` bytes in the nibble layout of a 32-channel group
     /// (16 bytes: byte `t` holds channel `t` in its low and channel `t + 16`
-    /// in its high nibble). The sum in f32 (FMA where the level has it).
-    /// Panics if `d` is not a multiple of 32 or `a` is shorter than
-    /// `out.len() d / 2`.
+    /// in its high nibble). The query is taken in 16-bit fixed point, `q_c
+    /// ~ 2^e qi_c` ([`u4_fixed`]), each row's sum `sum_c qi_c code_c` is
+    /// exact in i32, and `out[i]` is that sum rounded to f32 times `2^e`: the
+    /// same bits at every level and blocking, within `2^e / 2 sum_c code_c +
+    /// 2^-24 |out[i]|` (`2^e <= max_c |q_c| 2^-13`) of the exact value; a
+    /// query below `2^-100` in every channel scores 0. `q` must be finite.
+    /// Panics if `d` is not a multiple of 32 or above 4096, or `a` is shorter
+    /// than `out.len() d / 2`.
     pub u4_row_dots: fn(a: &[u8], q: &[f32], out: &mut [f32]),
     /// Weighted sum of 4-bit code rows with one weight per row and 32-channel
     /// group: `out[c] += sum_{i < m} w[i G + c / 32] code(a_i, c)`, `dv =
@@ -171,11 +179,11 @@ pub struct Kernels {
     /// out.len() / m`, and `out[i n + t] = sum_c q[i d + c] code(a_t, c)`
     /// for `i < m`, `t < n`, rows in the nibble layout of
     /// [`Kernels::u4_row_dots`]. Each code row is decoded once and applied
-    /// to every query (queries in register blocks when `m` is large). Per
-    /// result the arithmetic is that of [`Kernels::u4_row_dots`] at the same
-    /// level (f32, FMA where the level has it, the same chains and
-    /// reductions), so `out` equals `m` single calls bitwise. `m = 0` (empty
-    /// `q`) does nothing. Panics if `d` is 0 or not a multiple of 32, `q.len()`
+    /// to every query (three at a time at AVX2). Per result the arithmetic
+    /// is that of [`Kernels::u4_row_dots`] (exact integer sums of the
+    /// fixed-point query), so `out` equals `m` single calls bitwise. `m = 0`
+    /// (empty `q`) does nothing. Panics if `d` is 0, above 4096 or not a
+    /// multiple of 32, `q.len()`
     /// not a multiple of `d`, `out.len()` not a multiple of `m`, or `a`
     /// shorter than `n d / 2`.
     pub u4_row_dots_multi: fn(a: &[u8], q: &[f32], d: usize, out: &mut [f32]),
@@ -285,6 +293,7 @@ fn u4_multi_dots_shape(a: usize, q: usize, d: usize, out: usize) -> (usize, usiz
         d > 0 && d.is_multiple_of(32),
         "u4_row_dots_multi: d not a positive multiple of 32"
     );
+    assert!(d <= u4_fixed::MAX_D, "u4_row_dots_multi: d above 4096");
     assert!(
         q.is_multiple_of(d),
         "u4_row_dots_multi: q.len() not a multiple of d"

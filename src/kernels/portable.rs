@@ -2,7 +2,7 @@
 //! target features give: SSE2 pairs on baseline x86-64, one AVX register with
 //! `-C target-cpu=x86-64-v3`). Scalar tails handle every remainder.
 
-use super::{Gemm, Kernels, Level};
+use super::{u4_fixed, Gemm, Kernels, Level};
 use crate::poly::FeatureMap;
 use wide::f32x8;
 
@@ -406,25 +406,31 @@ fn u4_unpack(b: &[u8], out: &mut [f32; U4G]) {
     }
 }
 
-/// `out[i] = sum_c q[c] code(a_i, c)` (see [`Kernels::u4_row_dots`]): per
-/// group the 32 codes unpacked into f32, four `f32x8` FMAs into one
-/// accumulator per row, the lanes summed at the end.
+/// `out[i] = 2^e sum_c qi_c code(a_i, c)` (see [`Kernels::u4_row_dots`]
+/// and `u4_fixed`): the query in fixed point once, then each row's exact
+/// i32 sum, converted and scaled.
 pub fn u4_row_dots(a: &[u8], q: &[f32], out: &mut [f32]) {
     let d = q.len();
     let rb = d / 2;
     assert!(d.is_multiple_of(U4G), "u4_row_dots: d not a multiple of 32");
+    assert!(d <= u4_fixed::MAX_D, "u4_row_dots: d above 4096");
     assert!(a.len() >= out.len() * rb, "u4_row_dots: a too short");
-    let mut buf = [0.0f32; U4G];
+    let mut qi = [0i16; u4_fixed::MAX_D];
+    let m = q.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+    let (s, inv) = u4_fixed::scale(m);
+    for (o, &x) in qi.iter_mut().zip(q) {
+        *o = u4_fixed::quantize(x, inv) as i16;
+    }
     for (i, o) in out.iter_mut().enumerate() {
         let row = &a[i * rb..(i + 1) * rb];
-        let mut acc = f32x8::ZERO;
-        for (g, b) in row.chunks_exact(U4G / 2).enumerate() {
-            u4_unpack(b, &mut buf);
-            for v in 0..U4G / L {
-                acc = ld(&buf[v * L..]).mul_add(ld(&q[g * U4G + v * L..]), acc);
+        let mut acc = 0i32;
+        for (b, qg) in row.chunks_exact(U4G / 2).zip(qi.chunks_exact(U4G)) {
+            for t in 0..U4G / 2 {
+                acc +=
+                    (b[t] & 15) as i32 * qg[t] as i32 + (b[t] >> 4) as i32 * qg[t + U4G / 2] as i32;
             }
         }
-        *o = acc.reduce_add();
+        *o = acc as f32 * s;
     }
 }
 
@@ -458,35 +464,13 @@ pub fn u4_rows(w: &[f32], a: &[u8], out: &mut [f32]) {
 /// Queries per block of the portable multi-query 4-bit kernels.
 const U4MB: usize = 8;
 
-/// `out[i n + t] = sum_c q[i d + c] code(a_t, c)` (see
-/// [`Kernels::u4_row_dots_multi`]): queries in blocks of up to 8; per row
-/// and group the 32 codes unpacked once, then for every query of the block
-/// the four `f32x8` FMAs of [`u4_row_dots`] into its own accumulator (the
-/// same operations in the same order, so bitwise as the single kernel).
+/// `out[i n + t] = 2^e_i sum_c qi_ic code(a_t, c)` (see
+/// [`Kernels::u4_row_dots_multi`]): one [`u4_row_dots`] per query (exact
+/// integer sums: the same bits however the rows are blocked).
 pub fn u4_row_dots_multi(a: &[u8], q: &[f32], d: usize, out: &mut [f32]) {
     let (m, n) = super::u4_multi_dots_shape(a.len(), q.len(), d, out.len());
-    let rb = d / 2;
-    let mut buf = [0.0f32; U4G];
-    let mut i0 = 0;
-    while i0 < m {
-        let mb = (m - i0).min(U4MB);
-        for t in 0..n {
-            let row = &a[t * rb..(t + 1) * rb];
-            let mut acc = [f32x8::ZERO; U4MB];
-            for (g, b) in row.chunks_exact(U4G / 2).enumerate() {
-                u4_unpack(b, &mut buf);
-                for (j, acc) in acc[..mb].iter_mut().enumerate() {
-                    let qg = &q[(i0 + j) * d + g * U4G..];
-                    for v in 0..U4G / L {
-                        *acc = ld(&buf[v * L..]).mul_add(ld(&qg[v * L..]), *acc);
-                    }
-                }
-            }
-            for (j, acc) in acc[..mb].iter().enumerate() {
-                out[(i0 + j) * n + t] = acc.reduce_add();
-            }
-        }
-        i0 += mb;
+    for i in 0..m {
+        u4_row_dots(a, &q[i * d..(i + 1) * d], &mut out[i * n..(i + 1) * n]);
     }
 }
 

@@ -18,7 +18,8 @@
 //! `c = max(max_i s q.k_i, max_g lw_g)`:
 //!
 //! ```text
-//! page keys   q.k_t = sum_c q_c lo_c + sum_c (q_c step_c) code_tc     (Kernels::u4_row_dots)
+//! page keys   q.k_t = sum_c q_c lo_c + sum_c (q_c step_c) code_tc     (Kernels::u4_row_dots,
+//!             q step in 16-bit fixed point: kernels::u4_fixed)
 //! values      sum_t w_t v_t = sum_t sum_g w_t lo_tg + sum_t (w_t step_tg) code_t  (Kernels::u4_rows)
 //! o = (sum_i e^(s x_i - c) v_i + tail numerator) / (sum_i e^(s x_i - c) + tail denominator)
 //! acc_i <- (1 - DECAY) acc_i + sum over the group of the normalised weights of token i
