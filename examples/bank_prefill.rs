@@ -3,7 +3,8 @@
 //! `push_tokens` in calls of `batch` tokens (as an engine's ubatches), or
 //! through `push_token` one at a time (`each`); for callgrind instruction
 //! counts and wall times of the prefill path. Prints the time and a hash
-//! of every output bit (equal hashes: equal outputs).
+//! of every output bit (equal hashes: equal outputs); with `DUMP=file` the
+//! outputs too (f32, little-endian), to compare two builds.
 //! `cargo run --release --example bank_prefill -- [budget KiB] [tokens] [batch] [each]`
 mod bank_shape;
 use std::time::Instant;
@@ -38,6 +39,10 @@ fn main() {
         j += c;
     }
     let s = t.elapsed().as_secs_f64();
+    if let Ok(p) = std::env::var("DUMP") {
+        let bytes: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(p, bytes).unwrap();
+    }
     let hash = out.iter().fold(0xcbf29ce484222325u64, |h, x| {
         (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3)
     });
