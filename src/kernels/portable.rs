@@ -415,7 +415,20 @@ pub fn u4_row_dots(a: &[u8], q: &[f32], out: &mut [f32]) {
     assert!(d.is_multiple_of(U4G), "u4_row_dots: d not a multiple of 32");
     assert!(d <= u4_fixed::MAX_D, "u4_row_dots: d above 4096");
     assert!(a.len() >= out.len() * rb, "u4_row_dots: a too short");
-    let mut qi = [0i16; u4_fixed::MAX_D];
+    // A small buffer for the usual head sizes: zeroing 8 KiB per call (per
+    // page of 32 rows) would cost as much as the rows.
+    if d <= 256 {
+        u4_row_dots_with(a, q, out, &mut [0i16; 256]);
+    } else {
+        u4_row_dots_with(a, q, out, &mut [0i16; u4_fixed::MAX_D]);
+    }
+}
+
+/// The body of [`u4_row_dots`] with the fixed-point query in `qi` (at
+/// least `q.len()` elements).
+fn u4_row_dots_with(a: &[u8], q: &[f32], out: &mut [f32], qi: &mut [i16]) {
+    let rb = q.len() / 2;
+    let qi = &mut qi[..q.len()];
     let m = q.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
     let (s, inv) = u4_fixed::scale(m);
     for (o, &x) in qi.iter_mut().zip(q) {
